@@ -1,0 +1,54 @@
+# Keyart: `make run` serves the platform on its embedded defaults, `make test` runs the suite.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := protos/keyart/v1/ranking.proto
+STUBS := services/keyart/v1/ranking_pb2.py
+
+.DEFAULT_GOAL := help
+
+help: ## List targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install Keyart with its pinned dependencies
+
+protos: $(STAMP) ## Regenerate the Python stubs (and .pyi) from protos/
+	$(BIN)/python -m grpc_tools.protoc -I protos --python_out=services --pyi_out=services \
+		--grpc_python_out=services $(PROTO_SRC)
+
+features: $(STAMP) ## Build the demo world and its Feast store (apply + materialize)
+	$(BIN)/keyart world build
+	$(BIN)/keyart features apply
+
+model: $(STAMP) ## Train the first LightGBM model from a simulated exploration log
+	$(BIN)/keyart train --bootstrap
+
+run: $(STAMP) ## Build what is missing, then serve RankArtwork on Ray Serve (port 9000)
+	$(BIN)/keyart up
+
+demo: $(STAMP) ## Show which image contrasting demo members get, and why
+	$(BIN)/keyart demo
+
+test: $(STAMP) ## Run the whole suite (unit + integration on loopback)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) ## Throughput and latency, Ray Serve vs bare grpc.aio; writes bench/results/latest.json
+	$(BIN)/keyart bench --json
+
+lint: $(STAMP) ## ruff and mypy (generated code excluded)
+	$(BIN)/ruff check services training tests
+	$(BIN)/mypy services/keyart training
+
+clean: ## Remove built data (var/), keep the venv
+	rm -rf var
+
+.PHONY: help install protos features model run demo test bench lint clean

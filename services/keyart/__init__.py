@@ -1,0 +1,1 @@
+"""Keyart: personalized artwork selection."""

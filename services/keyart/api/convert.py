@@ -1,0 +1,157 @@
+"""Protobuf <-> domain conversion with structural validation.
+
+Every structural error raises InvalidRequest naming the field path, so the client
+knows exactly what to fix. Semantic problems (unknown titles or images) are not
+errors: the ranker serves default artwork for them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timezone
+
+from keyart.domain import Outcome, OutcomeKind, RequestContext, Selection, TitleRequest
+from keyart.errors import InvalidRequest
+from keyart.v1 import ranking_pb2 as pb
+
+MAX_TITLES = 200
+MAX_CANDIDATES = 100
+MAX_OUTCOMES = 1000
+MAX_ID_LENGTH = 128
+
+_DEVICES = {
+    pb.DEVICE_TYPE_TV: "TV",
+    pb.DEVICE_TYPE_WEB: "WEB",
+    pb.DEVICE_TYPE_MOBILE: "MOBILE",
+    pb.DEVICE_TYPE_TABLET: "TABLET",
+}
+_KINDS = {
+    pb.OUTCOME_KIND_IMPRESSION_SEEN: OutcomeKind.IMPRESSION_SEEN,
+    pb.OUTCOME_KIND_PLAY_STARTED: OutcomeKind.PLAY_STARTED,
+    pb.OUTCOME_KIND_PLAYBACK_PROGRESS: OutcomeKind.PLAYBACK_PROGRESS,
+}
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+def _require_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidRequest(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidRequest(field, f"longer than {MAX_ID_LENGTH} characters")
+    return value
+
+
+def _timestamp(ts: object, present: bool, now: datetime) -> datetime:
+    if not present:
+        return now
+    return ts.ToDatetime(tzinfo=timezone.utc)  # type: ignore[attr-defined]
+
+
+def parse_context(request: pb.RankArtworkRequest, now: datetime) -> RequestContext:
+    if not request.HasField("context"):
+        raise InvalidRequest("context", "is required")
+    ctx = request.context
+    if ctx.country and not _COUNTRY.match(ctx.country):
+        raise InvalidRequest("context.country", f"{ctx.country!r} is not an ISO 3166-1 alpha-2 code")
+    if ctx.language and not _LANGUAGE.match(ctx.language):
+        raise InvalidRequest("context.language", f"{ctx.language!r} is not a BCP 47 tag")
+    device = _DEVICES.get(ctx.device)
+    if device is None:
+        raise InvalidRequest("context.device", "must be one of TV, WEB, MOBILE, TABLET")
+    return RequestContext(
+        country=ctx.country,
+        language=ctx.language,
+        device=device,
+        surface=ctx.surface,
+        client_time=_timestamp(ctx.client_time, ctx.HasField("client_time"), now),
+    )
+
+
+def parse_titles(request: pb.RankArtworkRequest) -> list[TitleRequest]:
+    n = len(request.titles)
+    if n == 0:
+        raise InvalidRequest("titles", "at least one title is required")
+    if n > MAX_TITLES:
+        raise InvalidRequest("titles", f"at most {MAX_TITLES} titles per page, got {n}")
+    seen: dict[str, int] = {}
+    titles = []
+    for i, t in enumerate(request.titles):
+        field = f"titles[{i}]"
+        title_id = _require_id(t.title_id, f"{field}.title_id")
+        if title_id in seen:
+            raise InvalidRequest(
+                f"{field}.title_id", f"duplicate of titles[{seen[title_id]}] ({title_id!r})"
+            )
+        seen[title_id] = i
+        m = len(t.candidate_image_ids)
+        if m > MAX_CANDIDATES:
+            raise InvalidRequest(
+                f"{field}.candidate_image_ids", f"at most {MAX_CANDIDATES} candidates, got {m}"
+            )
+        for j, image_id in enumerate(t.candidate_image_ids):
+            _require_id(image_id, f"{field}.candidate_image_ids[{j}]")
+        titles.append(TitleRequest(title_id, tuple(t.candidate_image_ids)))
+    return titles
+
+
+def parse_rank_request(
+    request: pb.RankArtworkRequest, now: datetime
+) -> tuple[str, RequestContext, list[TitleRequest]]:
+    """Validate a RankArtwork request; returns (member_id, context, titles)."""
+    member_id = _require_id(request.member_id, "member_id")
+    if len(request.request_id) > MAX_ID_LENGTH:
+        raise InvalidRequest("request_id", f"longer than {MAX_ID_LENGTH} characters")
+    return member_id, parse_context(request, now), parse_titles(request)
+
+
+def to_response(selections: list[Selection], model_version: str, policy: str) -> pb.RankArtworkResponse:
+    return pb.RankArtworkResponse(
+        selections=[
+            pb.ArtworkSelection(
+                title_id=s.title_id,
+                image_id=s.image_id,
+                lineage_id=s.lineage_id,
+                propensity=s.propensity,
+                score=s.score,
+                explored=s.explored,
+                decision_id=s.decision_id,
+                fallback_reason=s.fallback_reason,
+            )
+            for s in selections
+        ],
+        model_version=model_version,
+        policy=policy,
+    )
+
+
+def parse_outcomes(request: pb.ReportOutcomeRequest, now: datetime) -> list[Outcome]:
+    """Validate a ReportOutcome batch; every outcome must be well formed."""
+    n = len(request.outcomes)
+    if n == 0:
+        raise InvalidRequest("outcomes", "at least one outcome is required")
+    if n > MAX_OUTCOMES:
+        raise InvalidRequest("outcomes", f"at most {MAX_OUTCOMES} outcomes per call, got {n}")
+    out = []
+    for i, o in enumerate(request.outcomes):
+        field = f"outcomes[{i}]"
+        kind = _KINDS.get(o.kind)
+        if kind is None:
+            raise InvalidRequest(f"{field}.kind", "must be IMPRESSION_SEEN, PLAY_STARTED or PLAYBACK_PROGRESS")
+        if not math.isfinite(o.minutes_played) or o.minutes_played < 0:
+            raise InvalidRequest(f"{field}.minutes_played", f"must be a finite number >= 0, got {o.minutes_played}")
+        if not o.HasField("event_time"):
+            raise InvalidRequest(f"{field}.event_time", "is required")
+        out.append(
+            Outcome(
+                decision_id=_require_id(o.decision_id, f"{field}.decision_id"),
+                member_id=_require_id(o.member_id, f"{field}.member_id"),
+                title_id=_require_id(o.title_id, f"{field}.title_id"),
+                image_id=_require_id(o.image_id, f"{field}.image_id"),
+                kind=kind,
+                minutes_played=float(o.minutes_played),
+                event_time=_timestamp(o.event_time, True, now),
+            )
+        )
+    return out

@@ -1,0 +1,72 @@
+"""Request-path metrics, aggregated in memory and exported in the background.
+
+Recording a page costs a few dict updates; an exporter (Ray Serve metrics in the
+deployment, prometheus_client in the bare server) drains the deltas every second,
+so the request path never pays for a metrics backend call per title.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from keyart.domain import Selection
+
+PROPENSITY_BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.99, 1.0)
+LATENCY_BUCKETS_S: tuple[float, ...] = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+def bucket_of(value: float, bounds: tuple[float, ...]) -> str:
+    """Upper bound label of the first bucket holding value ("+Inf" above all)."""
+    for b in bounds:
+        if value <= b:
+            return str(b)
+    return "+Inf"
+
+
+@dataclass
+class MetricDeltas:
+    """What happened since the last drain."""
+
+    decisions: Counter = field(default_factory=Counter)  # (policy, explored) -> n
+    fallbacks: Counter = field(default_factory=Counter)  # reason -> n
+    propensity: Counter = field(default_factory=Counter)  # bucket -> n
+    page_latency: list[float] = field(default_factory=list)
+    feature_latency: list[float] = field(default_factory=list)
+    feature_failures: int = 0
+    outcomes: int = 0
+
+
+class AggregatingMetrics:
+    """Implements the handler's Metrics protocol with in-memory counters."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._d = MetricDeltas()
+
+    def observe_page(self, policy: str, selections: list[Selection], seconds: float) -> None:
+        with self._lock:
+            d = self._d
+            for s in selections:
+                if s.fallback_reason:
+                    d.fallbacks[s.fallback_reason.split(":", 1)[0]] += 1
+                else:
+                    d.decisions[(policy, s.explored)] += 1
+                    d.propensity[bucket_of(s.propensity, PROPENSITY_BUCKETS)] += 1
+            d.page_latency.append(seconds)
+
+    def observe_features(self, seconds: float, ok: bool) -> None:
+        with self._lock:
+            self._d.feature_latency.append(seconds)
+            self._d.feature_failures += not ok
+
+    def observe_outcomes(self, accepted: int) -> None:
+        with self._lock:
+            self._d.outcomes += accepted
+
+    def drain(self) -> MetricDeltas:
+        """Take and reset the deltas accumulated since the last drain."""
+        with self._lock:
+            d, self._d = self._d, MetricDeltas()
+        return d

@@ -1,0 +1,207 @@
+"""`keyart`: the command line of the platform (typer).
+
+Every command prints a one-line error naming the file or field on bad input and
+exits with status 2; commands that report results take `--json`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+
+from keyart.errors import KeyartError
+from keyart.settings import KeyartSettings
+
+app = typer.Typer(help="Keyart: personalized artwork selection.", no_args_is_help=True, add_completion=False)
+world_app = typer.Typer(help="The synthetic demo world (members, titles, artwork, ground truth).", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature store.", no_args_is_help=True)
+models_app = typer.Typer(help="Model artifacts and promotion.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Keyart errors into one clear line and exit status 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyartError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def settings() -> KeyartSettings:
+    try:
+        return KeyartSettings()
+    except Exception as exc:  # pydantic names the variable and the problem
+        console.print(f"[red]error:[/red] invalid KEYART_* setting: {exc}")
+        raise typer.Exit(2) from None
+
+
+def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        human(result)
+
+
+# ----------------------------------------------------------------------------- world
+@world_app.command("build")
+@friendly
+def world_build(
+    seed: int = typer.Option(7, help="Random seed; the same seed gives the same world."),
+    members: int = typer.Option(2000, help="Number of members."),
+    titles: int = typer.Option(120, help="Number of titles."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Build the synthetic world and its feature tables under KEYART_DATA_DIR/world."""
+    from keyart import bootstrap
+
+    s = settings()
+    out = bootstrap.build_world_and_features(s, seed=seed, members=members, titles=titles)
+    emit(out, as_json, lambda r: console.print(f"world built in {r['world_dir']}: {r['sizes']}"))
+
+
+# ----------------------------------------------------------------------------- features
+@features_app.command("apply")
+@friendly
+def features_apply(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Register the feature definitions and materialize them into the online store."""
+    from keyart import bootstrap
+
+    out = bootstrap.apply_features(settings())
+    emit(out, as_json, lambda r: console.print(f"feast applied and materialized: {r['repo']}"))
+
+
+# ----------------------------------------------------------------------------- training
+@app.command("train")
+@friendly
+def train(
+    log_export: Optional[Path] = typer.Option(
+        None, "--log-export", help="Parquet exported by `keyart log export` to train on."
+    ),
+    bootstrap_log: bool = typer.Option(
+        False, "--bootstrap", help="Simulate a uniform exploration log from the world and train on it."
+    ),
+    pages: int = typer.Option(4000, help="Simulated pages for --bootstrap."),
+    ips: bool = typer.Option(False, help="Weight rows by inverse propensity."),
+    promote_model: bool = typer.Option(True, "--promote/--no-promote", help="Promote the new model."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Train the quality-play model (and Thompson ensemble) and promote it."""
+    from keyart import bootstrap
+
+    s = settings()
+    result = bootstrap.train(s, log_export=log_export, simulate=bootstrap_log, pages=pages, ips=ips,
+                             promote_after=promote_model)
+    emit(result, as_json, lambda r: console.print(
+        f"model {r['version']} trained ({r['metrics']['rows_train']:.0f} rows, valid AUC "
+        f"{r['metrics']['valid_auc']:.3f}); promoted: {r['promoted']}"))
+
+
+@models_app.command("list")
+@friendly
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List model artifacts; the promoted one is marked."""
+    from keyart.core.model import current_version
+
+    s = settings()
+    current = current_version(s.models_dir)
+    rows = []
+    for meta_path in sorted(s.models_dir.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        rows.append({"version": meta["version"], "current": meta["version"] == current,
+                     "valid_auc": meta.get("metrics", {}).get("valid_auc"), "rows": meta.get("rows")})
+    emit({"models": rows}, as_json, lambda r: [console.print(
+        f"{'*' if m['current'] else ' '} {m['version']}  auc={m['valid_auc']}  rows={m['rows']}") for m in r["models"]])
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(version: str = typer.Argument(..., help="Model version to serve.")) -> None:
+    """Serve VERSION from now on (running replicas pick it up within seconds, no restart)."""
+    from keyart.core.model import promote
+
+    s = settings()
+    promote(s.models_dir, version)
+    console.print(f"promoted {version}")
+
+
+# ----------------------------------------------------------------------------- serving
+@app.command("up")
+@friendly
+def up(
+    port: Optional[int] = typer.Option(None, help="gRPC port (default KEYART_GRPC_PORT, 9000)."),
+    detach: bool = typer.Option(False, help="Return once serving instead of waiting for Ctrl-C."),
+) -> None:
+    """Build what is missing (world, features, first model), then serve on Ray Serve."""
+    from keyart import bootstrap
+    from keyart.serving.launch import launch
+
+    logging.basicConfig(level=logging.WARNING)
+    s = settings()
+    if port is not None:
+        s = s.model_copy(update={"grpc_port": port})
+    bootstrap.ensure_built(s, say=lambda m: console.print(m))
+    launch(s, say=lambda m: console.print(m), block=not detach)
+
+
+@app.command("serve-bare")
+@friendly
+def serve_bare(port: int = typer.Option(9001, help="Port of the plain grpc.aio server.")) -> None:
+    """Serve the same handler on a plain grpc.aio server (the benchmark's baseline)."""
+    from keyart.serving.bare import run_bare
+
+    run_bare(settings(), port)
+
+
+@app.command("demo")
+@friendly
+def demo(
+    address: str = typer.Option("127.0.0.1:9000", help="Where RankArtwork is served."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Call RankArtwork for contrasting demo members and show which image each gets, and why."""
+    from keyart.demo import render_demo, run_demo
+
+    result = run_demo(settings(), address)
+    emit(result, as_json, lambda r: render_demo(r, Console()))
+
+
+@app.command("bench")
+@friendly
+def bench(
+    duration: float = typer.Option(8.0, help="Seconds per load level."),
+    concurrency: str = typer.Option("1,8,32", help="Comma-separated requests in flight."),
+    out: Path = typer.Option(Path("bench/results/latest.json"), help="Where to write the JSON."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """RankArtwork throughput and latency: Ray Serve vs the bare grpc.aio server."""
+    from keyart.bench import run_bench
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    result = run_bench(settings(), duration_s=duration, concurrencies=levels, out=out,
+                       say=lambda m: console.print(m))
+    emit(result, as_json, lambda r: console.print_json(json.dumps(r)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

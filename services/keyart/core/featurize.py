@@ -1,0 +1,223 @@
+"""Turn (member, context, candidate images) into the model's feature matrix.
+
+The same code builds training rows and serving rows, so what the model learned
+from is exactly what it sees. Image and title attributes are packed once per
+catalog refresh into arrays (`CatalogIndex`); per request only the member columns
+and the personalization crosses are computed, vectorized over all candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from keyart.domain import (
+    COUNTRIES,
+    DEVICES,
+    EXPRESSIONS,
+    GENRES,
+    PALETTES,
+    STYLES,
+    TONES,
+    Catalog,
+    MemberFeatures,
+    RequestContext,
+)
+
+SMALL_SCREENS = frozenset({"MOBILE", "TABLET"})
+
+MEMBER_FEATURES: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES) + (
+    "tenure_days",
+    "country",
+    "device",
+    "is_main_device",
+    "hour",
+    "weekday",
+)
+TITLE_FEATURES: tuple[str, ...] = ("title_interacted", "title_genre_affinity")
+IMAGE_FEATURES: tuple[str, ...] = (
+    "num_faces",
+    "face_area",
+    "expression",
+    "villain_shown",
+    "group_size",
+    "brightness",
+    "warmth",
+    "contrast",
+    "tone",
+    "style",
+    "palette",
+    "text_present",
+)
+CROSS_FEATURES: tuple[str, ...] = (
+    "cast_affinity",  # sum of the member's affinity for the cast members shown
+    "max_cast_affinity",
+    "tone_affinity",  # the member's affinity for the genre the image's tone conveys
+    "small_screen_group",  # group size when the screen is small (crowds read badly on phones)
+)
+FEATURE_NAMES: tuple[str, ...] = MEMBER_FEATURES + TITLE_FEATURES + IMAGE_FEATURES + CROSS_FEATURES
+CATEGORICAL_FEATURES: tuple[str, ...] = ("country", "device", "expression", "tone", "style", "palette")
+# Category codes: index in the vocabulary; unknown values get the last code.
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "country": COUNTRIES,
+    "device": DEVICES,
+    "expression": EXPRESSIONS,
+    "tone": TONES,
+    "style": STYLES,
+    "palette": PALETTES,
+}
+FEATURE_SCHEMA: str = hashlib.sha256(
+    ("|".join(FEATURE_NAMES) + "#" + repr(sorted(VOCABULARIES.items()))).encode()
+).hexdigest()[:16]
+
+_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_GENRE_COLS = [_COL[f"genre_{g}"] for g in GENRES]
+_IMAGE_COLS = [_COL[n] for n in IMAGE_FEATURES]
+
+
+def code(vocabulary: str, value: str) -> int:
+    """Integer code of a categorical value; unknown values share one extra code."""
+    vocab = VOCABULARIES[vocabulary]
+    try:
+        return vocab.index(value)
+    except ValueError:
+        return len(vocab)
+
+
+@dataclass
+class CatalogIndex:
+    """Catalog attributes packed into arrays for vectorized featurization."""
+
+    catalog: Catalog
+    image_row: dict[str, int]  # image_id -> row of `image_matrix`
+    image_matrix: np.ndarray  # shape (n_images, len(IMAGE_FEATURES)), float32
+    image_tone: np.ndarray  # shape (n_images,), int: genre index of the tone
+    image_cast: list[tuple[str, ...]]  # per row, the cast members shown
+    title_row: dict[str, int]
+    title_genres: np.ndarray  # shape (n_titles, len(GENRES)), rows sum to 1
+
+    @classmethod
+    def build(cls, catalog: Catalog) -> "CatalogIndex":
+        image_ids = sorted(catalog.images)
+        matrix = np.zeros((len(image_ids), len(IMAGE_FEATURES)), dtype=np.float32)
+        tone = np.zeros(len(image_ids), dtype=np.int64)
+        cast: list[tuple[str, ...]] = []
+        for row, image_id in enumerate(image_ids):
+            im = catalog.images[image_id]
+            matrix[row] = (
+                im.num_faces,
+                im.face_area,
+                code("expression", im.expression),
+                float(im.villain_shown),
+                im.group_size,
+                im.brightness,
+                im.warmth,
+                im.contrast,
+                code("tone", im.tone),
+                code("style", im.style),
+                code("palette", im.palette),
+                float(im.text_present),
+            )
+            tone[row] = min(code("tone", im.tone), len(GENRES) - 1)
+            cast.append(im.cast_shown)
+        title_ids = sorted(catalog.titles)
+        genres = np.zeros((len(title_ids), len(GENRES)), dtype=np.float32)
+        for row, title_id in enumerate(title_ids):
+            known = [GENRES.index(g) for g in catalog.titles[title_id].genres if g in GENRES]
+            if known:
+                genres[row, known] = 1.0 / len(known)
+        return cls(
+            catalog=catalog,
+            image_row={image_id: i for i, image_id in enumerate(image_ids)},
+            image_matrix=matrix,
+            image_tone=tone,
+            image_cast=cast,
+            title_row={title_id: i for i, title_id in enumerate(title_ids)},
+            title_genres=genres,
+        )
+
+
+def cold_member(member_id: str, context: RequestContext) -> MemberFeatures:
+    """Features of a member the store does not know yet: no history, context's country."""
+    return MemberFeatures(
+        member_id=member_id,
+        country=context.country,
+        language=context.language,
+        main_device=context.device,
+        tenure_days=0.0,
+        genre_affinity={g: 0.0 for g in GENRES},
+        actor_affinity={},
+        interacted_titles=frozenset(),
+    )
+
+
+def member_vector(member: MemberFeatures, context: RequestContext) -> np.ndarray:
+    """Member and request columns, shape (len(MEMBER_FEATURES),)."""
+    when: datetime = context.client_time
+    return np.array(
+        [member.genre_affinity.get(g, 0.0) for g in GENRES]
+        + [
+            member.tenure_days,
+            code("country", context.country or member.country),
+            code("device", context.device),
+            float(context.device == member.main_device),
+            when.hour,
+            when.weekday(),
+        ],
+        dtype=np.float32,
+    )
+
+
+def build_matrix(
+    index: CatalogIndex,
+    member: MemberFeatures,
+    context: RequestContext,
+    title_ids: list[str],
+    image_rows: np.ndarray,
+    title_of_row: np.ndarray,
+) -> np.ndarray:
+    """Feature matrix for candidates.
+
+    Args:
+        title_ids: the titles the candidates belong to.
+        image_rows: shape (n,), rows of `index.image_matrix`, one per candidate.
+        title_of_row: shape (n,), index into `title_ids` for each candidate.
+
+    Returns:
+        float32 array, shape (n, len(FEATURE_NAMES)).
+    """
+    n = len(image_rows)
+    x = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
+    mvec = member_vector(member, context)
+    x[:, : len(MEMBER_FEATURES)] = mvec
+    genre_vec = mvec[: len(GENRES)]
+
+    # Title columns, computed per title then broadcast to its candidates.
+    t_rows = np.array([index.title_row.get(t, -1) for t in title_ids], dtype=np.int64)
+    t_genre = np.where(t_rows >= 0, index.title_genres[np.maximum(t_rows, 0)] @ genre_vec, 0.0)
+    t_seen = np.array([t in member.interacted_titles for t in title_ids], dtype=np.float32)
+    x[:, _COL["title_interacted"]] = t_seen[title_of_row]
+    x[:, _COL["title_genre_affinity"]] = t_genre[title_of_row]
+
+    x[:, _IMAGE_COLS] = index.image_matrix[image_rows]
+
+    actors = member.actor_affinity
+    if actors:
+        weights = [[actors.get(a, 0.0) for a in index.image_cast[r]] for r in image_rows]
+        x[:, _COL["cast_affinity"]] = [sum(w) for w in weights]
+        x[:, _COL["max_cast_affinity"]] = [max(w, default=0.0) for w in weights]
+    else:
+        x[:, _COL["cast_affinity"]] = 0.0
+        x[:, _COL["max_cast_affinity"]] = 0.0
+    x[:, _COL["tone_affinity"]] = genre_vec[index.image_tone[image_rows]]
+    small = float(context.device in SMALL_SCREENS)
+    x[:, _COL["small_screen_group"]] = x[:, _COL["group_size"]] * small
+    return x
+
+
+def genre_columns() -> list[int]:
+    """Columns of the member's genre affinities (for explanations and tests)."""
+    return list(_GENRE_COLS)

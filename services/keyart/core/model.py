@@ -1,0 +1,113 @@
+"""LightGBM quality-play model: an artifact that carries its own feature schema.
+
+A model directory holds `model.txt` (the booster), optional `ensemble_<k>.txt`
+(bootstrap members for Thompson sampling) and `meta.json`. A model whose schema
+does not match the serving featurizer is refused at load, so a mismatched model
+can never score silently wrong columns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+
+from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA
+from keyart.errors import ModelLoadError
+
+CURRENT_POINTER = "CURRENT"
+
+
+@dataclass
+class QualityPlayModel:
+    """A loaded booster (and ensemble) with its metadata."""
+
+    version: str
+    booster: lgb.Booster
+    ensemble: list[lgb.Booster] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
+        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+
+    def predict_ensemble(self, x: np.ndarray) -> np.ndarray:
+        """Per-member predictions, shape (len(ensemble), n)."""
+        return np.stack([np.asarray(b.predict(x, num_threads=1)) for b in self.ensemble])
+
+    def contributions(self, x: np.ndarray) -> np.ndarray:
+        """SHAP contributions in logit space, shape (n, n_features + 1)."""
+        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
+
+
+def save_model(
+    directory: Path,
+    version: str,
+    booster: lgb.Booster,
+    ensemble: list[lgb.Booster] | None = None,
+    extra_meta: dict | None = None,
+) -> Path:
+    """Write a model artifact under directory/version and return its path."""
+    out = directory / version
+    out.mkdir(parents=True, exist_ok=True)
+    booster.save_model(str(out / "model.txt"))
+    for k, member in enumerate(ensemble or []):
+        member.save_model(str(out / f"ensemble_{k}.txt"))
+    meta = {
+        "version": version,
+        "feature_names": list(FEATURE_NAMES),
+        "feature_schema": FEATURE_SCHEMA,
+        "ensemble_size": len(ensemble or []),
+        **(extra_meta or {}),
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return out
+
+
+def load_model(path: Path) -> QualityPlayModel:
+    """Load and check a model artifact; raises ModelLoadError naming what is wrong."""
+    meta_path = path / "meta.json"
+    if not meta_path.is_file():
+        raise ModelLoadError(f"{meta_path}: missing model metadata")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{meta_path}: not valid JSON ({exc})") from exc
+    if meta.get("feature_schema") != FEATURE_SCHEMA or meta.get("feature_names") != list(
+        FEATURE_NAMES
+    ):
+        raise ModelLoadError(
+            f"{path}: feature schema {meta.get('feature_schema')!r} does not match the serving "
+            f"featurizer {FEATURE_SCHEMA!r}; retrain the model with this version of Keyart"
+        )
+    try:
+        booster = lgb.Booster(model_file=str(path / "model.txt"))
+        ensemble = [
+            lgb.Booster(model_file=str(path / f"ensemble_{k}.txt"))
+            for k in range(int(meta.get("ensemble_size", 0)))
+        ]
+    except (lgb.basic.LightGBMError, OSError) as exc:
+        raise ModelLoadError(f"{path}: cannot load booster ({exc})") from exc
+    if booster.feature_name() != list(FEATURE_NAMES):
+        raise ModelLoadError(f"{path}/model.txt: booster features differ from meta.json")
+    return QualityPlayModel(version=str(meta["version"]), booster=booster, ensemble=ensemble, meta=meta)
+
+
+def current_version(models_dir: Path) -> str | None:
+    """The promoted version named by models_dir/CURRENT, if any."""
+    pointer = models_dir / CURRENT_POINTER
+    if not pointer.is_file():
+        return None
+    version = pointer.read_text().strip()
+    return version or None
+
+
+def promote(models_dir: Path, version: str) -> None:
+    """Point CURRENT at version atomically; serving picks it up without a restart."""
+    load_model(models_dir / version)  # refuse to promote what would not load
+    tmp = models_dir / (CURRENT_POINTER + ".tmp")
+    tmp.write_text(version + "\n")
+    tmp.replace(models_dir / CURRENT_POINTER)

@@ -1,0 +1,57 @@
+"""Exploration policies: turn candidate scores into exact choice probabilities.
+
+Every policy returns a probability vector over the candidates; the choice is then
+drawn from it with a stable uniform number (`stable.py`), so the logged
+propensity is exactly the probability of what was shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def greedy(scores: np.ndarray) -> np.ndarray:
+    """All mass on the first best candidate. scores: shape (n,)."""
+    p = np.zeros(len(scores))
+    p[int(np.argmax(scores))] = 1.0
+    return p
+
+
+def uniform(n: int) -> np.ndarray:
+    """Each of n candidates equally likely (the slice replay evaluation uses)."""
+    return np.full(n, 1.0 / n)
+
+
+def epsilon_greedy(scores: np.ndarray, epsilon: float) -> np.ndarray:
+    """Best with 1 - epsilon, plus epsilon spread uniformly over all candidates."""
+    n = len(scores)
+    return (1.0 - epsilon) * greedy(scores) + epsilon / n
+
+
+def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
+    """Boltzmann exploration: p_i proportional to exp(score_i / temperature)."""
+    z = (scores - np.max(scores)) / temperature
+    e = np.exp(z)
+    return e / e.sum()
+
+
+def thompson(ensemble_scores: np.ndarray, epsilon: float) -> np.ndarray:
+    """Thompson sampling by bootstrap ensemble, mixed with an epsilon floor.
+
+    Drawing one ensemble member uniformly and taking its best is the same
+    distribution as choosing candidate i with the share of members whose best is i.
+
+    Args:
+        ensemble_scores: shape (n_members, n_candidates).
+    """
+    k, n = ensemble_scores.shape
+    best = np.argmax(ensemble_scores, axis=1)
+    share = np.bincount(best, minlength=n) / k
+    return (1.0 - epsilon) * share + epsilon / n
+
+
+def draw(p: np.ndarray, u: float) -> int:
+    """Index chosen by inverse-CDF sampling with u in [0, 1): P(i) = p[i] exactly."""
+    cdf = np.cumsum(p)
+    i = int(np.searchsorted(cdf, u * cdf[-1], side="right"))
+    return min(i, len(p) - 1)

@@ -1,0 +1,212 @@
+"""The decision core: one image per title of a page, with its exact propensity.
+
+Plain Python and numpy; the gRPC servicer and the Ray Serve deployment wrap it.
+Steps: resolve each title's candidates, score every candidate of the page in one
+LightGBM call, then walk the page in order, penalising images similar to those
+already chosen, and draw from the policy's distribution with a stable uniform.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+
+from keyart.core import policies
+from keyart.core.featurize import CatalogIndex, build_matrix
+from keyart.core.model import QualityPlayModel
+from keyart.core.stable import stable_uniform, time_window
+from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, TitleRequest
+
+FALLBACK_UNKNOWN_TITLE = "unknown_title"
+FALLBACK_UNKNOWN_IMAGE = "unknown_image"
+FALLBACK_NO_CANDIDATES = "no_active_images"
+FALLBACK_MODEL_UNAVAILABLE = "model_unavailable"
+FALLBACK_MODEL_ERROR = "model_error"
+FALLBACK_FEATURES_UNAVAILABLE = "features_unavailable"
+FALLBACK_DEADLINE = "deadline_exceeded"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """How the ranker explores, stays stable and diversifies."""
+
+    name: str = "epsilon_greedy"  # epsilon_greedy | softmax | thompson | greedy | uniform
+    epsilon: float = 0.05
+    temperature: float = 0.02
+    uniform_explore_share: float = 0.02
+    window_hours: float = 24.0
+    salt: str = "keyart-v1"
+    diversity_strength: float = 0.0  # 0 = off; 1 = a duplicate look scores zero
+
+    def policy_for(self, member_id: str) -> str:
+        """The policy a member gets: a hashed share of members is explored uniformly."""
+        if stable_uniform(member_id, "uniform-explore", self.salt) < self.uniform_explore_share:
+            return "uniform"
+        return self.name
+
+
+def new_decision_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _similarity(a: ImageInfo, b: ImageInfo) -> float:
+    """How alike two images look on a page, in [0, 1]."""
+    return (
+        0.4 * (a.lineage_id == b.lineage_id)
+        + 0.3 * (a.style == b.style)
+        + 0.3 * (a.palette == b.palette)
+    )
+
+
+class Ranker:
+    """Chooses artwork for pages using one catalog snapshot and one model."""
+
+    def __init__(
+        self,
+        index: CatalogIndex,
+        model: QualityPlayModel | None,
+        config: PolicyConfig,
+        new_id: Callable[[], str] = new_decision_id,
+    ) -> None:
+        self.index = index
+        self.model = model
+        self.config = config
+        self.new_id = new_id
+
+    @property
+    def model_version(self) -> str:
+        return self.model.version if self.model else ""
+
+    def fallback(self, title_id: str, position: int, reason: str) -> Selection:
+        """The title's default image, chosen with certainty."""
+        title = self.index.catalog.titles.get(title_id)
+        image = self.index.catalog.images.get(title.default_image_id) if title else None
+        return Selection(
+            title_id=title_id,
+            image_id=image.image_id if image else "",
+            lineage_id=image.lineage_id if image else "",
+            propensity=1.0,
+            score=0.0,
+            explored=False,
+            decision_id=self.new_id(),
+            fallback_reason=reason,
+            position=position,
+        )
+
+    def fallback_page(self, titles: list[TitleRequest], reason: str) -> list[Selection]:
+        return [self.fallback(t.title_id, i, reason) for i, t in enumerate(titles)]
+
+    def _candidates(self, request: TitleRequest) -> tuple[list[str], str]:
+        """Candidate image ids for a title, or a fallback reason."""
+        catalog = self.index.catalog
+        title = catalog.titles.get(request.title_id)
+        if title is None:
+            return [], FALLBACK_UNKNOWN_TITLE
+        if request.candidate_image_ids:
+            for image_id in request.candidate_image_ids:
+                image = catalog.images.get(image_id)
+                if image is None or image.title_id != title.title_id:
+                    return [], f"{FALLBACK_UNKNOWN_IMAGE}:{image_id}"
+            return list(dict.fromkeys(request.candidate_image_ids)), ""
+        pool = [i for i in title.image_ids if i in catalog.images and catalog.images[i].active]
+        return (pool, "") if pool else ([], FALLBACK_NO_CANDIDATES)
+
+    def rank(
+        self,
+        member: MemberFeatures,
+        context: RequestContext,
+        titles: list[TitleRequest],
+        decided_at: datetime,
+    ) -> tuple[str, list[Selection]]:
+        """Choose one image per title, in page order.
+
+        Returns:
+            (policy name used for this member, selections in page order)
+        """
+        policy = self.config.policy_for(member.member_id)
+        if self.model is None:
+            return policy, self.fallback_page(titles, FALLBACK_MODEL_UNAVAILABLE)
+
+        selections: list[Selection | None] = [None] * len(titles)
+        scored_titles: list[int] = []  # positions of titles that have candidates
+        candidates: list[list[str]] = []
+        for pos, request in enumerate(titles):
+            ids, reason = self._candidates(request)
+            if reason:
+                selections[pos] = self.fallback(request.title_id, pos, reason)
+            else:
+                scored_titles.append(pos)
+                candidates.append(ids)
+        if not scored_titles:
+            return policy, [s for s in selections if s is not None]
+
+        sizes = np.array([len(c) for c in candidates])
+        rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
+        title_of_row = np.repeat(np.arange(len(candidates)), sizes)
+        title_ids = [titles[p].title_id for p in scored_titles]
+        x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
+        try:
+            scores = self.model.predict(x)
+            ensemble = (
+                self.model.predict_ensemble(x)
+                if policy == "thompson" and self.model.ensemble
+                else None
+            )
+        except Exception:  # a broken model must not fail the page
+            for pos in scored_titles:
+                selections[pos] = self.fallback(titles[pos].title_id, pos, FALLBACK_MODEL_ERROR)
+            return policy, [s for s in selections if s is not None]
+
+        window = time_window(decided_at, self.config.window_hours)
+        chosen_images: list[ImageInfo] = []
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for k, pos in enumerate(scored_titles):
+            lo, hi = offsets[k], offsets[k + 1]
+            ids = candidates[k]
+            s = self._diversified(scores[lo:hi], ids, chosen_images)
+            p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi])
+            u = stable_uniform(member.member_id, titles[pos].title_id, window, self.config.salt)
+            i = policies.draw(p, u)
+            image = self.index.catalog.images[ids[i]]
+            chosen_images.append(image)
+            selections[pos] = Selection(
+                title_id=titles[pos].title_id,
+                image_id=image.image_id,
+                lineage_id=image.lineage_id,
+                propensity=float(p[i]),
+                score=float(scores[lo + i]),
+                explored=i != int(np.argmax(s)),
+                decision_id=self.new_id(),
+                position=pos,
+                features=tuple(x[lo + i].tolist()),
+            )
+        return policy, [s for s in selections if s is not None]
+
+    def _diversified(
+        self, scores: np.ndarray, ids: list[str], chosen: list[ImageInfo]
+    ) -> np.ndarray:
+        """Scores shrunk for images that look like ones already on the page."""
+        strength = self.config.diversity_strength
+        if strength <= 0.0 or not chosen:
+            return scores
+        images = self.index.catalog.images
+        sim = np.array([max(_similarity(images[i], c) for c in chosen) for i in ids])
+        return scores * np.clip(1.0 - strength * sim, 0.0, 1.0)
+
+    def _distribution(
+        self, policy: str, scores: np.ndarray, ensemble_scores: np.ndarray | None
+    ) -> np.ndarray:
+        cfg = self.config
+        if policy == "uniform":
+            return policies.uniform(len(scores))
+        if policy == "softmax":
+            return policies.softmax(scores, cfg.temperature)
+        if policy == "thompson" and ensemble_scores is not None:
+            return policies.thompson(ensemble_scores, cfg.epsilon)
+        if policy == "greedy":
+            return policies.greedy(scores)
+        return policies.epsilon_greedy(scores, cfg.epsilon)

@@ -1,0 +1,179 @@
+"""Plain domain types shared by the decision core, the feature adapters and the log.
+
+Nothing here imports Ray, gRPC, Feast or Cassandra: those are adapters at the edges
+that convert to and from these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Mapping
+
+# Vocabularies. The synthetic world, the Feast schema and the featurizer all read
+# these, so a new genre or tone is added in one place.
+GENRES: tuple[str, ...] = (
+    "action",
+    "comedy",
+    "crime",
+    "documentary",
+    "drama",
+    "family",
+    "horror",
+    "romance",
+    "scifi",
+    "thriller",
+)
+# An image's tone is the genre feel it conveys (a kiss reads "romance", a car chase
+# "action"), so it is matched against the member's genre affinity.
+TONES: tuple[str, ...] = GENRES
+EXPRESSIONS: tuple[str, ...] = ("none", "neutral", "happy", "complex")
+STYLES: tuple[str, ...] = ("closeup", "character", "scene", "ensemble", "title_card")
+PALETTES: tuple[str, ...] = ("red", "orange", "yellow", "green", "teal", "blue", "purple", "mono")
+DEVICES: tuple[str, ...] = ("TV", "WEB", "MOBILE", "TABLET")
+COUNTRIES: tuple[str, ...] = ("US", "GB", "BR", "IN", "JP", "DE", "FR", "MX", "KR", "ES")
+
+
+class OutcomeKind(str, Enum):
+    """What the member did after an impression."""
+
+    IMPRESSION_SEEN = "IMPRESSION_SEEN"
+    PLAY_STARTED = "PLAY_STARTED"
+    PLAYBACK_PROGRESS = "PLAYBACK_PROGRESS"
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Where and when the page is shown."""
+
+    country: str
+    language: str
+    device: str  # one of DEVICES
+    surface: str
+    client_time: datetime  # timezone-aware, UTC
+
+
+@dataclass(frozen=True)
+class TitleRequest:
+    """One title of the page, in page order; empty candidates mean the catalog pool."""
+
+    title_id: str
+    candidate_image_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MemberFeatures:
+    """What the online feature store knows about a member."""
+
+    member_id: str
+    country: str
+    language: str
+    main_device: str
+    tenure_days: float
+    genre_affinity: Mapping[str, float]  # every genre in GENRES, recency-weighted viewing share
+    actor_affinity: Mapping[str, float]  # top actors -> weight in [0, 1]
+    interacted_titles: frozenset[str] = frozenset()  # titles watched or started
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Attributes of one artwork image (measured by artwork analysis or supplied)."""
+
+    image_id: str
+    title_id: str
+    lineage_id: str
+    num_faces: int
+    face_area: float  # share of the frame covered by the largest face, 0..1
+    expression: str  # one of EXPRESSIONS
+    villain_shown: bool
+    cast_shown: tuple[str, ...]
+    group_size: int  # people visible
+    brightness: float  # 0..1
+    warmth: float  # -1 (cool) .. 1 (warm)
+    contrast: float  # 0..1
+    tone: str  # one of TONES
+    style: str  # one of STYLES
+    palette: str  # dominant palette, one of PALETTES
+    text_present: bool
+    theme_tags: tuple[str, ...] = ()
+    active: bool = True
+
+
+@dataclass(frozen=True)
+class TitleInfo:
+    """A catalog title and its artwork pool."""
+
+    title_id: str
+    name: str
+    genres: tuple[str, ...]
+    cast: tuple[str, ...]
+    default_image_id: str
+    image_ids: tuple[str, ...]  # the active pool, default included
+    villain_actor: str | None = None
+    runtime_minutes: float = 100.0
+
+
+@dataclass
+class Catalog:
+    """Titles and images by id; an in-process cache on the request path."""
+
+    titles: dict[str, TitleInfo] = field(default_factory=dict)
+    images: dict[str, ImageInfo] = field(default_factory=dict)
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The image chosen for one title of the page."""
+
+    title_id: str
+    image_id: str
+    lineage_id: str
+    propensity: float  # probability the policy had of choosing this image, in (0, 1]
+    score: float  # predicted quality-play probability
+    explored: bool  # True when the policy did not pick its greedy best
+    decision_id: str
+    fallback_reason: str = ""  # empty unless the default image was served
+    position: int = 0
+    features: tuple[float, ...] = ()  # model inputs of the chosen candidate, for the log
+    top_features: tuple[tuple[str, float], ...] = ()  # why, for demos and debugging
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One logged decision: what was shown, to whom, where, with which probability."""
+
+    decision_id: str
+    request_id: str
+    member_id: str
+    title_id: str
+    image_id: str
+    lineage_id: str
+    propensity: float
+    score: float
+    explored: bool
+    policy: str
+    model_version: str
+    position: int
+    country: str
+    language: str
+    device: str
+    surface: str
+    decided_at: datetime
+    fallback_reason: str = ""
+    feature_schema: str = ""  # id of the ordered feature-name list `features` follows
+    features: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the member did after a decision."""
+
+    decision_id: str
+    member_id: str
+    title_id: str
+    image_id: str
+    kind: OutcomeKind
+    minutes_played: float
+    event_time: datetime

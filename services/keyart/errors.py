@@ -1,0 +1,28 @@
+"""Typed errors raised by domain code; edges map them to gRPC status or CLI messages."""
+
+from __future__ import annotations
+
+
+class KeyartError(Exception):
+    """Base of every error Keyart raises on purpose."""
+
+
+class InvalidRequest(KeyartError):
+    """A request is structurally wrong; `field` names the offending field path."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ModelLoadError(KeyartError):
+    """A model artifact cannot be served (missing, corrupt, or schema mismatch)."""
+
+
+class FeaturesUnavailable(KeyartError):
+    """The feature store failed or timed out."""
+
+
+class NotReady(KeyartError):
+    """Model or catalog not loaded yet."""

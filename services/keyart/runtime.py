@@ -1,0 +1,110 @@
+"""Wire the handler to its adapters (catalog, Feast, model store, decision log).
+
+Used by every entry point that serves: the Ray Serve deployment, the bare gRPC
+server and the CLI demo. A background thread watches the model pointer and swaps
+in a newly promoted model without a restart; a model that fails to load is
+refused and the previous one stays in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from keyart.api.handler import ArtworkRankerHandler, Metrics
+from keyart.core.featurize import CatalogIndex
+from keyart.core.model import current_version, load_model
+from keyart.core.ranker import PolicyConfig
+from keyart.errors import ModelLoadError
+from keyart.settings import KeyartSettings
+
+log = logging.getLogger(__name__)
+
+
+def policy_config(settings: KeyartSettings) -> PolicyConfig:
+    return PolicyConfig(
+        name=settings.policy,
+        epsilon=settings.epsilon,
+        temperature=settings.softmax_temperature,
+        uniform_explore_share=settings.uniform_explore_share,
+        window_hours=settings.stability_window_hours,
+        salt=settings.stability_salt,
+        diversity_strength=settings.diversity_strength,
+    )
+
+
+@dataclass
+class Runtime:
+    """A handler and the resources it owns."""
+
+    settings: KeyartSettings
+    handler: ArtworkRankerHandler
+    writer: object | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+    last_model_error: str = ""
+
+    @classmethod
+    def start(
+        cls,
+        settings: KeyartSettings,
+        metrics: Metrics | None = None,
+        with_log: bool = True,
+        watch_interval_s: float = 2.0,
+    ) -> "Runtime":
+        from keyart.bootstrap import resolve_feature_repo
+        from keyart.decision_log.factory import open_decision_log
+        from keyart.featurestore.catalog import load_catalog
+        from keyart.featurestore.online import MemberFeatureSource
+        from keyart.featurestore.repo import open_store
+
+        index = CatalogIndex.build(load_catalog(settings.world_dir))
+        members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
+        writer = open_decision_log(settings) if with_log else None
+        handler = ArtworkRankerHandler(
+            index=index,
+            members=members,
+            policy=policy_config(settings),
+            sink=writer,  # type: ignore[arg-type]
+            metrics=metrics,
+            feature_timeout_s=settings.feature_timeout_ms / 1000.0,
+            request_budget_s=settings.request_budget_ms / 1000.0,
+        )
+        runtime = cls(settings=settings, handler=handler, writer=writer)
+        runtime.reload_model()
+        if watch_interval_s > 0:
+            runtime._watcher = threading.Thread(
+                target=runtime._watch, args=(watch_interval_s,), name="model-watcher", daemon=True
+            )
+            runtime._watcher.start()
+        return runtime
+
+    def reload_model(self) -> bool:
+        """Load the promoted model if it differs from the one serving. True if swapped."""
+        version = current_version(self.settings.models_dir)
+        if version is None or version == self.handler.model_version:
+            return False
+        try:
+            model = load_model(self.settings.models_dir / version)
+        except ModelLoadError as exc:
+            self.last_model_error = str(exc)
+            log.error("model %s refused, keeping %r: %s", version, self.handler.model_version, exc)
+            return False
+        self.handler.set_model(model)
+        self.last_model_error = ""
+        log.info("serving model %s", version)
+        return True
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            try:
+                self.reload_model()
+            except Exception:  # the watcher must outlive any one bad artifact
+                log.exception("model watcher")
+
+    def close(self) -> None:
+        self._stop.set()
+        self.handler.close()
+        if self.writer is not None:
+            self.writer.close()  # type: ignore[attr-defined]

@@ -1,0 +1,81 @@
+"""One typed settings object, read from `KEYART_*` environment variables at start-up.
+
+Settings are built once (`KeyartSettings()`) by an entry point and passed down;
+nothing reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PolicyName = Literal["epsilon_greedy", "softmax", "thompson", "greedy", "uniform"]
+
+
+class KeyartSettings(BaseSettings):
+    """Everything an operator can set; defaults give the embedded platform."""
+
+    model_config = SettingsConfigDict(env_prefix="KEYART_", extra="forbid")
+
+    data_dir: Path = Field(Path("var"), description="Root of built data: world, feast, models, log.")
+    feature_repo_dir: Path = Field(
+        Path("features"), description="Feast repository (feature_store.yaml and definitions)."
+    )
+    grpc_port: int = Field(9000, description="Port of the gRPC ingress (Ray Serve or bare).")
+    metrics_port: int = Field(9100, description="Port of the Prometheus metrics endpoint.")
+
+    # Decision policy.
+    policy: PolicyName = Field("epsilon_greedy", description="Exploration policy.")
+    epsilon: float = Field(0.05, ge=0.0, le=1.0, description="Epsilon-greedy exploration share.")
+    softmax_temperature: float = Field(
+        0.02, gt=0.0, description="Softmax temperature on predicted quality-play probability."
+    )
+    uniform_explore_share: float = Field(
+        0.02, ge=0.0, le=1.0, description="Share of members who get uniform-random images (replay data)."
+    )
+    stability_window_hours: float = Field(
+        24.0, gt=0.0, description="A member sees the same image for a title within this window."
+    )
+    stability_salt: str = Field("keyart-v1", description="Salt of the stable-choice hash.")
+    diversity_strength: float = Field(
+        0.0, ge=0.0, description="Penalty on images similar to those already chosen on the page."
+    )
+    request_budget_ms: float = Field(
+        150.0, gt=0.0, description="Server-side time budget per request before falling back."
+    )
+    feature_timeout_ms: float = Field(
+        50.0, gt=0.0, description="Time allowed for the member feature lookup before fallback."
+    )
+
+    # Decision log.
+    log_backend: Literal["auto", "sqlite", "cassandra"] = Field(
+        "auto", description="auto: Cassandra when contact points are set, else local SQLite."
+    )
+    cassandra_contact_points: str = Field("", description="Comma-separated Cassandra hosts.")
+    cassandra_port: int = Field(9042, description="Cassandra native protocol port.")
+    cassandra_keyspace: str = Field("keyart", description="Keyspace of the decision log.")
+    cassandra_local_dc: str = Field("", description="Local datacenter for DC-aware routing.")
+    cassandra_username: str = Field("", description="Cassandra user (empty: no auth).")
+    cassandra_password: str = Field("", description="Cassandra password.")
+    cassandra_consistency: str = Field("LOCAL_QUORUM", description="Write consistency level.")
+    cassandra_tls_ca_file: str = Field("", description="CA bundle enabling TLS when set.")
+    log_queue_size: int = Field(100_000, gt=0, description="Records held in memory before spooling.")
+    log_batch_size: int = Field(500, gt=0, description="Records per write batch.")
+    log_spool_max_bytes: int = Field(
+        1_000_000_000, gt=0, description="Disk budget of the local spool used when the store is down."
+    )
+
+    @property
+    def world_dir(self) -> Path:
+        return self.data_dir / "world"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "log"

@@ -1,0 +1,130 @@
+"""The ranker: page order, stability, fallbacks, cold members."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+from tiny import NOW, make_context, make_member, make_model
+
+from keyart.core.featurize import FEATURE_NAMES, build_matrix, cold_member
+from keyart.core.ranker import (
+    FALLBACK_MODEL_ERROR,
+    FALLBACK_MODEL_UNAVAILABLE,
+    FALLBACK_UNKNOWN_IMAGE,
+    FALLBACK_UNKNOWN_TITLE,
+    PolicyConfig,
+    Ranker,
+)
+from keyart.domain import TitleRequest
+
+CONFIG = PolicyConfig(name="epsilon_greedy", epsilon=0.2, uniform_explore_share=0.0, window_hours=24)
+
+
+def _page(n: int = 5) -> list[TitleRequest]:
+    return [TitleRequest(f"t{i}") for i in range(n)]
+
+
+def test_one_selection_per_title_in_page_order(tiny_index, tiny_model):
+    policy, sels = Ranker(tiny_index, tiny_model, CONFIG).rank(make_member(), make_context(), _page(), NOW)
+    assert policy == "epsilon_greedy"
+    assert [s.title_id for s in sels] == [f"t{i}" for i in range(5)]
+    assert all(0 < s.propensity <= 1 for s in sels)
+    assert all(s.image_id.startswith(s.title_id + "-") for s in sels)
+    assert len({s.decision_id for s in sels}) == 5
+    assert all(len(s.features) == len(FEATURE_NAMES) for s in sels)
+
+
+def test_same_member_same_window_same_images(tiny_index, tiny_model):
+    ranker = Ranker(tiny_index, tiny_model, CONFIG)
+    _, a = ranker.rank(make_member(), make_context(), _page(), NOW)
+    _, b = ranker.rank(make_member(), make_context(), _page(), NOW + timedelta(minutes=30))
+    assert [s.image_id for s in a] == [s.image_id for s in b]
+    assert [s.propensity for s in a] == [s.propensity for s in b]
+
+
+def test_choices_vary_across_windows_and_members(tiny_index, tiny_model):
+    ranker = Ranker(tiny_index, replace(tiny_model), replace(CONFIG, epsilon=1.0))
+    picks = set()
+    for day in range(20):
+        _, sels = ranker.rank(make_member(), make_context(), _page(1), NOW + timedelta(days=day))
+        picks.add(sels[0].image_id)
+    assert len(picks) > 1
+
+
+def test_new_model_changes_a_choice_only_when_its_best_differs(tiny_index, tiny_model):
+    """With the same stable uniform, a choice moves only if the argmax moved."""
+    other = make_model(version="tiny-2", seed=9)
+    a = Ranker(tiny_index, tiny_model, CONFIG)
+    b = Ranker(tiny_index, other, CONFIG)
+    member, ctx = make_member(), make_context()
+    for i in range(6):
+        _, (sa,) = a.rank(member, ctx, [TitleRequest(f"t{i}")], NOW)
+        _, (sb,) = b.rank(member, ctx, [TitleRequest(f"t{i}")], NOW)
+        if not sa.explored and not sb.explored:
+            ids = list(tiny_index.catalog.titles[f"t{i}"].image_ids)
+            rows = np.array([tiny_index.image_row[j] for j in ids])
+            x = build_matrix(tiny_index, member, ctx, [f"t{i}"], rows, np.zeros(len(ids), int))
+            same_best = np.argmax(tiny_model.predict(x)) == np.argmax(other.predict(x))
+            assert (sa.image_id == sb.image_id) == same_best
+
+
+def test_unknown_title_and_image_get_defaults_without_failing_the_page(tiny_index, tiny_model):
+    page = [TitleRequest("t0"), TitleRequest("nope"), TitleRequest("t2", ("t2-i1", "ghost")),
+            TitleRequest("t3", ("t0-i1",))]
+    _, sels = Ranker(tiny_index, tiny_model, CONFIG).rank(make_member(), make_context(), page, NOW)
+    assert [s.title_id for s in sels] == ["t0", "nope", "t2", "t3"]
+    assert sels[0].fallback_reason == ""
+    assert sels[1].fallback_reason == FALLBACK_UNKNOWN_TITLE and sels[1].image_id == ""
+    assert sels[2].fallback_reason == f"{FALLBACK_UNKNOWN_IMAGE}:ghost"
+    assert sels[2].image_id == "t2-i0" and sels[2].propensity == 1.0
+    assert sels[3].fallback_reason == f"{FALLBACK_UNKNOWN_IMAGE}:t0-i1"  # image of another title
+
+
+def test_no_model_serves_defaults(tiny_index):
+    _, sels = Ranker(tiny_index, None, CONFIG).rank(make_member(), make_context(), _page(3), NOW)
+    assert all(s.fallback_reason == FALLBACK_MODEL_UNAVAILABLE for s in sels)
+    assert [s.image_id for s in sels] == ["t0-i0", "t1-i0", "t2-i0"]
+    assert all(s.propensity == 1.0 for s in sels)
+
+
+def test_failing_model_serves_defaults(tiny_index, tiny_model):
+    class Broken:
+        version = "broken"
+        ensemble: list = []
+
+        def predict(self, x):
+            raise RuntimeError("boom")
+
+    _, sels = Ranker(tiny_index, Broken(), CONFIG).rank(make_member(), make_context(), _page(2), NOW)
+    assert [s.fallback_reason for s in sels] == [FALLBACK_MODEL_ERROR] * 2
+
+
+def test_uniform_explore_share_buckets_whole_members(tiny_index, tiny_model):
+    ranker = Ranker(tiny_index, tiny_model, replace(CONFIG, uniform_explore_share=0.3))
+    policies = [ranker.config.policy_for(f"m{i}") for i in range(2000)]
+    share = policies.count("uniform") / len(policies)
+    assert 0.26 < share < 0.34
+    member = next(f"m{i}" for i, p in enumerate(policies) if p == "uniform")
+    policy, sels = ranker.rank(make_member(member), make_context(), _page(), NOW)
+    assert policy == "uniform"
+    assert all(s.propensity == 1 / 5 for s in sels)
+
+
+def test_cold_member_is_scored_not_failed(tiny_index, tiny_model):
+    member = cold_member("new-member", make_context())
+    _, sels = Ranker(tiny_index, tiny_model, CONFIG).rank(member, make_context(), _page(2), NOW)
+    assert all(s.fallback_reason == "" for s in sels)
+
+
+def test_personalization_follows_taste(tiny_index, tiny_model):
+    """The tiny model rewards tone affinity: each fan's greedy pick carries their tone."""
+    greedy = replace(CONFIG, name="greedy")
+    ranker = Ranker(tiny_index, tiny_model, greedy)
+    tones = {}
+    for fav in ("comedy", "horror"):
+        _, sels = ranker.rank(make_member(f"fan-{fav}", fav), make_context(), _page(), NOW)
+        tones[fav] = [tiny_index.catalog.images[s.image_id].tone for s in sels]
+    assert tones["comedy"].count("comedy") > tones["horror"].count("comedy")
+    assert tones["horror"].count("horror") > tones["comedy"].count("horror")

@@ -1,0 +1,93 @@
+"""A tiny hand-made catalog, member and model for fast core tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import lightgbm as lgb
+import numpy as np
+
+from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES, CatalogIndex
+from keyart.core.model import QualityPlayModel
+from keyart.domain import GENRES, Catalog, ImageInfo, MemberFeatures, RequestContext, TitleInfo
+
+NOW = datetime(2026, 11, 20, 20, 0, tzinfo=timezone.utc)
+STYLES = ("closeup", "character", "scene", "ensemble")
+TONES = ("comedy", "romance", "action", "horror")
+
+
+def _image(title_id: str, k: int) -> ImageInfo:
+    return ImageInfo(
+        image_id=f"{title_id}-i{k}",
+        title_id=title_id,
+        lineage_id=f"{title_id}-src{k // 2}",
+        num_faces=k % 3,
+        face_area=0.1 * (k % 4),
+        expression=("none", "neutral", "happy", "complex")[k % 4],
+        villain_shown=k % 5 == 0,
+        cast_shown=(f"a{k % 3}",),
+        group_size=k % 6,
+        brightness=0.2 + 0.1 * (k % 5),
+        warmth=-0.5 + 0.25 * (k % 4),
+        contrast=0.5,
+        tone=TONES[k % 4],
+        style=STYLES[k % 4],
+        palette=("red", "blue", "teal", "mono")[k % 4],
+        text_present=k % 2 == 0,
+    )
+
+
+def make_catalog(n_titles: int = 6, pool: int = 5) -> Catalog:
+    catalog = Catalog(version="tiny")
+    for t in range(n_titles):
+        title_id = f"t{t}"
+        images = [_image(title_id, k) for k in range(pool)]
+        for im in images:
+            catalog.images[im.image_id] = im
+        catalog.titles[title_id] = TitleInfo(
+            title_id=title_id,
+            name=f"Title {t}",
+            genres=(GENRES[t % len(GENRES)],),
+            cast=("a0", "a1", "a2"),
+            default_image_id=images[0].image_id,
+            image_ids=tuple(im.image_id for im in images),
+        )
+    return catalog
+
+
+def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3) -> QualityPlayModel:
+    rng = np.random.default_rng(seed)
+    n = 3000
+    x = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
+    cols = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    for name in CATEGORICAL_FEATURES:
+        x[:, cols[name]] = rng.integers(0, 4, n)
+    logit = -2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == 3) + 0.5 * x[:, cols["num_faces"]]
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "seed": seed, "num_threads": 1}
+
+    def fit(idx: np.ndarray, s: int) -> lgb.Booster:
+        ds = lgb.Dataset(x[idx], y[idx], feature_name=list(FEATURE_NAMES),
+                         categorical_feature=list(CATEGORICAL_FEATURES))
+        return lgb.train(params | {"seed": s}, ds, num_boost_round=20)
+
+    booster = fit(np.arange(n), seed)
+    members = [fit(rng.integers(0, n, n), seed + 1 + k) for k in range(ensemble)]
+    return QualityPlayModel(version=version, booster=booster, ensemble=members, meta={})
+
+
+def make_member(member_id: str = "m1", favourite: str = "romance") -> MemberFeatures:
+    return MemberFeatures(
+        member_id=member_id,
+        country="US",
+        language="en-US",
+        main_device="TV",
+        tenure_days=300.0,
+        genre_affinity={g: (0.6 if g == favourite else 0.04) for g in GENRES},
+        actor_affinity={"a1": 0.8},
+        interacted_titles=frozenset({"t1"}),
+    )
+
+
+def make_context(device: str = "TV") -> RequestContext:
+    return RequestContext(country="US", language="en-US", device=device, surface="home", client_time=NOW)

@@ -1,0 +1,1 @@
+"""Training jobs: from the decision log to a better model."""
