@@ -23,3 +23,11 @@ def tiny_index(tiny_catalog: Catalog) -> CatalogIndex:
 @pytest.fixture(scope="session")
 def tiny_model() -> QualityPlayModel:
     return make_model()
+
+
+@pytest.fixture(scope="session")
+def platform_settings(tmp_path_factory):
+    """World + Feast + a trained, promoted model in a temporary data dir (built once)."""
+    from platform_data import build_platform
+
+    return build_platform(tmp_path_factory.mktemp("platform"))

@@ -7,13 +7,14 @@ second `make run` goes straight to serving.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 from keyart.settings import KeyartSettings
 
 FEATURE_STORE_FILE = "feature_store.yaml"
+MATERIALIZED_MARKER = ".materialized"
 
 
 def resolve_feature_repo(settings: KeyartSettings) -> Path:
@@ -47,23 +48,36 @@ def apply_features(settings: KeyartSettings) -> dict[str, Any]:
     from keyart.featurestore.repo import apply_and_materialize, prepare_feature_repo
 
     meta = json.loads((settings.world_dir / "world.json").read_text())
-    from datetime import datetime
-
     end = datetime.fromisoformat(meta["now"]) + timedelta(days=1)
     repo = resolve_feature_repo(settings)
     if repo != settings.feature_repo_dir:
         repo = prepare_feature_repo(settings.data_dir, settings.feature_repo_dir)
     apply_and_materialize(repo, end=end)
+    marker = settings.data_dir / "feast" / MATERIALIZED_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(end.isoformat())
     return {"repo": str(repo), "materialized_until": end.isoformat()}
 
 
 def historical_lookup(settings: KeyartSettings) -> Callable:
     """entity rows -> MemberFeatures as of each row's event_timestamp (Feast offline store)."""
-    from keyart.featurestore.online import MemberFeatureSource
+    import pandas as pd
+
+    from keyart.featurestore.online import MemberFeatureSource, row_to_member_features
     from keyart.featurestore.repo import open_store
 
     source = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
-    return source.historical_members
+
+    def lookup(entity_df: pd.DataFrame) -> list:
+        df = source.historical(entity_df).drop(columns=["event_timestamp"])
+        rows = []
+        for r in df.to_dict("records"):
+            # Feast's offline store gives NaN for unknown values and arrays for lists.
+            rows.append({k: (v.tolist() if hasattr(v, "tolist") and not isinstance(v, float)
+                             else None if isinstance(v, float) and v != v else v) for k, v in r.items()})
+        return [row_to_member_features(str(r["member_id"]), r) for r in rows]
+
+    return lookup
 
 
 def train(
@@ -120,12 +134,9 @@ def ensure_built(settings: KeyartSettings, say: Callable[[str], None]) -> None:
     if not (settings.world_dir / "world.json").is_file():
         say("building the demo world ...")
         build_world_and_features(settings)
-    repo = resolve_feature_repo(settings)
-    if not (settings.data_dir / "feast" / ".materialized").is_file():
+    if not (settings.data_dir / "feast" / MATERIALIZED_MARKER).is_file():
         say("applying and materializing Feast features ...")
         apply_features(settings)
-        (settings.data_dir / "feast").mkdir(parents=True, exist_ok=True)
-        (settings.data_dir / "feast" / ".materialized").write_text(str(repo))
     if current_version(settings.models_dir) is None:
         say("training the first model on a simulated exploration log ...")
         result = train(settings, simulate=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,7 +20,8 @@ from rich.console import Console
 from keyart.errors import KeyartError
 from keyart.settings import KeyartSettings
 
-app = typer.Typer(help="Keyart: personalized artwork selection.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(help="Keyart: personalized artwork selection.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
 world_app = typer.Typer(help="The synthetic demo world (members, titles, artwork, ground truth).", no_args_is_help=True)
 features_app = typer.Typer(help="The Feast feature store.", no_args_is_help=True)
 models_app = typer.Typer(help="Model artifacts and promotion.", no_args_is_help=True)
@@ -40,6 +42,13 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyartError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("KEYART_DEBUG"):
+                raise
+            console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)")
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -179,7 +188,7 @@ def demo(
     from keyart.demo import render_demo, run_demo
 
     result = run_demo(settings(), address)
-    emit(result, as_json, lambda r: render_demo(r, Console()))
+    emit(result, as_json, lambda r: render_demo(r, Console(width=max(120, Console().width))))
 
 
 @app.command("bench")

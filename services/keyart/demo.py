@@ -131,12 +131,13 @@ def render_demo(result: dict[str, Any], console: Console) -> None:
             if s["fallback_reason"]:
                 cells.append(f"{s['image_id']}\n[yellow]default: {s['fallback_reason']}[/yellow]")
                 continue
-            face = f"{s['faces']} face(s), {s['expression']}" if s["faces"] else "no face"
-            why = "\n".join(f"+{v:.2f} {name}" for name, v in s["why"])
+            face = f"{s['faces']} face {s['expression']}" if s["faces"] else "no face"
+            why = "\n".join(f"+{v:.2f} {name}" for name, v in s["why"][:2])
             flag = " [magenta]explore[/magenta]" if s["explored"] else ""
-            cells.append(f"[bold]{s['image_id']}[/bold]{flag}\n{s['tone']} tone, {face}\n"
-                         f"p(play)={s['score']:.3f} prop={s['propensity']:.2f}\n[dim]{why}[/dim]")
+            cells.append(f"[bold]{s['image_id']}[/bold]{flag}\n{s['tone']}, {face}\n"
+                         f"p={s['score']:.3f} π={s['propensity']:.3f}\n[dim]{why}[/dim]")
         table.add_row(title_id, *cells)
     console.print(table)
-    console.print(f"model {members[0]['model_version'] if members else ''}; 'why' = top SHAP contributions (logit) "
-                  "of the chosen image's features.")
+    console.print(f"model {members[0]['model_version'] if members else ''}. p = predicted quality-play "
+                  "probability, π = propensity; the +lines are the top SHAP contributions (logit) of the "
+                  "chosen image's features.")

@@ -8,6 +8,7 @@ applies the throughput settings measured by `make bench` (see README).
 from __future__ import annotations
 
 import os
+import signal
 import time
 from importlib import resources
 from pathlib import Path
@@ -97,6 +98,11 @@ def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = T
     )
     if not block:
         return
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and Kubernetes stop cleanly too
     try:
         while True:
             time.sleep(3600)

@@ -1,0 +1,143 @@
+"""Encoding helpers shared by the decision-log backends, the spool and the export.
+
+* features: ``tuple[float, ...]`` <-> float32 little-endian bytes (lossy: float64 values
+  are rounded to the nearest float32, which is what the model consumes anyway);
+* time buckets (one text bucket per UTC hour) and shards (a stable hash of the
+  decision id) that spread the time-ordered tables over partitions;
+* the outcome dedup key, so a re-sent outcome collapses onto the stored one;
+* timestamps as UTC microseconds (SQLite) and as JSON-safe dicts (the spool).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+from keyart.domain import Impression, Outcome, OutcomeKind
+
+# Number of shards of each hour bucket of the time-ordered tables. Readers scan every
+# shard of every hour, so changing it for an existing keyspace makes older rows
+# written under another count invisible to scans: treat it as part of the schema.
+DEFAULT_SHARDS = 8
+
+_F32 = np.dtype("<f4")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- features -------------------------------------------------------------------------
+
+
+def encode_features(features: tuple[float, ...] | list[float]) -> bytes:
+    """Float32 little-endian bytes of the feature vector (b"" for no features)."""
+    if not features:
+        return b""
+    return np.asarray(features, dtype=_F32).tobytes()
+
+
+def decode_features(blob: bytes | bytearray | memoryview | None) -> tuple[float, ...]:
+    """Inverse of :func:`encode_features`; values come back as Python floats."""
+    if not blob:
+        return ()
+    if len(blob) % 4:
+        raise ValueError(f"feature blob of {len(blob)} bytes is not a float32 vector")
+    return tuple(np.frombuffer(bytes(blob), dtype=_F32).tolist())
+
+
+# --- time -------------------------------------------------------------------------------
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A timezone-aware UTC datetime; naive values are taken to be UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def to_micros(moment: datetime) -> int:
+    """UTC microseconds since the epoch (exact, integer arithmetic)."""
+    delta = as_utc(moment) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(micros))
+
+
+def hour_bucket(moment: datetime) -> str:
+    """The UTC hour a moment falls in, as partition-key text: ``2024-05-01T13``."""
+    return as_utc(moment).strftime("%Y-%m-%dT%H")
+
+
+def hour_buckets(since: datetime, until: datetime) -> Iterator[str]:
+    """Every hour bucket overlapping ``[since, until)``, oldest first."""
+    start = as_utc(since).replace(minute=0, second=0, microsecond=0)
+    end = as_utc(until)
+    hour = start
+    while hour < end:
+        yield hour.strftime("%Y-%m-%dT%H")
+        hour += timedelta(hours=1)
+
+
+def shard_of(decision_id: str, shards: int = DEFAULT_SHARDS) -> int:
+    """Stable shard in ``[0, shards)`` from a hash of the decision id (not Python's hash())."""
+    digest = hashlib.blake2b(decision_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % shards
+
+
+# --- outcomes ---------------------------------------------------------------------------
+
+
+def outcome_key(outcome: Outcome) -> str:
+    """Dedup key of an outcome: same decision, kind, event time and minutes => same key.
+
+    Event time is taken at millisecond precision (what Cassandra stores) and minutes
+    at 1/1000 minute, so a client retry that re-serializes the event collapses.
+    """
+    millis = to_micros(outcome.event_time) // 1000
+    minutes = round(float(outcome.minutes_played), 3)
+    raw = f"{outcome.decision_id}|{OutcomeKind(outcome.kind).value}|{millis}|{minutes!r}"
+    return hashlib.blake2b(raw.encode("utf-8"), digest_size=12).hexdigest()
+
+
+# --- JSON (spool) -----------------------------------------------------------------------
+
+IMPRESSION_TAG = "i"
+OUTCOME_TAG = "o"
+
+
+def record_to_json(record: Impression | Outcome) -> bytes:
+    """One JSON line (with trailing newline) carrying a tagged record."""
+    if isinstance(record, Impression):
+        body: dict[str, Any] = asdict(record)
+        body["decided_at"] = as_utc(record.decided_at).isoformat()
+        body["features"] = list(record.features)
+        tag = IMPRESSION_TAG
+    elif isinstance(record, Outcome):
+        body = asdict(record)
+        body["kind"] = OutcomeKind(record.kind).value
+        body["event_time"] = as_utc(record.event_time).isoformat()
+        tag = OUTCOME_TAG
+    else:  # pragma: no cover - guarded by the writer
+        raise TypeError(f"not a decision-log record: {type(record).__name__}")
+    body["_t"] = tag
+    return json.dumps(body, separators=(",", ":"), allow_nan=True).encode("utf-8") + b"\n"
+
+
+def record_from_json(line: bytes | str) -> Impression | Outcome:
+    body = json.loads(line)
+    tag = body.pop("_t")
+    if tag == IMPRESSION_TAG:
+        body["decided_at"] = datetime.fromisoformat(body["decided_at"])
+        body["features"] = tuple(float(x) for x in body.get("features", ()))
+        return Impression(**body)
+    if tag == OUTCOME_TAG:
+        body["kind"] = OutcomeKind(body["kind"])
+        body["event_time"] = datetime.fromisoformat(body["event_time"])
+        return Outcome(**body)
+    raise ValueError(f"unknown record tag {tag!r}")

@@ -1,0 +1,122 @@
+"""Online member features: one batched Feast lookup per request, as `MemberFeatures`.
+
+`MemberFeatureSource` reads the versioned feature service `member_context_v1`
+(genre affinity, actor affinity, profile, interacted titles) with one
+`get_online_features` call. Feast returns None for every feature of an entity it does
+not know; such members come back as None so the caller serves defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+from feast import FeatureStore
+
+from keyart.domain import GENRES, MemberFeatures
+
+MEMBER_SERVICE = "member_context_v1"
+_GENRE_COLS = tuple(f"genre_{g}" for g in GENRES)
+
+
+FEATURE_NAMES: tuple[str, ...] = (
+    *_GENRE_COLS, "top_actors", "top_actor_weights",
+    "country", "language", "main_device", "tenure_days", "watched_titles",
+)
+
+
+def _clean(v: Any) -> Any:
+    """None for missing values (None or NaN), plain lists for arrays."""
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        return v.tolist()
+    return v
+
+
+def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
+    """MemberFeatures from one online or historical row; None if no feature is known.
+
+    Only the feature columns are looked at, so extra entity columns are harmless; NaN
+    (offline store) and None (online store) both mean missing.
+    """
+    r = {k: _clean(row.get(k)) for k in FEATURE_NAMES}
+    if all(v is None for v in r.values()):
+        return None
+    actors = r["top_actors"] or []
+    weights = r["top_actor_weights"] or []
+    return MemberFeatures(
+        member_id=member_id,
+        country=r["country"] or "",
+        language=r["language"] or "",
+        main_device=r["main_device"] or "",
+        tenure_days=float(r["tenure_days"] or 0.0),
+        genre_affinity={g: float(r[c] or 0.0) for g, c in zip(GENRES, _GENRE_COLS)},
+        actor_affinity={str(a): float(w) for a, w in zip(actors, weights)},
+        interacted_titles=frozenset(str(t) for t in (r["watched_titles"] or [])),
+    )
+
+
+class MemberFeatureSource:
+    """Member features from a Feast online store, via one feature service."""
+
+    def __init__(self, store: FeatureStore, service_name: str = MEMBER_SERVICE) -> None:
+        self.store = store
+        self.service_name = service_name
+        # Resolved once: a registry lookup per request would add latency.
+        self.service = store.get_feature_service(service_name)
+
+    def get(self, member_id: str) -> MemberFeatures | None:
+        """Features of one member, or None when the store does not know the member."""
+        return self.get_many([member_id])[0]
+
+    def get_many(self, member_ids: Sequence[str] | Iterable[str]) -> list[MemberFeatures | None]:
+        """Features of several members in one online call, in input order."""
+        ids = [str(m) for m in member_ids]
+        if not ids:
+            return []
+        resp = self.store.get_online_features(
+            features=self.service, entity_rows=[{"member_id": m} for m in ids]
+        ).to_dict()
+        keys = list(resp.keys())
+        return [_to_member(m, {k: resp[k][i] for k in keys}) for i, m in enumerate(ids)]
+
+    def historical(self, entity_df: pd.DataFrame, as_known: bool = True) -> pd.DataFrame:
+        """Point-in-time member features for rows of (member_id, event_timestamp, ...).
+
+        Each row gets the latest feature values with event_timestamp <= its own (within
+        the views' TTL), and with `as_known` also created <= its own, i.e. what the
+        online store could have served then. Returns exactly one row per input row, in
+        input order, extra columns kept; features are NaN/None where nothing was known.
+
+        Feast's file (dask) offline store is called with unique (member_id,
+        event_timestamp) pairs and the result is merged back, because it silently
+        drops entity rows whose only feature rows lie in the future or beyond the TTL,
+        and collapses rows sharing a key and timestamp (feast-dev/feast#6787), e.g. the
+        titles of one page decided at the same instant.
+        """
+        df = entity_df.reset_index(drop=True).copy()
+        ts = pd.to_datetime(df["event_timestamp"])
+        df["event_timestamp"] = ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts.dt.tz_convert("UTC")
+        keys = df[["member_id", "event_timestamp"]].drop_duplicates().reset_index(drop=True)
+        out = self.store.get_historical_features(
+            entity_df=keys, features=self.service, filter_by_created_timestamp=as_known
+        ).to_df()
+        out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+        feature_cols = [c for c in out.columns if c not in ("member_id", "event_timestamp")]
+        out = out[["member_id", "event_timestamp", *feature_cols]].drop_duplicates(
+            ["member_id", "event_timestamp"]
+        )
+        clash = [c for c in feature_cols if c in df.columns]
+        if clash:
+            raise ValueError(f"entity_df columns clash with feature names: {clash}")
+        return df.merge(out, on=["member_id", "event_timestamp"], how="left", validate="many_to_one")
+
+
+def row_to_member_features(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
+    """Public name of the row converter (e.g. for rows of `MemberFeatureSource.historical`)."""
+    return _to_member(member_id, row)

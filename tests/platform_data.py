@@ -1,0 +1,31 @@
+"""A small but real platform data dir: world, Feast store, bootstrap model."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from keyart.bootstrap import apply_features, build_world_and_features, train
+from keyart.settings import KeyartSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build_platform(data_dir: Path, **overrides) -> KeyartSettings:
+    settings = KeyartSettings(
+        data_dir=data_dir,
+        feature_repo_dir=REPO_ROOT / "features",
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        **overrides,
+    )
+    build_world_and_features(settings, seed=3, members=300, titles=60)
+    apply_features(settings)
+    train(settings, simulate=True, pages=600, seed=5)
+    return settings
