@@ -27,9 +27,10 @@ from __future__ import annotations
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -225,7 +226,6 @@ def load_image(
                 else:
                     up = up.convert("RGB")
             if max(up.size) > max_side:
-                up = up.copy() if up is im else up
                 up.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
             arr = np.asarray(up.convert("RGB"))
     except ArtworkError:
@@ -244,7 +244,9 @@ def _resize_max(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
     s = min(1.0, side / max(h, w))
     if s >= 1.0:
         return img, 1.0
-    out = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    out = cv2.resize(
+        img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+    )
     return out, s
 
 
@@ -255,10 +257,12 @@ def _resize_max(img: np.ndarray, side: int) -> tuple[np.ndarray, float]:
 def _face_cascade() -> cv2.CascadeClassifier:
     casc = getattr(_local, "face", None)  # CascadeClassifier is not thread-safe
     if casc is None:
-        path = Path(cv2.data.haarcascades) / _FACE_CASCADE_FILE
+        path = Path(cv2.data.haarcascades) / _FACE_CASCADE_FILE  # type: ignore[attr-defined]
         casc = cv2.CascadeClassifier(str(path))
         if casc.empty():
-            raise RuntimeError(f"cannot load face cascade {path}; is opencv-python-headless 4.x installed?")
+            raise RuntimeError(
+                f"cannot load face cascade {path}; is opencv-python-headless 4.x installed?"
+            )
         _local.face = casc
     return casc
 
@@ -266,13 +270,14 @@ def _face_cascade() -> cv2.CascadeClassifier:
 def detect_faces(gray: np.ndarray) -> list[Box]:
     """Frontal faces in a grayscale image (its own pixel coords), largest first."""
     small, s = _resize_max(gray, DETECT_MAX_SIDE)
-    eq = cv2.equalizeHist(small)
+    # No histogram equalisation: Haar windows are variance-normalised already, and a
+    # global equalisation lets large flat areas (sky, backdrops) wash faces out.
     min_side = max(20, int(0.025 * min(small.shape[:2])))
     found = _face_cascade().detectMultiScale(
-        eq, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+        small, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
     )
     boxes = [
-        (int(round(x / s)), int(round(y / s)), int(round(w / s)), int(round(h / s)))
+        (round(x / s), round(y / s), round(w / s), round(h / s))
         for (x, y, w, h) in (found if len(found) else [])
     ]
     boxes.sort(key=lambda b: b[2] * b[3], reverse=True)
@@ -287,7 +292,9 @@ def saliency_map(gray: np.ndarray) -> np.ndarray:
     """Spectral residual saliency (Hou & Zhang 2007) at SALIENCY_SIDE, values 0..1."""
     h, w = gray.shape[:2]
     s = SALIENCY_SIDE / max(h, w)
-    small = cv2.resize(gray, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        gray, (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA
+    )
     f = np.fft.fft2(small.astype(np.float32) / 255.0)
     log_amp = np.log(np.abs(f) + 1e-8)
     phase = np.angle(f)
@@ -368,13 +375,17 @@ def colour_stats(rgb: np.ndarray) -> dict[str, Any]:
     px = small.reshape(-1, 3).astype(np.float32)
     if len(px) >= 5:
         cv2.setRNGSeed(7)  # deterministic swatches (k-means++ seeding uses cv::theRNG)
-        _, labels, centers = cv2.kmeans(
-            px, 5, None, (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0), 1,
+        _, labels, centers = cv2.kmeans(  # type: ignore[call-overload]
+            px,
+            5,
+            None,
+            (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0),
+            1,
             cv2.KMEANS_PP_CENTERS,
         )
         counts = np.bincount(labels.ravel(), minlength=5)
         for k in np.argsort(-counts):
-            r, g, b = (int(round(c)) for c in centers[k])
+            r, g, b = (round(c) for c in centers[k])
             swatches.append(f"#{r:02x}{g:02x}{b:02x}")
     return {
         "brightness": round(brightness, 4),
@@ -401,7 +412,9 @@ def detect_text(gray: np.ndarray) -> list[Box]:
     """
     small, s = _resize_max(gray, TEXT_MAX_SIDE)
     H, W = small.shape[:2]
-    mser = cv2.MSER_create(delta=5, min_area=12, max_area=max(60, int(0.02 * H * W)))
+    mser = cv2.MSER_create(  # type: ignore[attr-defined]
+        delta=5, min_area=12, max_area=max(60, int(0.02 * H * W))
+    )
     regions, bboxes = mser.detectRegions(small)
     cands: list[tuple[int, int, int, int]] = []
     for pts, (x, y, w, h) in zip(regions, bboxes if len(bboxes) else []):
@@ -473,9 +486,7 @@ def detect_text(gray: np.ndarray) -> list[Box]:
             continue
         if not _two_tone(small[int(y0) : int(y1), int(x0) : int(x1)]):
             continue
-        lines.append(
-            (int(x0 / s), int(y0 / s), int(round((x1 - x0) / s)), int(round((y1 - y0) / s)))
-        )
+        lines.append((int(x0 / s), int(y0 / s), round((x1 - x0) / s), round((y1 - y0) / s)))
     return lines
 
 
@@ -537,10 +548,10 @@ def analyze_image(path: Path | str, max_side: int = 1600) -> ImageAnalysis:
     def to_src(b: Box) -> Box:
         x, y, w, h = b
         return (
-            int(round(x * sx)),
-            int(round(y * sy)),
-            min(loaded.width, int(round(w * sx))),
-            min(loaded.height, int(round(h * sy))),
+            round(x * sx),
+            round(y * sy),
+            min(loaded.width, round(w * sx)),
+            min(loaded.height, round(h * sy)),
         )
 
     faces = tuple(to_src(b) for b in detect_faces(gray))
@@ -636,8 +647,15 @@ def analyze_paths(
 
 # Which ImageInfo fields are measured and which are placeholders.
 MEASURED_FIELDS: tuple[str, ...] = (
-    "num_faces", "face_area", "group_size", "brightness", "warmth", "contrast",
-    "palette", "text_present", "style",
+    "num_faces",
+    "face_area",
+    "group_size",
+    "brightness",
+    "warmth",
+    "contrast",
+    "palette",
+    "text_present",
+    "style",
 )
 DEFAULTED_FIELDS: dict[str, str] = {
     "expression": "'none' without a face, else 'neutral' (no expression model)",
@@ -649,7 +667,9 @@ DEFAULTED_FIELDS: dict[str, str] = {
 }
 
 
-def to_image_row(analysis: ImageAnalysis, image_id: str, title_id: str, lineage_id: str) -> dict[str, Any]:
+def to_image_row(
+    analysis: ImageAnalysis, image_id: str, title_id: str, lineage_id: str
+) -> dict[str, Any]:
     """A row of the catalog images table (column names = ``domain.ImageInfo`` fields).
 
     Tuples are lists (as in the world's images.parquet). See MEASURED_FIELDS and

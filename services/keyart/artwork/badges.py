@@ -14,8 +14,9 @@ width, height as a fraction of the crop height) or pixels of the source image
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Literal
 
 from keyart.artwork.analyze import Box, ImageAnalysis
 from keyart.artwork.crops import Crop
@@ -54,7 +55,7 @@ def _overlaps(a: Box, b: Box) -> bool:
 
 def _pad(b: Box, frac: float) -> Box:
     dx, dy = b[2] * frac, b[3] * frac
-    return (int(b[0] - dx), int(b[1] - dy), int(round(b[2] + 2 * dx)), int(round(b[3] + 2 * dy)))
+    return (int(b[0] - dx), int(b[1] - dy), round(b[2] + 2 * dx), round(b[3] + 2 * dy))
 
 
 def _anchor_box(crop: Crop, anchor: str, w: int, h: int, m: int) -> Box:
@@ -100,10 +101,13 @@ def place_badge(
     else:
         raise ValueError("units must be 'relative' or 'px'")
     bw, bh = max(1, int(bw)), max(1, int(bh))
-    m = int(round(margin * min(crop.w, crop.h)))
+    m = round(margin * min(crop.w, crop.h))
     if bw + 2 * m > crop.w or bh + 2 * m > crop.h:
         return BadgePlacement(
-            ok=False, w=bw, h=bh, reason=f"badge {bw}x{bh} px (+margin {m}) does not fit crop {crop.w}x{crop.h}"
+            ok=False,
+            w=bw,
+            h=bh,
+            reason=f"badge {bw}x{bh} px (+margin {m}) does not fit crop {crop.w}x{crop.h}",
         )
     faces = [_pad(f, face_padding) for f in analysis.faces]
     texts = list(analysis.text_boxes) if avoid_text else []
@@ -115,5 +119,7 @@ def place_badge(
         if not hits:
             return BadgePlacement(True, anchor, *box, blocked=blocked)
         blocked[anchor] = ", ".join(hits)
-    reason = "every allowed anchor is blocked: " + "; ".join(f"{a}: {why}" for a, why in blocked.items())
+    reason = "every allowed anchor is blocked: " + "; ".join(
+        f"{a}: {why}" for a, why in blocked.items()
+    )
     return BadgePlacement(ok=False, w=bw, h=bh, reason=reason, blocked=blocked)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -24,9 +24,12 @@ artwork_app = typer.Typer(
 )
 
 PathsArg = Annotated[
-    list[Path], typer.Argument(help="Image files (JPEG, PNG, WebP) or folders (searched recursively).")
+    list[Path],
+    typer.Argument(help="Image files (JPEG, PNG, WebP) or folders (searched recursively)."),
 ]
-MaxSide = Annotated[int, typer.Option("--max-side", min=64, help="Analyse at most this many pixels per side.")]
+MaxSide = Annotated[
+    int, typer.Option("--max-side", min=64, help="Analyse at most this many pixels per side.")
+]
 
 
 def _error(exc: ArtworkError) -> None:
@@ -61,12 +64,16 @@ def _human(a: ImageAnalysis) -> str:
 @artwork_app.command("analyze")
 def analyze_cmd(
     paths: PathsArg,
-    as_json: Annotated[bool, typer.Option("--json", help="Print analyses as JSON on stdout.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print analyses as JSON on stdout.")
+    ] = False,
     out: Annotated[
-        Optional[Path], typer.Option("--out", help="Write catalog image rows (ImageInfo columns) as parquet.")
+        Path | None,
+        typer.Option("--out", help="Write catalog image rows (ImageInfo columns) as parquet."),
     ] = None,
     title_id: Annotated[
-        Optional[str], typer.Option("--title-id", help="title_id of every row (default: the file's folder name).")
+        str | None,
+        typer.Option("--title-id", help="title_id of every row (default: the file's folder name)."),
     ] = None,
     max_side: MaxSide = 1600,
 ) -> None:
@@ -76,9 +83,16 @@ def analyze_cmd(
         payload = [
             {**a.to_dict(), "crops": {k: vars(c) for k, c in crops_for(a).items()}} for a in ok
         ]
-        sys.stdout.write(json.dumps({"analyses": payload, "errors": [
-            {"path": str(e.path), "reason": e.reason} for e in bad
-        ]}, indent=2) + "\n")
+        sys.stdout.write(
+            json.dumps(
+                {
+                    "analyses": payload,
+                    "errors": [{"path": str(e.path), "reason": e.reason} for e in bad],
+                },
+                indent=2,
+            )
+            + "\n"
+        )
     else:
         for a in ok:
             sys.stdout.write(_human(a) + "\n")
@@ -88,10 +102,16 @@ def analyze_cmd(
         rows = []
         for a in ok:
             p = Path(a.path)
-            rows.append(to_image_row(a, image_id=p.stem, title_id=title_id or p.parent.name, lineage_id=p.stem))
+            rows.append(
+                to_image_row(
+                    a, image_id=p.stem, title_id=title_id or p.parent.name, lineage_id=p.stem
+                )
+            )
         ids = [r["image_id"] for r in rows]
         if len(set(ids)) != len(ids):
-            sys.stderr.write("error: duplicate file stems would give duplicate image ids; rename the files\n")
+            sys.stderr.write(
+                "error: duplicate file stems would give duplicate image ids; rename the files\n"
+            )
             raise typer.Exit(1)
         out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(rows).to_parquet(out, index=False)
@@ -104,7 +124,7 @@ def analyze_cmd(
 def sheet_cmd(
     paths: PathsArg,
     out: Annotated[Path, typer.Option("--out", help="HTML contact sheet to write.")],
-    png: Annotated[Optional[Path], typer.Option("--png", help="Also write a PNG mosaic here.")] = None,
+    png: Annotated[Path | None, typer.Option("--png", help="Also write a PNG mosaic here.")] = None,
     max_side: MaxSide = 1600,
 ) -> None:
     """Draw faces, focal point, crops and badge placements for an artist to check."""

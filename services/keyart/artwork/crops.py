@@ -19,8 +19,8 @@ crop roll up to one source image.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Ratio:
         return f"{self.w}x{self.h}"
 
     @classmethod
-    def parse(cls, spec: "str | Ratio | tuple[int, int]") -> "Ratio":
+    def parse(cls, spec: str | Ratio | tuple[int, int]) -> Ratio:
         """'16:9', '16x9', (16, 9) or a Ratio."""
         if isinstance(spec, Ratio):
             return spec
@@ -74,7 +74,9 @@ def ratio_for_device(device: str, device_ratio: Mapping[str, str] = DEVICE_RATIO
     try:
         return Ratio.parse(device_ratio[device.upper()])
     except KeyError:
-        raise ValueError(f"unknown device {device!r}; expected one of {sorted(device_ratio)}") from None
+        raise ValueError(
+            f"unknown device {device!r}; expected one of {sorted(device_ratio)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def _slide(length: int, span: int, focal: float, faces: list[tuple[int, int]]) -
     return int(o[idx]), True
 
 
-def crop_for(analysis: ImageAnalysis, ratio: "str | Ratio | tuple[int, int]") -> Crop:
+def crop_for(analysis: ImageAnalysis, ratio: str | Ratio | tuple[int, int]) -> Crop:
     """The largest crop of ``ratio`` keeping the focal point and, when possible, every
     detected face whole (see module doc)."""
     r = Ratio.parse(ratio)
@@ -150,13 +152,15 @@ def crop_for(analysis: ImageAnalysis, ratio: "str | Ratio | tuple[int, int]") ->
     return Crop(0, y, w, h, cut, r.name)
 
 
-def crops_for(analysis: ImageAnalysis, ratios: Mapping[str, Ratio] | None = None) -> dict[str, Crop]:
+def crops_for(
+    analysis: ImageAnalysis, ratios: Mapping[str, Ratio] | None = None
+) -> dict[str, Crop]:
     """A crop for every ratio (default: RATIOS), keyed by ratio name."""
     ratios = RATIOS if ratios is None else ratios
     return {name: crop_for(analysis, r) for name, r in ratios.items()}
 
 
-def variant_id(source_image_id: str, ratio_name: "str | Ratio") -> str:
+def variant_id(source_image_id: str, ratio_name: str | Ratio) -> str:
     """Deterministic id of the crop variant of a source image, e.g. 'i000123-16x9'."""
     r = Ratio.parse(ratio_name)
     return f"{source_image_id}-{r.slug}"

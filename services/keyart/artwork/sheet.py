@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -64,10 +64,12 @@ def draw_analysis(
     s = tw / analysis.width
 
     def pt(x: float, y: float) -> tuple[int, int]:
-        return (int(round(x * s)), int(round(y * (th / analysis.height))))
+        return (round(x * s), round(y * (th / analysis.height)))
 
     crops = crops_for(analysis, ratios)
-    badges = {name: place_badge(c, analysis, badge_size, badge_anchors) for name, c in crops.items()}
+    badges = {
+        name: place_badge(c, analysis, badge_size, badge_anchors) for name, c in crops.items()
+    }
     overlay = img.copy()
     for i, (name, c) in enumerate(crops.items()):
         col = CROP_COLOURS[i % len(CROP_COLOURS)]
@@ -79,9 +81,25 @@ def draw_analysis(
         col = CROP_COLOURS[i % len(CROP_COLOURS)]
         p0, p1 = pt(c.x, c.y), pt(c.x + c.w, c.y + c.h)
         inset = 1 + i  # stagger so coincident edges stay visible
-        cv2.rectangle(img, (p0[0] + inset, p0[1] + inset), (p1[0] - inset - 1, p1[1] - inset - 1), col, 1, cv2.LINE_AA)
+        cv2.rectangle(
+            img,
+            (p0[0] + inset, p0[1] + inset),
+            (p1[0] - inset - 1, p1[1] - inset - 1),
+            col,
+            1,
+            cv2.LINE_AA,
+        )
         label = name + (" CUT" if c.cuts_face else "")
-        cv2.putText(img, label, (p0[0] + inset + 3, p0[1] + 14 + 14 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.45, col, 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            label,
+            (p0[0] + inset + 3, p0[1] + 14 + 14 * i),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            col,
+            1,
+            cv2.LINE_AA,
+        )
         b = badges[name]
         if b.ok:
             cv2.rectangle(img, pt(b.x, b.y), pt(b.x + b.w, b.y + b.h), col, 1, cv2.LINE_AA)
@@ -154,22 +172,38 @@ def write_contact_sheet(
         count += 1
         rows = [
             ("file", esc(a.path)),
-            ("size", f"{a.width}x{a.height} {esc(a.format)} (analysed at {a.work_width}x{a.work_height})"),
-            ("faces", f"{a.num_faces} &middot; largest {a.face_area:.3f} of frame &middot; style {esc(a.style)}"),
+            (
+                "size",
+                f"{a.width}x{a.height} {esc(a.format)} (analysed at {a.work_width}x{a.work_height})",
+            ),
+            (
+                "faces",
+                f"{a.num_faces} &middot; largest {a.face_area:.3f} of frame &middot; style {esc(a.style)}",
+            ),
             ("focal", f"({a.focal_x:.0f}, {a.focal_y:.0f}) from {esc(a.focal_source)}"),
             (
                 "palette",
-                esc(a.palette) + " " + "".join(f"<span class='sw' style='background:{c}'></span>" for c in a.swatches),
+                esc(a.palette)
+                + " "
+                + "".join(f"<span class='sw' style='background:{c}'></span>" for c in a.swatches),
             ),
-            ("tone", f"brightness {a.brightness:.2f} &middot; warmth {a.warmth:+.2f} &middot; contrast {a.contrast:.2f}"),
-            ("text", f"{'yes' if a.text_present else 'no'} ({len(a.text_boxes)} line boxes, heuristic)"),
+            (
+                "tone",
+                f"brightness {a.brightness:.2f} &middot; warmth {a.warmth:+.2f} &middot; contrast {a.contrast:.2f}",
+            ),
+            (
+                "text",
+                f"{'yes' if a.text_present else 'no'} ({len(a.text_boxes)} line boxes, heuristic)",
+            ),
         ]
         for name, c in drawn.crops.items():
             b = drawn.badges[name]
             crop_txt = f"{c.w}x{c.h} at ({c.x}, {c.y})"
             crop_txt += " <b class='bad'>cuts a face</b>" if c.cuts_face else ""
             badge_txt = (
-                f"<span class='ok'>badge {esc(b.anchor)}</span>" if b.ok else f"<span class='bad'>no badge: {esc(b.reason)}</span>"
+                f"<span class='ok'>badge {esc(b.anchor)}</span>"
+                if b.ok
+                else f"<span class='bad'>no badge: {esc(b.reason)}</span>"
             )
             rows.append((f"crop {esc(name)}", f"{crop_txt} &middot; {badge_txt}"))
         table = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in rows)
@@ -207,7 +241,16 @@ def write_contact_png(
             continue
         tile = np.full((cell + 20, cell, 3), 30, np.uint8)
         tile[: img.shape[0], : img.shape[1]] = img
-        cv2.putText(tile, Path(a.path).name[:40], (4, cell + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (220, 220, 220), 1, cv2.LINE_AA)
+        cv2.putText(
+            tile,
+            Path(a.path).name[:40],
+            (4, cell + 15),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (220, 220, 220),
+            1,
+            cv2.LINE_AA,
+        )
         tiles.append(tile)
     if not tiles:
         tiles.append(np.full((cell + 20, cell, 3), 30, np.uint8))

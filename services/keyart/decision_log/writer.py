@@ -11,12 +11,16 @@ Failure handling, so that nothing is lost silently:
   on-disk spool (JSON lines in numbered segment files under ``spool_dir``, fsync'd per
   batch). While the spool holds anything, new batches are appended behind it, so the
   store receives records in submission order.
-* the writer pings the store every ``retry_interval_s``; once the ping succeeds the
+* the spool is full (``spool_max_bytes``): records stay in the memory queue until
+  there is room; they are only dropped at submit time (below).
+* the writer pings the store every ``retry_interval_s`` (doubling up to
+  ``max_retry_interval_s``; ``flush()`` pings at once); once the ping succeeds the
   spool is replayed in order, a batch at a time, then deleted segment by segment.
   A spool left by a previous process is replayed the same way at start-up.
 * a batch that keeps failing with a non-availability error while the store answers
   pings is split and the records that still fail go to ``dead-letter.jsonl`` in the
-  spool directory (counted in ``dead_lettered``), so one bad record cannot wedge the log.
+  spool directory (counted in ``dead_lettered``), so one bad record cannot wedge the log;
+  if every record of the batch fails, the store is treated as down instead.
 * the queue is full: the caller appends the records to the spool itself, but only if
   the spool lock is free right away and the spool is under budget (a buffered write, no
   fsync; the writer thread fsyncs it shortly after). Such overflow records may be

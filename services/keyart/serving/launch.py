@@ -22,6 +22,7 @@ from keyart.settings import KeyartSettings
 # the throughput-optimized settings. Set before Ray starts; the environment wins.
 THROUGHPUT_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
 }
 
 
