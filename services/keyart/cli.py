@@ -29,6 +29,15 @@ app.add_typer(world_app, name="world")
 app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
+
+def _mount_optional_apps() -> None:
+    from keyart.artwork.cli import artwork_app
+
+    app.add_typer(artwork_app, name="artwork", help="Artwork analysis: faces, focal points, crops, badges.")
+
+
+_mount_optional_apps()
+
 console = Console(stderr=True)
 
 
