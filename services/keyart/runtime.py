@@ -31,6 +31,8 @@ def policy_config(settings: KeyartSettings) -> PolicyConfig:
         window_hours=settings.stability_window_hours,
         salt=settings.stability_salt,
         diversity_strength=settings.diversity_strength,
+        new_image_min_share=settings.new_image_min_share,
+        new_image_impressions=settings.new_image_impressions,
     )
 
 

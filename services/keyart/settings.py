@@ -43,6 +43,12 @@ class KeyartSettings(BaseSettings):
     diversity_strength: float = Field(
         0.0, ge=0.0, description="Penalty on images similar to those already chosen on the page."
     )
+    new_image_min_share: float = Field(
+        0.1, ge=0.0, le=1.0, description="Choice probability reserved for images short of impressions."
+    )
+    new_image_impressions: int = Field(
+        1000, ge=0, description="Impressions after which an image no longer gets the cold-start share."
+    )
     request_budget_ms: float = Field(
         150.0, gt=0.0, description="Server-side time budget per request before falling back."
     )

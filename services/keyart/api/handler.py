@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ class ArtworkRankerHandler:
         self.clock = clock
         self.slot = ModelSlot()
         self._lock = threading.Lock()
+        # Impressions per image served by this process: new images get a minimum
+        # exposure until they reach policy.new_image_impressions.
+        self.exposure: Counter[str] = Counter()
         # One thread owns the feature client (SQLite connections are per thread), and
         # lets a hung store time out instead of holding the page.
         self._feature_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
@@ -119,7 +123,7 @@ class ArtworkRankerHandler:
         member_id, context, titles = convert.parse_rank_request(request, now)
         budget_end = started + self.request_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
-        ranker = Ranker(self.index, self.slot.model, self.policy)
+        ranker = Ranker(self.index, self.slot.model, self.policy, exposure=self.exposure.__getitem__)
 
         member, ok = self._member(member_id, context, deadline)
         if member is None:
@@ -128,6 +132,7 @@ class ArtworkRankerHandler:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_DEADLINE)
         else:
             policy, selections = ranker.rank(member, context, titles, now)
+            self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
         self._log(request.request_id, member_id, context, policy, ranker.model_version, selections, now)
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return convert.to_response(selections, ranker.model_version, policy)

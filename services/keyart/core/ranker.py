@@ -41,6 +41,10 @@ class PolicyConfig:
     window_hours: float = 24.0
     salt: str = "keyart-v1"
     diversity_strength: float = 0.0  # 0 = off; 1 = a duplicate look scores zero
+    # Cold start: images with fewer impressions than this share at least this much
+    # of their title's choice probability, so new artwork gets seen and learned.
+    new_image_min_share: float = 0.1
+    new_image_impressions: int = 1000
 
     def policy_for(self, member_id: str) -> str:
         """The policy a member gets: a hashed share of members is explored uniformly."""
@@ -71,11 +75,13 @@ class Ranker:
         model: QualityPlayModel | None,
         config: PolicyConfig,
         new_id: Callable[[], str] = new_decision_id,
+        exposure: Callable[[str], int] | None = None,
     ) -> None:
         self.index = index
         self.model = model
         self.config = config
         self.new_id = new_id
+        self.exposure = exposure  # image_id -> impressions so far; None disables cold-start boost
 
     @property
     def model_version(self) -> str:
@@ -169,6 +175,7 @@ class Ranker:
             ids = candidates[k]
             s = self._diversified(scores[lo:hi], ids, chosen_images)
             p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi])
+            p = self._with_new_image_floor(p, ids)
             u = stable_uniform(member.member_id, titles[pos].title_id, window, self.config.salt)
             i = policies.draw(p, u)
             image = self.index.catalog.images[ids[i]]
@@ -196,6 +203,16 @@ class Ranker:
         images = self.index.catalog.images
         sim = np.array([max(_similarity(images[i], c) for c in chosen) for i in ids])
         return scores * np.clip(1.0 - strength * sim, 0.0, 1.0)
+
+    def _with_new_image_floor(self, p: np.ndarray, ids: list[str]) -> np.ndarray:
+        """Mix in a uniform share over images still short of impressions (exact propensity)."""
+        share = self.config.new_image_min_share
+        if self.exposure is None or share <= 0.0:
+            return p
+        new = np.array([self.exposure(i) < self.config.new_image_impressions for i in ids])
+        if not new.any() or new.all():
+            return p
+        return (1.0 - share) * p + share * new / new.sum()
 
     def _distribution(
         self, policy: str, scores: np.ndarray, ensemble_scores: np.ndarray | None
