@@ -33,6 +33,8 @@ STYLES: tuple[str, ...] = ("closeup", "character", "scene", "ensemble", "title_c
 PALETTES: tuple[str, ...] = ("red", "orange", "yellow", "green", "teal", "blue", "purple", "mono")
 DEVICES: tuple[str, ...] = ("TV", "WEB", "MOBILE", "TABLET")
 COUNTRIES: tuple[str, ...] = ("US", "GB", "BR", "IN", "JP", "DE", "FR", "MX", "KR", "ES")
+# The crop shape each device renders (artwork analysis makes one crop per shape).
+DEVICE_ASPECT: dict[str, str] = {"TV": "16:9", "WEB": "16:9", "MOBILE": "2:3", "TABLET": "4:3"}
 
 
 class OutcomeKind(str, Enum):
@@ -114,6 +116,19 @@ class TitleInfo:
     runtime_minutes: float = 100.0
 
 
+@dataclass(frozen=True)
+class CropInfo:
+    """Where an analysed image is cropped for one aspect ratio (source pixels)."""
+
+    aspect_ratio: str  # for example "16:9"
+    variant_image_id: str  # the crop served as its own image; shares the source lineage
+    x: int
+    y: int
+    width: int
+    height: int
+    cuts_face: bool = False  # True only when no crop of this ratio could avoid it
+
+
 @dataclass
 class Catalog:
     """Titles and images by id; an in-process cache on the request path."""
@@ -121,6 +136,12 @@ class Catalog:
     titles: dict[str, TitleInfo] = field(default_factory=dict)
     images: dict[str, ImageInfo] = field(default_factory=dict)
     version: str = ""
+    crops: dict[str, dict[str, CropInfo]] = field(default_factory=dict)  # image_id -> ratio -> crop
+
+    def crop_for_device(self, image_id: str, device: str) -> CropInfo | None:
+        """The crop of image_id shown on device, if the image has been analysed."""
+        by_ratio = self.crops.get(image_id)
+        return by_ratio.get(DEVICE_ASPECT.get(device, "")) if by_ratio else None
 
 
 @dataclass(frozen=True)
@@ -137,6 +158,7 @@ class Selection:
     fallback_reason: str = ""  # empty unless the default image was served
     position: int = 0
     features: tuple[float, ...] = ()  # model inputs of the chosen candidate, for the log
+    crop: CropInfo | None = None  # the crop for the requesting device, when analysed
     top_features: tuple[tuple[str, float], ...] = ()  # why, for demos and debugging
 
 

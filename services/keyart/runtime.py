@@ -46,6 +46,7 @@ class Runtime:
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     last_model_error: str = ""
+    _catalog_stamp: tuple[int, ...] | None = None
 
     @classmethod
     def start(
@@ -75,6 +76,7 @@ class Runtime:
         )
         runtime = cls(settings=settings, handler=handler, writer=writer)
         runtime.reload_model()
+        runtime.reload_catalog()  # records the loaded catalog's file stamps
         if watch_interval_s > 0:
             runtime._watcher = threading.Thread(
                 target=runtime._watch, args=(watch_interval_s,), name="model-watcher", daemon=True
@@ -98,12 +100,26 @@ class Runtime:
         log.info("serving model %s", version)
         return True
 
+    def reload_catalog(self) -> bool:
+        """Reload the catalog when its files changed (new artwork ingested). True if swapped."""
+        from keyart.featurestore.catalog import catalog_files, load_catalog
+
+        stamp = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in catalog_files(self.settings.world_dir))
+        if stamp == self._catalog_stamp:
+            return False
+        if self._catalog_stamp is not None:
+            self.handler.index = CatalogIndex.build(load_catalog(self.settings.world_dir))
+            log.info("catalog reloaded: version %s", self.handler.index.catalog.version)
+        self._catalog_stamp = stamp
+        return True
+
     def _watch(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            try:
-                self.reload_model()
-            except Exception:  # the watcher must outlive any one bad artifact
-                log.exception("model watcher")
+            for reload in (self.reload_model, self.reload_catalog):
+                try:
+                    reload()
+                except Exception:  # the watcher must outlive any one bad artifact
+                    log.exception("reload failed: %s", reload.__name__)
 
     def close(self) -> None:
         self._stop.set()

@@ -199,3 +199,34 @@ def test_promoted_model_is_served_without_restart_and_a_bad_one_is_refused(stub,
             break
         time.sleep(0.2)
     assert reply.model_version == new, versions
+
+
+def test_ingested_artwork_is_ranked_with_the_crop_for_the_device(stub, platform_settings, tmp_path):
+    """Artwork analysis -> catalog -> RankArtwork, with no restart and no impressions."""
+    import skimage.data
+    from PIL import Image
+
+    from keyart.artwork.ingest import ingest_artwork
+
+    photo = tmp_path / "astronaut.jpg"
+    Image.fromarray(skimage.data.astronaut()).save(photo, quality=92)
+    title = page_request(platform_settings, n_titles=1).titles[0].title_id
+    added, errors = ingest_artwork([photo], platform_settings.world_dir, title)
+    assert not errors and added == [f"{title}-astronaut"]
+
+    request = page_request(platform_settings, n_titles=1, device=pb.DEVICE_TYPE_MOBILE)
+    request.titles[0].candidate_image_ids.append(added[0])
+    deadline = time.monotonic() + 20
+    while True:
+        reply = stub.RankArtwork(request, timeout=10)
+        s = reply.selections[0]
+        if s.fallback_reason == "" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # replicas reload the catalog within ~2 s
+    assert s.fallback_reason == "" and s.image_id == added[0]
+    assert 0 < s.score < 1 and s.propensity == 1.0
+    assert s.crop.aspect_ratio == "2:3" and s.crop.variant_image_id == f"{added[0]}-2x3"
+    assert not s.crop.cuts_face
+    assert s.crop.height == 512 and s.crop.width == 341  # full-height portrait crop of a 512 x 512 photo
+    request.context.device = pb.DEVICE_TYPE_TV
+    assert stub.RankArtwork(request, timeout=10).selections[0].crop.aspect_ratio == "16:9"

@@ -11,7 +11,7 @@ import math
 import re
 from datetime import datetime, timezone
 
-from keyart.domain import Outcome, OutcomeKind, RequestContext, Selection, TitleRequest
+from keyart.domain import CropInfo, Outcome, OutcomeKind, RequestContext, Selection, TitleRequest
 from keyart.errors import InvalidRequest
 from keyart.v1 import ranking_pb2 as pb
 
@@ -106,6 +106,20 @@ def parse_rank_request(
     return member_id, parse_context(request, now), parse_titles(request)
 
 
+def _crop(crop: CropInfo | None) -> pb.ArtworkCrop | None:
+    if crop is None:
+        return None
+    return pb.ArtworkCrop(
+        variant_image_id=crop.variant_image_id,
+        aspect_ratio=crop.aspect_ratio,
+        x=crop.x,
+        y=crop.y,
+        width=crop.width,
+        height=crop.height,
+        cuts_face=crop.cuts_face,
+    )
+
+
 def to_response(selections: list[Selection], model_version: str, policy: str) -> pb.RankArtworkResponse:
     return pb.RankArtworkResponse(
         selections=[
@@ -118,6 +132,7 @@ def to_response(selections: list[Selection], model_version: str, policy: str) ->
                 explored=s.explored,
                 decision_id=s.decision_id,
                 fallback_reason=s.fallback_reason,
+                crop=_crop(s.crop),
             )
             for s in selections
         ],

@@ -127,9 +127,9 @@ class ArtworkRankerHandler:
 
         member, ok = self._member(member_id, context, deadline)
         if member is None:
-            policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE)
+            policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)
         elif time.monotonic() >= deadline:
-            policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_DEADLINE)
+            policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_DEADLINE, context.device)
         else:
             policy, selections = ranker.rank(member, context, titles, now)
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)

@@ -140,6 +140,32 @@ def sheet_cmd(
     raise typer.Exit(1 if bad else 0)
 
 
+@artwork_app.command("ingest")
+def ingest_cmd(
+    paths: PathsArg,
+    title_id: Annotated[str, typer.Option("--title-id", help="Title whose artwork pool gets the images.")],
+    max_side: MaxSide = 1600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Analyse images and add them (attributes and crops) to a title's pool in the catalog."""
+    from keyart.artwork.ingest import ingest_artwork
+    from keyart.errors import KeyartError
+    from keyart.settings import KeyartSettings
+
+    try:
+        added, bad = ingest_artwork(paths, KeyartSettings().world_dir, title_id, max_side)
+    except KeyartError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise typer.Exit(2) from None
+    for err in bad:
+        _error(err)
+    if as_json:
+        sys.stdout.write(json.dumps({"added": added, "errors": [str(e) for e in bad]}, indent=2) + "\n")
+    else:
+        sys.stderr.write(f"added {len(added)} image(s) to {title_id}: {', '.join(added)}; {len(bad)} failed\n")
+    raise typer.Exit(1 if bad else 0)
+
+
 def main() -> None:  # `python -m keyart.artwork.cli` until it is mounted in the main CLI
     artwork_app()
 

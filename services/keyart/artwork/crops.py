@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keyart.artwork.analyze import Box, ImageAnalysis
-from keyart.domain import DEVICES
+from keyart.domain import DEVICE_ASPECT, DEVICES
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ RATIOS: dict[str, Ratio] = {
     "1:1": Ratio("1:1", 1, 1),  # square tile
     "4:3": Ratio("4:3", 4, 3),  # tablet
 }
-DEVICE_RATIO: dict[str, str] = {"TV": "16:9", "WEB": "16:9", "MOBILE": "2:3", "TABLET": "4:3"}
+DEVICE_RATIO: dict[str, str] = DEVICE_ASPECT
 assert set(DEVICE_RATIO) == set(DEVICES)
 
 

@@ -87,7 +87,7 @@ class Ranker:
     def model_version(self) -> str:
         return self.model.version if self.model else ""
 
-    def fallback(self, title_id: str, position: int, reason: str) -> Selection:
+    def fallback(self, title_id: str, position: int, reason: str, device: str = "") -> Selection:
         """The title's default image, chosen with certainty."""
         title = self.index.catalog.titles.get(title_id)
         image = self.index.catalog.images.get(title.default_image_id) if title else None
@@ -101,10 +101,11 @@ class Ranker:
             decision_id=self.new_id(),
             fallback_reason=reason,
             position=position,
+            crop=self.index.catalog.crop_for_device(image.image_id, device) if image else None,
         )
 
-    def fallback_page(self, titles: list[TitleRequest], reason: str) -> list[Selection]:
-        return [self.fallback(t.title_id, i, reason) for i, t in enumerate(titles)]
+    def fallback_page(self, titles: list[TitleRequest], reason: str, device: str = "") -> list[Selection]:
+        return [self.fallback(t.title_id, i, reason, device) for i, t in enumerate(titles)]
 
     def _candidates(self, request: TitleRequest) -> tuple[list[str], str]:
         """Candidate image ids for a title, or a fallback reason."""
@@ -135,7 +136,7 @@ class Ranker:
         """
         policy = self.config.policy_for(member.member_id)
         if self.model is None:
-            return policy, self.fallback_page(titles, FALLBACK_MODEL_UNAVAILABLE)
+            return policy, self.fallback_page(titles, FALLBACK_MODEL_UNAVAILABLE, context.device)
 
         selections: list[Selection | None] = [None] * len(titles)
         scored_titles: list[int] = []  # positions of titles that have candidates
@@ -143,7 +144,7 @@ class Ranker:
         for pos, request in enumerate(titles):
             ids, reason = self._candidates(request)
             if reason:
-                selections[pos] = self.fallback(request.title_id, pos, reason)
+                selections[pos] = self.fallback(request.title_id, pos, reason, context.device)
             else:
                 scored_titles.append(pos)
                 candidates.append(ids)
@@ -164,7 +165,9 @@ class Ranker:
             )
         except Exception:  # a broken model must not fail the page
             for pos in scored_titles:
-                selections[pos] = self.fallback(titles[pos].title_id, pos, FALLBACK_MODEL_ERROR)
+                selections[pos] = self.fallback(
+                    titles[pos].title_id, pos, FALLBACK_MODEL_ERROR, context.device
+                )
             return policy, [s for s in selections if s is not None]
 
         window = time_window(decided_at, self.config.window_hours)
@@ -190,6 +193,7 @@ class Ranker:
                 decision_id=self.new_id(),
                 position=pos,
                 features=tuple(x[lo + i].tolist()),
+                crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
 

@@ -3,8 +3,10 @@
 ``log_backend``: "cassandra", or "auto" with KEYART_CASSANDRA_CONTACT_POINTS set,
 gives the Cassandra store (connected lazily, so a service can start while the
 cluster is down: the writer spools until it answers); anything else gives the
-embedded SQLite store at ``settings.log_dir / "decisions.sqlite"``. The writer's
-spool lives in ``settings.log_dir / "spool"``.
+embedded SQLite store at ``settings.log_dir / "decisions.sqlite"`` (WAL, safe for
+several processes on one machine). The spool root is ``settings.log_dir / "spool"``,
+shared by every process on the machine: each writer spools in its own locked
+subdirectory and adopts those of writers that died (see keyart.decision_log.writer).
 """
 
 from __future__ import annotations
@@ -44,4 +46,5 @@ def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:
         queue_size=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         spool_max_bytes=settings.log_spool_max_bytes,
+        shared_spool=True,
     )

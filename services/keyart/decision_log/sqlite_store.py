@@ -6,6 +6,12 @@ threads read ``recent_for_member``, the export scans). Scans page with a keyset
 Timestamps are stored as integer UTC microseconds, features as float32 blobs.
 ``synchronous=NORMAL`` in WAL mode survives a process crash; a power loss may lose the
 last transactions (the writer's spool is fsync'd, the store is not per batch).
+
+Several processes may open the same file (replicas on one machine): WAL lets readers
+run beside the one writer, every write transaction is ``BEGIN IMMEDIATE`` (takes the
+write lock up front, so a read-then-write transaction never fails half way with
+SQLITE_BUSY on lock upgrade) and waits up to ``busy_timeout_s`` for it; a wait that
+times out raises LogStoreUnavailable and the writer spools and retries.
 """
 
 from __future__ import annotations
@@ -151,6 +157,7 @@ class SqliteLogStore:
             self._conn = sqlite3.connect(
                 str(path), timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
             )
+            self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
@@ -282,6 +289,25 @@ class SqliteLogStore:
                     "SELECT COUNT(*) FROM outcomes WHERE decision_known = 0"
                 ).fetchone()[0]
             )
+
+    def counts(self) -> dict[str, Any]:
+        """Totals for ``keyart log stats``: rows, unknown-decision outcomes, time span."""
+        with self._guard():
+            c = self._conn
+            imps, lo, hi = c.execute(
+                "SELECT COUNT(*), MIN(decided_at_us), MAX(decided_at_us) FROM impressions"
+            ).fetchone()
+            outs = c.execute("SELECT COUNT(*) FROM outcomes").fetchone()[0]
+            unknown = c.execute("SELECT COUNT(*) FROM outcomes WHERE decision_known = 0").fetchone()[0]
+            mode = c.execute("PRAGMA journal_mode").fetchone()[0]
+        return {
+            "impressions": int(imps),
+            "outcomes": int(outs),
+            "outcomes_unknown_decision": int(unknown),
+            "first_decided_at": from_micros(lo).isoformat() if lo is not None else None,
+            "last_decided_at": from_micros(hi).isoformat() if hi is not None else None,
+            "journal_mode": str(mode),
+        }
 
     # --- lifecycle ----------------------------------------------------------------------
 

@@ -29,12 +29,40 @@ Failure handling, so that nothing is lost silently:
 * queue full and spool full (or busy): the records are counted in ``dropped``, an ERROR
   is logged (at most once a second, with totals) and ``health()`` reports unhealthy
   for ``drop_alarm_s`` after the last drop.
+
+Several processes on one machine (Ray Serve replicas) share one spool root
+(``settings.log_dir / "spool"``). With ``shared_spool=True`` (what
+:func:`keyart.decision_log.factory.open_decision_log` uses) ``spool_dir`` is that root
+and each writer spools in its own subdirectory ``<hostname>-<pid>-<random>``, holding
+an exclusive ``fcntl.flock`` on ``<subdir>/.lock`` for its lifetime (the kernel
+releases it when the process dies, however it dies). The subdirectory is made under a
+``.new-`` name, locked, then renamed, so no other writer ever sees it unlocked.
+
+At start and every ``adopt_interval_s`` (30 s) a writer *adopts* orphaned sibling
+directories, those whose lock it can take (their owner is dead): their segments are
+renamed, in order, to the tail of its own spool (same file system: no copy, no
+extra disk) and replayed into the store like its own records; dead-letter files move
+along; then the orphan's lock file and directory are removed. An adopter that dies
+half way leaves the rest in the orphan (adopted again later) and what it took in its
+own directory (an orphan in turn): nothing is lost, and a record replayed twice is
+harmless (impressions are upserts, outcomes are deduplicated by key). Two live
+writers never read, write or delete each other's spool. Adopted bytes count against
+the adopter's ``spool_max_bytes``: over budget, its new records wait in memory until
+the replay makes room. A closing writer removes its directory when it is empty and
+otherwise leaves it (unlocked) for a sibling or the next process.
+
+Segments written directly in the root by the single-directory layout (older
+versions) are adopted too, once untouched for ``legacy_grace_s`` (an older process
+may still be appending to them). Outside that grace nothing in the root is touched.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import secrets
+import socket
 import threading
 import time
 from collections import deque
@@ -54,6 +82,122 @@ Record = Impression | Outcome
 _SEGMENT_PREFIX = "spool-"
 _SEGMENT_SUFFIX = ".jsonl"
 DEAD_LETTER_FILE = "dead-letter.jsonl"
+LOCK_FILE = ".lock"
+_NEW_PREFIX = ".new-"
+_LEGACY_LOCK = ".legacy.lock"
+
+
+# --- per-process spool directories -----------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # pragma: no cover - best effort
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _try_lock(path: Path, create: bool = True) -> int | None:
+    """An fd holding an exclusive flock on ``path``, or None if another process (or
+    another open file in this process) holds it, or it cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _seq_of_name(path: Path) -> int:
+    try:
+        return int(path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
+    except ValueError:
+        return -1
+
+
+def _segments_in(directory: Path) -> list[Path]:
+    found = [p for p in directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}") if p.is_file()]
+    return sorted((p for p in found if _seq_of_name(p) >= 0), key=_seq_of_name)
+
+
+def claim_spool_dir(root: Path) -> tuple[Path, int]:
+    """Create and lock this process's own spool directory under ``root``.
+
+    Returns (directory, fd holding the flock on its lock file); closing the fd (or the
+    process dying) releases the claim.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
+    for _ in range(10):
+        name = f"{host or 'host'}-{os.getpid()}-{secrets.token_hex(4)}"
+        tmp = root / f"{_NEW_PREFIX}{name}"
+        try:
+            tmp.mkdir()
+        except FileExistsError:  # pragma: no cover - 32 random bits
+            continue
+        fd = _try_lock(tmp / LOCK_FILE)
+        if fd is None:  # pragma: no cover - a cleaner removed it in between: retry
+            continue
+        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} at={time.time():.0f}\n".encode())
+        final = root / name
+        try:
+            os.rename(tmp, final)
+        except OSError:  # pragma: no cover
+            os.close(fd)
+            continue
+        _fsync_dir(root)
+        return final, fd
+    raise OSError(f"cannot create a spool directory under {root}")  # pragma: no cover
+
+
+def spool_status(root: Path) -> list[dict[str, object]]:
+    """Every per-process spool directory under ``root``: name, whether its owner is
+    alive (its lock is held), pending bytes and segment count. Probing an orphan takes
+    its lock for an instant (a writer adopting then simply retries later)."""
+    out: list[dict[str, object]] = []
+    root = Path(root)
+    if not root.is_dir():
+        return out
+    for d in sorted(root.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        fd = _try_lock(d / LOCK_FILE, create=False) if (d / LOCK_FILE).exists() else None
+        alive = fd is None and (d / LOCK_FILE).exists()
+        if fd is not None:
+            os.close(fd)
+        segs = _segments_in(d)
+        out.append(
+            {
+                "dir": d.name,
+                "alive": alive,
+                "segments": len(segs),
+                "bytes": sum(p.stat().st_size for p in segs if p.exists()),
+                "dead_letters": sum(1 for _ in d.glob("dead-letter*.jsonl")),
+            }
+        )
+    legacy = _segments_in(root)
+    if legacy:
+        out.append(
+            {
+                "dir": ".",
+                "alive": False,
+                "segments": len(legacy),
+                "bytes": sum(p.stat().st_size for p in legacy if p.exists()),
+                "dead_letters": 0,
+            }
+        )
+    return out
 
 
 # --- spool ------------------------------------------------------------------------------
@@ -223,6 +367,42 @@ class _Spool:
         except FileNotFoundError:  # pragma: no cover
             pass
 
+    def adopt(self, segments: Sequence[Path]) -> int:
+        """Move other segment files (in order) to the tail of this spool by renaming
+        them (same file system). New appends go to a fresh segment behind them.
+        Returns the bytes adopted."""
+        adopted = 0
+        with self.lock:
+            if self._active_fd is not None:
+                os.fsync(self._active_fd)
+                os.close(self._active_fd)
+                self._active_fd, self._active = None, None
+            for src in segments:
+                try:
+                    size = src.stat().st_size
+                except FileNotFoundError:
+                    continue
+                if size == 0:
+                    src.unlink(missing_ok=True)
+                    continue
+                dest = self.dir / f"{_SEGMENT_PREFIX}{self._next_seq:010d}{_SEGMENT_SUFFIX}"
+                try:
+                    os.rename(src, dest)
+                except FileNotFoundError:
+                    continue
+                self._next_seq += 1
+                self._segments.append(dest)
+                self._sizes[dest] = size
+                self._disk_bytes += size
+                adopted += size
+        if adopted:
+            _fsync_dir(self.dir)
+        return adopted
+
+    def has_files(self) -> bool:
+        """Anything at all in the directory besides the lock file."""
+        return any(p.name != LOCK_FILE for p in self.dir.iterdir())
+
     def close(self) -> None:
         with self.lock:
             if self._active_fd is not None:
@@ -246,6 +426,8 @@ class _Counters:
     store_errors: int = 0
     outcomes_duplicate: int = 0
     outcomes_unknown_decision: int = 0
+    adopted_spools: int = 0
+    adopted_bytes: int = 0
 
 
 class DecisionLogWriter:
@@ -266,7 +448,13 @@ class DecisionLogWriter:
         drop_alarm_s: float = 300.0,
         close_store: bool = True,
         start: bool = True,
+        shared_spool: bool = False,
+        adopt_interval_s: float = 30.0,
+        legacy_grace_s: float = 60.0,
     ) -> None:
+        """``shared_spool``: ``spool_dir`` is a root shared by several processes; this
+        writer spools in its own locked subdirectory and adopts orphaned siblings (see
+        the module docstring). Otherwise ``spool_dir`` is this writer's alone."""
         if queue_size <= 0 or batch_size <= 0:
             raise ValueError("queue_size and batch_size must be positive")
         self.store = store
@@ -277,7 +465,18 @@ class DecisionLogWriter:
         self.max_retry_interval_s = float(max_retry_interval_s)
         self.drop_alarm_s = float(drop_alarm_s)
         self._close_store = close_store
-        self._spool = _Spool(Path(spool_dir), spool_max_bytes, segment_bytes)
+        self.adopt_interval_s = float(adopt_interval_s)
+        self.legacy_grace_s = float(legacy_grace_s)
+        self._root: Path | None = None
+        self._claim_fd: int | None = None
+        if shared_spool:
+            self._root = Path(spool_dir)
+            own_dir, self._claim_fd = claim_spool_dir(self._root)
+            self._spool = _Spool(own_dir, spool_max_bytes, segment_bytes)
+        else:
+            self._spool = _Spool(Path(spool_dir), spool_max_bytes, segment_bytes)
+        self.spool_dir = self._spool.dir
+        self._next_adopt = time.monotonic() + self.adopt_interval_s
 
         self._cond = threading.Condition()
         self._chunks: deque[list[Record]] = deque()  # each chunk: records of one submit
@@ -291,6 +490,8 @@ class DecisionLogWriter:
         self._closing = False
         self._c = _Counters()
         self._stats_lock = threading.Lock()
+        if self._root is not None:
+            self.adopt_orphans()
 
         self._store_up = self._spool.is_empty()
         self._next_ping = 0.0
@@ -347,6 +548,8 @@ class DecisionLogWriter:
             lines = [record_to_json(r) for r in records]
             if self._closing:
                 # Submitted during or after close: make it durable for the next run.
+                if self._root is not None:  # the (released) directory may be gone
+                    self._spool.dir.mkdir(parents=True, exist_ok=True)
                 ok = self._spool.append(lines, fsync=True, blocking=True)
                 if ok and not self._thread.is_alive():
                     self._spool.close()
@@ -435,6 +638,7 @@ class DecisionLogWriter:
         if self._thread.is_alive():
             log.error("decision-log writer did not stop within %.1fs", timeout_s)
         self._spool.close()
+        self._release_claim()
         if self._close_store:
             try:
                 self.store.close()
@@ -463,6 +667,8 @@ class DecisionLogWriter:
                 "store_errors": c.store_errors,
                 "outcomes_duplicate": c.outcomes_duplicate,
                 "outcomes_unknown_decision": c.outcomes_unknown_decision,
+                "adopted_spools": c.adopted_spools,
+                "adopted_bytes": c.adopted_bytes,
             }
         out["queue_depth"] = self._depth
         out["spool_bytes"] = self._spool.pending_bytes
@@ -497,6 +703,131 @@ class DecisionLogWriter:
         if s["spool_bytes"]:
             return True, f"replaying spool ({s['spool_bytes']} bytes)"
         return True, f"ok (written {s['written']}, replayed {s['replayed']})"
+
+    # --- shared spool root ------------------------------------------------------------
+
+    def adopt_orphans(self) -> int:
+        """Adopt every orphaned sibling spool (lock free: its owner died). Returns the
+        number of directories adopted. Runs at start and every ``adopt_interval_s``."""
+        root = self._root
+        if root is None or not root.is_dir():
+            return 0
+        adopted = 0
+        for d in sorted(root.iterdir()):
+            if not d.is_dir() or d == self._spool.dir:
+                continue
+            if d.name.startswith(_NEW_PREFIX):
+                self._remove_stale_new(d)
+                continue
+            if d.name.startswith("."):
+                continue
+            fd = _try_lock(d / LOCK_FILE)
+            if fd is None:
+                continue  # its writer is alive
+            try:
+                if self._adopt_dir(d):
+                    adopted += 1
+            finally:
+                os.close(fd)
+        self._adopt_legacy(root)
+        return adopted
+
+    def _adopt_dir(self, d: Path) -> bool:
+        segments = _segments_in(d)
+        nbytes = self._spool.adopt(segments)
+        for i, dl in enumerate(sorted(d.glob("dead-letter*.jsonl"))):
+            dest = self._spool.dir / f"dead-letter-{d.name}-{i}.jsonl"
+            os.rename(dl, dest)
+        _fsync_dir(self._spool.dir)
+        leftovers = [p for p in d.iterdir() if p.name != LOCK_FILE]
+        if leftovers:
+            log.warning(
+                "decision-log spool %s: left unknown files %s", d, [p.name for p in leftovers]
+            )
+        else:
+            (d / LOCK_FILE).unlink(missing_ok=True)
+            try:
+                d.rmdir()
+            except OSError:  # another adopter re-created its lock file meanwhile
+                pass
+            _fsync_dir(d.parent)
+        if segments:
+            log.warning(
+                "decision-log: adopted orphaned spool %s (%d segments, %d bytes); replaying",
+                d.name, len(segments), nbytes,
+            )
+            with self._stats_lock:
+                self._c.adopted_spools += 1
+                self._c.adopted_bytes += nbytes
+            with self._cond:
+                self._cond.notify_all()
+        return bool(segments)
+
+    def _remove_stale_new(self, d: Path) -> None:
+        """A ``.new-`` directory left by a process that died while creating it."""
+        try:
+            if time.time() - d.stat().st_mtime < 60.0:
+                return
+        except FileNotFoundError:
+            return
+        fd = _try_lock(d / LOCK_FILE, create=False)
+        if fd is None:
+            return
+        try:
+            if not _segments_in(d):
+                for p in d.iterdir():
+                    p.unlink(missing_ok=True)
+                d.rmdir()
+        except OSError:  # pragma: no cover
+            pass
+        finally:
+            os.close(fd)
+
+    def _adopt_legacy(self, root: Path) -> None:
+        """Segments of the single-directory layout, directly in the root."""
+        legacy = _segments_in(root)
+        if not legacy:
+            return
+        now = time.time()
+        fd = _try_lock(root / _LEGACY_LOCK)
+        if fd is None:
+            return
+        try:
+            take: list[Path] = []
+            for p in _segments_in(root):  # again, under the lock
+                try:
+                    if now - p.stat().st_mtime < self.legacy_grace_s:
+                        break  # keep order: stop at the first one still in use
+                except FileNotFoundError:
+                    continue
+                take.append(p)
+            if take:
+                nbytes = self._spool.adopt(take)
+                log.warning("decision-log: adopted %d legacy spool segments (%d bytes)",
+                            len(take), nbytes)
+                with self._stats_lock:
+                    self._c.adopted_spools += 1
+                    self._c.adopted_bytes += nbytes
+        finally:
+            os.close(fd)
+
+    def _release_claim(self) -> None:
+        """Give up this writer's spool directory: removed when empty, else left for
+        adoption."""
+        fd, self._claim_fd = self._claim_fd, None
+        if fd is None:
+            return
+        try:
+            if not self._spool.has_files():
+                (self._spool.dir / LOCK_FILE).unlink(missing_ok=True)
+                try:
+                    self._spool.dir.rmdir()
+                except OSError:
+                    pass
+        except OSError:  # pragma: no cover - best effort
+            log.exception("decision-log: cannot clean the spool directory")
+        finally:
+            os.close(fd)
 
     # --- consumer side ----------------------------------------------------------------
 
@@ -547,6 +878,12 @@ class DecisionLogWriter:
         """One iteration; True when the writer should exit."""
         self._spool.sync()
         closing = self._closing
+        if self._root is not None and not closing and time.monotonic() >= self._next_adopt:
+            self._next_adopt = time.monotonic() + self.adopt_interval_s
+            try:
+                self.adopt_orphans()
+            except Exception:  # noqa: BLE001 - never let adoption stop the writer
+                log.exception("decision-log spool adoption failed")
         if not self._spool.is_empty():
             # Spool mode: keep order by appending new records behind the spool. When
             # the spool is full the records stay in the queue (dropping only happens

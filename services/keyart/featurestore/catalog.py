@@ -21,7 +21,9 @@ from typing import Any
 import pandas as pd
 import pyarrow.parquet as pq
 
-from keyart.domain import Catalog, ImageInfo, TitleInfo
+from keyart.domain import Catalog, CropInfo, ImageInfo, TitleInfo
+
+CROPS_FILE = "image_crops.parquet"
 
 IMAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ImageInfo))
 TITLE_COLUMNS: tuple[str, ...] = (
@@ -88,7 +90,35 @@ def load_catalog(world_dir: Path) -> Catalog:
             villain_actor=str(villain) if isinstance(villain, str) and villain else None,
             runtime_minutes=float(r["runtime_minutes"]),
         )
+    crops_path = d / CROPS_FILE
+    crops = _crops(crops_path, images) if crops_path.is_file() else {}
     h = hashlib.sha256()
-    for p in (t_path, i_path):
-        h.update(p.read_bytes())
-    return Catalog(titles=titles, images=images, version=h.hexdigest()[:12])
+    for p in (t_path, i_path, crops_path):
+        if p.is_file():
+            h.update(p.read_bytes())
+    return Catalog(titles=titles, images=images, version=h.hexdigest()[:12], crops=crops)
+
+
+def _crops(path: Path, images: dict[str, ImageInfo]) -> dict[str, dict[str, CropInfo]]:
+    """image_id -> aspect ratio -> crop, from the artwork analysis table."""
+    out: dict[str, dict[str, CropInfo]] = {}
+    for r in pd.read_parquet(path).to_dict("records"):
+        image_id = str(r["image_id"])
+        if image_id not in images:
+            continue  # crops of images no longer in the catalog
+        out.setdefault(image_id, {})[str(r["aspect_ratio"])] = CropInfo(
+            aspect_ratio=str(r["aspect_ratio"]),
+            variant_image_id=str(r["variant_image_id"]),
+            x=int(r["x"]),
+            y=int(r["y"]),
+            width=int(r["width"]),
+            height=int(r["height"]),
+            cuts_face=bool(r["cuts_face"]),
+        )
+    return out
+
+
+def catalog_files(world_dir: Path) -> tuple[Path, ...]:
+    """The files a catalog is read from (their change means a reload)."""
+    d = Path(world_dir)
+    return (d / "titles.parquet", d / "images.parquet", d / CROPS_FILE)

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keyart/v1/ranking.proto\x12\tkeyart.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x0eRequestContext\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12%\n\x06\x64\x65vice\x18\x03 \x01(\x0e\x32\x15.keyart.v1.DeviceType\x12\x0f\n\x07surface\x18\x04 \x01(\t\x12/\n\x0b\x63lient_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0fTitleCandidates\x12\x10\n\x08title_id\x18\x01 \x01(\t\x12\x1b\n\x13\x63\x61ndidate_image_ids\x18\x02 \x03(\t\"\x93\x01\n\x12RankArtworkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.keyart.v1.RequestContext\x12*\n\x06titles\x18\x04 \x03(\x0b\x32\x1a.keyart.v1.TitleCandidates\"\xad\x01\n\x10\x41rtworkSelection\x12\x10\n\x08title_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x12\n\nlineage_id\x18\x03 \x01(\t\x12\x12\n\npropensity\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x10\n\x08\x65xplored\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x08 \x01(\t\"m\n\x13RankArtworkResponse\x12/\n\nselections\x18\x01 \x03(\x0b\x32\x1b.keyart.v1.ArtworkSelection\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\"\xc3\x01\n\x07Outcome\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08title_id\x18\x03 \x01(\t\x12\x10\n\x08image_id\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.keyart.v1.OutcomeKind\x12\x16\n\x0eminutes_played\x18\x06 \x01(\x01\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x14ReportOutcomeRequest\x12$\n\x08outcomes\x18\x01 \x03(\x0b\x32\x12.keyart.v1.Outcome\")\n\x15ReportOutcomeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*\x82\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45VICE_TYPE_TV\x10\x01\x12\x13\n\x0f\x44\x45VICE_TYPE_WEB\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x03\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x04*\x90\x01\n\x0bOutcomeKind\x12\x1c\n\x18OUTCOME_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cOUTCOME_KIND_IMPRESSION_SEEN\x10\x01\x12\x1d\n\x19OUTCOME_KIND_PLAY_STARTED\x10\x02\x12\"\n\x1eOUTCOME_KIND_PLAYBACK_PROGRESS\x10\x03\x32\xb1\x01\n\rArtworkRanker\x12L\n\x0bRankArtwork\x12\x1d.keyart.v1.RankArtworkRequest\x1a\x1e.keyart.v1.RankArtworkResponse\x12R\n\rReportOutcome\x12\x1f.keyart.v1.ReportOutcomeRequest\x1a .keyart.v1.ReportOutcomeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17keyart/v1/ranking.proto\x12\tkeyart.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x0eRequestContext\x12\x0f\n\x07\x63ountry\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12%\n\x06\x64\x65vice\x18\x03 \x01(\x0e\x32\x15.keyart.v1.DeviceType\x12\x0f\n\x07surface\x18\x04 \x01(\t\x12/\n\x0b\x63lient_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x0fTitleCandidates\x12\x10\n\x08title_id\x18\x01 \x01(\t\x12\x1b\n\x13\x63\x61ndidate_image_ids\x18\x02 \x03(\t\"\x93\x01\n\x12RankArtworkRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.keyart.v1.RequestContext\x12*\n\x06titles\x18\x04 \x03(\x0b\x32\x1a.keyart.v1.TitleCandidates\"\xd3\x01\n\x10\x41rtworkSelection\x12\x10\n\x08title_id\x18\x01 \x01(\t\x12\x10\n\x08image_id\x18\x02 \x01(\t\x12\x12\n\nlineage_id\x18\x03 \x01(\t\x12\x12\n\npropensity\x18\x04 \x01(\x01\x12\r\n\x05score\x18\x05 \x01(\x01\x12\x10\n\x08\x65xplored\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x17\n\x0f\x66\x61llback_reason\x18\x08 \x01(\t\x12$\n\x04\x63rop\x18\t \x01(\x0b\x32\x16.keyart.v1.ArtworkCrop\"\x85\x01\n\x0b\x41rtworkCrop\x12\x18\n\x10variant_image_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61spect_ratio\x18\x02 \x01(\t\x12\t\n\x01x\x18\x03 \x01(\x05\x12\t\n\x01y\x18\x04 \x01(\x05\x12\r\n\x05width\x18\x05 \x01(\x05\x12\x0e\n\x06height\x18\x06 \x01(\x05\x12\x11\n\tcuts_face\x18\x07 \x01(\x08\"m\n\x13RankArtworkResponse\x12/\n\nselections\x18\x01 \x03(\x0b\x32\x1b.keyart.v1.ArtworkSelection\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06policy\x18\x03 \x01(\t\"\xc3\x01\n\x07Outcome\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x11\n\tmember_id\x18\x02 \x01(\t\x12\x10\n\x08title_id\x18\x03 \x01(\t\x12\x10\n\x08image_id\x18\x04 \x01(\t\x12$\n\x04kind\x18\x05 \x01(\x0e\x32\x16.keyart.v1.OutcomeKind\x12\x16\n\x0eminutes_played\x18\x06 \x01(\x01\x12.\n\nevent_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"<\n\x14ReportOutcomeRequest\x12$\n\x08outcomes\x18\x01 \x03(\x0b\x32\x12.keyart.v1.Outcome\")\n\x15ReportOutcomeResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x05*\x82\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44\x45VICE_TYPE_TV\x10\x01\x12\x13\n\x0f\x44\x45VICE_TYPE_WEB\x10\x02\x12\x16\n\x12\x44\x45VICE_TYPE_MOBILE\x10\x03\x12\x16\n\x12\x44\x45VICE_TYPE_TABLET\x10\x04*\x90\x01\n\x0bOutcomeKind\x12\x1c\n\x18OUTCOME_KIND_UNSPECIFIED\x10\x00\x12 \n\x1cOUTCOME_KIND_IMPRESSION_SEEN\x10\x01\x12\x1d\n\x19OUTCOME_KIND_PLAY_STARTED\x10\x02\x12\"\n\x1eOUTCOME_KIND_PLAYBACK_PROGRESS\x10\x03\x32\xb1\x01\n\rArtworkRanker\x12L\n\x0bRankArtwork\x12\x1d.keyart.v1.RankArtworkRequest\x1a\x1e.keyart.v1.RankArtworkResponse\x12R\n\rReportOutcome\x12\x1f.keyart.v1.ReportOutcomeRequest\x1a .keyart.v1.ReportOutcomeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'keyart.v1.ranking_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICETYPE']._serialized_start=1037
-  _globals['_DEVICETYPE']._serialized_end=1167
-  _globals['_OUTCOMEKIND']._serialized_start=1170
-  _globals['_OUTCOMEKIND']._serialized_end=1314
+  _globals['_DEVICETYPE']._serialized_start=1211
+  _globals['_DEVICETYPE']._serialized_end=1341
+  _globals['_OUTCOMEKIND']._serialized_start=1344
+  _globals['_OUTCOMEKIND']._serialized_end=1488
   _globals['_REQUESTCONTEXT']._serialized_start=72
   _globals['_REQUESTCONTEXT']._serialized_end=228
   _globals['_TITLECANDIDATES']._serialized_start=230
@@ -43,15 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RANKARTWORKREQUEST']._serialized_start=297
   _globals['_RANKARTWORKREQUEST']._serialized_end=444
   _globals['_ARTWORKSELECTION']._serialized_start=447
-  _globals['_ARTWORKSELECTION']._serialized_end=620
-  _globals['_RANKARTWORKRESPONSE']._serialized_start=622
-  _globals['_RANKARTWORKRESPONSE']._serialized_end=731
-  _globals['_OUTCOME']._serialized_start=734
-  _globals['_OUTCOME']._serialized_end=929
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=931
-  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=991
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=993
-  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1034
-  _globals['_ARTWORKRANKER']._serialized_start=1317
-  _globals['_ARTWORKRANKER']._serialized_end=1494
+  _globals['_ARTWORKSELECTION']._serialized_end=658
+  _globals['_ARTWORKCROP']._serialized_start=661
+  _globals['_ARTWORKCROP']._serialized_end=794
+  _globals['_RANKARTWORKRESPONSE']._serialized_start=796
+  _globals['_RANKARTWORKRESPONSE']._serialized_end=905
+  _globals['_OUTCOME']._serialized_start=908
+  _globals['_OUTCOME']._serialized_end=1103
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=1105
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1165
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1167
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1208
+  _globals['_ARTWORKRANKER']._serialized_start=1491
+  _globals['_ARTWORKRANKER']._serialized_end=1668
 # @@protoc_insertion_point(module_scope)

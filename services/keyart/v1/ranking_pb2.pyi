@@ -69,7 +69,7 @@ class RankArtworkRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., member_id: _Optional[str] = ..., context: _Optional[_Union[RequestContext, _Mapping]] = ..., titles: _Optional[_Iterable[_Union[TitleCandidates, _Mapping]]] = ...) -> None: ...
 
 class ArtworkSelection(_message.Message):
-    __slots__ = ("title_id", "image_id", "lineage_id", "propensity", "score", "explored", "decision_id", "fallback_reason")
+    __slots__ = ("title_id", "image_id", "lineage_id", "propensity", "score", "explored", "decision_id", "fallback_reason", "crop")
     TITLE_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
     LINEAGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class ArtworkSelection(_message.Message):
     EXPLORED_FIELD_NUMBER: _ClassVar[int]
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_REASON_FIELD_NUMBER: _ClassVar[int]
+    CROP_FIELD_NUMBER: _ClassVar[int]
     title_id: str
     image_id: str
     lineage_id: str
@@ -86,7 +87,26 @@ class ArtworkSelection(_message.Message):
     explored: bool
     decision_id: str
     fallback_reason: str
-    def __init__(self, title_id: _Optional[str] = ..., image_id: _Optional[str] = ..., lineage_id: _Optional[str] = ..., propensity: _Optional[float] = ..., score: _Optional[float] = ..., explored: _Optional[bool] = ..., decision_id: _Optional[str] = ..., fallback_reason: _Optional[str] = ...) -> None: ...
+    crop: ArtworkCrop
+    def __init__(self, title_id: _Optional[str] = ..., image_id: _Optional[str] = ..., lineage_id: _Optional[str] = ..., propensity: _Optional[float] = ..., score: _Optional[float] = ..., explored: _Optional[bool] = ..., decision_id: _Optional[str] = ..., fallback_reason: _Optional[str] = ..., crop: _Optional[_Union[ArtworkCrop, _Mapping]] = ...) -> None: ...
+
+class ArtworkCrop(_message.Message):
+    __slots__ = ("variant_image_id", "aspect_ratio", "x", "y", "width", "height", "cuts_face")
+    VARIANT_IMAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ASPECT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CUTS_FACE_FIELD_NUMBER: _ClassVar[int]
+    variant_image_id: str
+    aspect_ratio: str
+    x: int
+    y: int
+    width: int
+    height: int
+    cuts_face: bool
+    def __init__(self, variant_image_id: _Optional[str] = ..., aspect_ratio: _Optional[str] = ..., x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., cuts_face: _Optional[bool] = ...) -> None: ...
 
 class RankArtworkResponse(_message.Message):
     __slots__ = ("selections", "model_version", "policy")

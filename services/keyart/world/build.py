@@ -19,6 +19,10 @@ Files written to `out_dir`:
 - images.parquet: every domain.ImageInfo field (lists for tuples) plus hidden clickbait
 - viewing.parquet: member_id, title_id, event_timestamp (UTC), minutes_watched
 - world.json: seed, sizes, params, now
+
+A world imported with `keyart world import` (keyart.world.importer) has no latent
+columns: `load_world` reads it all the same (`World.has_ground_truth` is False) and
+the ground-truth methods raise `NoGroundTruth`; feature derivation does not need them.
 """
 
 from __future__ import annotations
@@ -32,7 +36,19 @@ import numpy as np
 import pandas as pd
 
 from keyart.domain import COUNTRIES, DEVICES, EXPRESSIONS, GENRES, PALETTES, STYLES, TONES
+from keyart.errors import KeyartError
 from keyart.world.params import WorldParams
+
+# Hidden ground-truth columns of the synthetic world, by table.
+LATENT_COLUMNS: dict[str, tuple[str, ...]] = {
+    "members": ("latent_genre_weights", "latent_favourite_actors", "latent_bias", "latent_activity"),
+    "titles": ("latent_appeal",),
+    "images": ("clickbait",),
+}
+
+
+class NoGroundTruth(KeyartError):
+    """The world has no hidden ground truth (an imported catalog): outcomes cannot be simulated."""
 
 WORLD_FILES: tuple[str, ...] = (
     "members.parquet",
@@ -105,6 +121,12 @@ class World:
         self._member_index = pd.Index(m["member_id"].to_numpy())
         self._title_index = pd.Index(t["title_id"].to_numpy())
         self._image_index = pd.Index(im["image_id"].to_numpy())
+        frames = {"members": m, "titles": t, "images": im}
+        self.has_ground_truth = all(
+            c in frames[name].columns for name, cols in LATENT_COLUMNS.items() for c in cols
+        )
+        if not self.has_ground_truth:
+            return  # imported catalog: data only, no ground truth arrays
         actors = sorted(
             {a for c in t["cast"] for a in c} | {a for f in m["latent_favourite_actors"] for a in f}
         )
@@ -173,6 +195,11 @@ class World:
         devices: np.ndarray,
         countries: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
+        if not self.has_ground_truth:
+            raise NoGroundTruth(
+                "this world has no hidden ground truth (an imported catalog): outcomes cannot be "
+                "simulated; train on a decision-log export (keyart train --log-export)"
+            )
         p, a = self.params, self._arr
         mi = self._idx(self._member_index, member_ids, "member")
         ii = self._idx(self._image_index, image_ids, "image")

@@ -95,7 +95,8 @@ def derive_features(
     # Viewing x cast, exploded once.
     v_m = m_index.get_indexer(viewing["member_id"].to_numpy())
     v_t = t_index.get_indexer(viewing["title_id"].to_numpy())
-    v_ts = pd.DatetimeIndex(viewing["event_timestamp"]).tz_convert("UTC")
+    # as_unit: asi8 below must be nanoseconds whatever unit the parquet column had.
+    v_ts = pd.DatetimeIndex(viewing["event_timestamp"]).tz_convert("UTC").as_unit("ns")
     v_ns = v_ts.asi8
     v_min = viewing["minutes_watched"].to_numpy(float)
     cast_idx = [a_index.get_indexer(list(c)) for c in titles["cast"]]

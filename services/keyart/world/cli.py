@@ -1,0 +1,139 @@
+"""`keyart world import DIR` / `keyart world export DIR`: bring your own catalog.
+
+Mount on the existing world sub-app of keyart.cli::
+
+    from keyart.world.cli import world_export_command, world_import_command
+    world_app.command("import")(world_import_command)
+    world_app.command("export")(world_export_command)
+
+(or ``app.add_typer(world_import_app, name=...)`` for a stand-alone app holding both).
+The file format is documented in keyart.world.importer. Errors print one line
+``error: <file>, column '<col>', row <n>: <problem>`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from keyart.errors import KeyartError
+from keyart.settings import KeyartSettings
+
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyartError as exc:
+            _err.print(f"[red]error:[/red] {exc}", markup=True)
+            raise typer.Exit(2) from None
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if os.environ.get("KEYART_DEBUG"):
+                raise
+            _err.print(
+                f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)"
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _settings() -> KeyartSettings:
+    try:
+        return KeyartSettings()
+    except Exception as exc:
+        raise KeyartError(f"invalid KEYART_* setting: {' '.join(str(exc).split())}") from None
+
+
+def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        human(result)
+
+
+@_friendly
+def world_import_command(
+    src: Annotated[
+        Path, typer.Argument(help="Directory with members/titles/images/viewing.parquet (+ manifest.json).")
+    ],
+    now: Annotated[
+        str | None,
+        typer.Option("--now", help="End of the history, ISO-8601 with offset (overrides the manifest)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Import your own catalog and viewing history as the world (atomic, validated).
+
+    Every file is validated first (types, required columns, vocabularies, unique ids,
+    references, tz-aware timestamps); on any problem nothing changes. Then the world
+    and its feature tables replace KEYART_DATA_DIR/world in one rename. Run
+    `keyart features apply` afterwards to load the online store.
+    """
+    from keyart.world.importer import Issue, WorldImportError, import_world
+
+    when = None
+    if now is not None:
+        try:
+            when = datetime.fromisoformat(now)
+        except ValueError:
+            raise WorldImportError([Issue("--now", None, None, f"{now!r} is not ISO-8601")]) from None
+        if when.tzinfo is None:
+            raise WorldImportError([Issue("--now", None, None, f"{now!r} must carry a time zone")])
+    s = _settings()
+    result = import_world(src, s.world_dir, now=when)
+    marker = s.data_dir / "feast" / ".materialized"
+    if marker.is_file():
+        marker.unlink()  # the online store holds the previous world: `keyart up` re-applies
+    result["next"] = "keyart features apply"
+
+    def human(r: dict[str, Any]) -> None:
+        Console(highlight=False).print(
+            f"world imported into {r['world_dir']}: {r['sizes']} (now {r['now']}); "
+            f"next: {r['next']}"
+        )
+        for w in r["warnings"]:
+            _err.print(f"warning: {w}")
+
+    _emit(result, as_json, human)
+
+
+@_friendly
+def world_export_command(
+    dst: Annotated[Path, typer.Argument(help="Directory to write (must be empty or new).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Export the current world in the import format (no hidden ground truth)."""
+    from keyart.world.importer import export_world
+
+    s = _settings()
+    result = export_world(s.world_dir, dst)
+    _emit(result, as_json, lambda r: Console(highlight=False).print(
+        f"world exported to {r['dir']}: {r['rows']}"))
+
+
+world_import_app = typer.Typer(
+    help="Import or export a world (your own catalog) as Parquet files.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+world_import_app.command("import")(world_import_command)
+world_import_app.command("export")(world_export_command)
+
+__all__ = ["world_import_app", "world_import_command", "world_export_command"]
+
