@@ -147,6 +147,38 @@ def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies:
             "best_concurrency": best["concurrency"], "levels": levels, "half_rate": half}
 
 
+def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400) -> dict[str, Any]:
+    """In-process cost of one page through the handler, with and without decision logging.
+
+    The two variants alternate request by request so machine noise hits both alike.
+    """
+    from keyart.runtime import Runtime
+
+    runtime = Runtime.start(settings, watch_interval_s=0)
+    handler, sink = runtime.handler, runtime.handler.sink
+    try:
+        for r in requests[:20]:
+            handler.rank(r)  # warm caches and the feature thread
+        timings: dict[str, list[float]] = {"with_log": [], "without_log": []}
+        for k in range(pages):
+            for variant in ("with_log", "without_log") if k % 2 == 0 else ("without_log", "with_log"):
+                handler.sink = sink if variant == "with_log" else None
+                t0 = time.perf_counter()
+                handler.rank(requests[k % len(requests)])
+                timings[variant].append(time.perf_counter() - t0)
+        handler.sink = sink
+        out: dict[str, Any] = {}
+        for variant, values in timings.items():
+            arr = np.array(values) * 1000.0
+            out[variant] = {"p50_ms": round(float(np.percentile(arr, 50)), 3),
+                            "p99_ms": round(float(np.percentile(arr, 99)), 3)}
+        out["pages_per_s_one_core"] = round(1000.0 / out["with_log"]["p50_ms"], 1)
+        out["log_writer"] = runtime.writer.stats() if runtime.writer is not None else {}  # type: ignore[attr-defined]
+        return out
+    finally:
+        runtime.close()
+
+
 def _start(cmd: list[str], env: dict[str, str], ready: str, timeout_s: float) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -187,6 +219,11 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     keyart = [sys.executable, "-m", "keyart.cli"]
     env = dict(os.environ)
 
+    say("decision core in process (with and without logging) ...")
+    core = core_figures(settings, requests)
+    say(f"  core p50 {core['with_log']['p50_ms']} ms, p99 {core['with_log']['p99_ms']} ms with logging; "
+        f"p50 {core['without_log']['p50_ms']} ms, p99 {core['without_log']['p99_ms']} ms without")
+
     say(f"bare grpc.aio server on :{bare_port} ...")
     proc = _start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 120)
     try:
@@ -208,6 +245,8 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         "ray": ray_result,
         "bare": bare,
         "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
+        "core": core,
+        "cores_for_20M_rps": round(20_000_000 / (ray_result["rps"] / (os.cpu_count() or 1))),
         "setup": {
             "page": f"{TITLES_PER_PAGE} titles x {CANDIDATES_PER_TITLE} candidates",
             "duration_s_per_level": duration_s,
