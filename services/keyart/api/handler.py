@@ -125,7 +125,7 @@ class ArtworkRankerHandler:
         deadline = budget_end if deadline is None else min(deadline, budget_end)
         ranker = Ranker(self.index, self.slot.model, self.policy, exposure=self.exposure.__getitem__)
 
-        member, ok = self._member(member_id, context, deadline)
+        member = self._member(member_id, context, deadline)
         if member is None:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)
         elif time.monotonic() >= deadline:
@@ -137,10 +137,11 @@ class ArtworkRankerHandler:
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return convert.to_response(selections, ranker.model_version, policy)
 
-    def _member(
-        self, member_id: str, context: RequestContext, deadline: float
-    ) -> tuple[MemberFeatures | None, bool]:
-        """Member features within the time left; a new member gets cold-start features."""
+    def _member(self, member_id: str, context: RequestContext, deadline: float) -> MemberFeatures | None:
+        """Member features within the time left (None if the store failed or timed out).
+
+        A member the store does not know yet gets cold-start features, not a fallback.
+        """
         t0 = time.monotonic()
         timeout = max(0.0, min(self.feature_timeout_s, deadline - t0))
         future = self._feature_pool.submit(self.members.get, member_id)
@@ -150,13 +151,13 @@ class ArtworkRankerHandler:
             future.cancel()
             log.warning("member features timed out after %.1f ms", timeout * 1000)
             self.metrics.observe_features(time.monotonic() - t0, ok=False)
-            return None, False
+            return None
         except Exception:
             log.exception("member feature lookup failed")
             self.metrics.observe_features(time.monotonic() - t0, ok=False)
-            return None, False
+            return None
         self.metrics.observe_features(time.monotonic() - t0, ok=True)
-        return (member or cold_member(member_id, context)), True
+        return member or cold_member(member_id, context)
 
     def _log(
         self,
