@@ -32,7 +32,7 @@ features: $(STAMP) ## Build the demo world and its Feast store (apply + material
 model: $(STAMP) ## Train the first LightGBM model from a simulated exploration log
 	$(BIN)/keyart train --bootstrap
 
-run: $(STAMP) ## Build what is missing, then serve RankArtwork on Ray Serve (port 9000)
+run: protos ## Build what is missing, then serve RankArtwork on Ray Serve (port 9000)
 	$(BIN)/keyart up
 
 demo: $(STAMP) ## Show which image contrasting demo members get, and why
