@@ -30,13 +30,21 @@ app.add_typer(features_app, name="features")
 app.add_typer(models_app, name="models")
 
 
-def _mount_optional_apps() -> None:
+def _mount_sub_apps() -> None:
+    """Commands that live next to the code they drive."""
     from keyart.artwork.cli import artwork_app
+    from keyart.decision_log.cli import log_app
+    from keyart.featurestore.bench import bench_features_command
+    from keyart.world.cli import world_export_command, world_import_command
 
     app.add_typer(artwork_app, name="artwork", help="Artwork analysis: faces, focal points, crops, badges.")
+    app.add_typer(log_app, name="log")
+    world_app.command("import")(world_import_command)
+    world_app.command("export")(world_export_command)
+    app.command("bench-features")(bench_features_command)
 
 
-_mount_optional_apps()
+_mount_sub_apps()
 
 console = Console(stderr=True)
 

@@ -76,7 +76,7 @@ def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 def load_settings() -> KeyartSettings:
     try:
         return KeyartSettings()
-    except Exception as exc:  # pydantic names the variable and the problem
+    except Exception as exc:  # pydantic names the variable and the problem  # noqa: BLE001 - pydantic names the variable
         msg = " ".join(str(exc).split())
         raise LogCliError(f"invalid KEYART_* setting: {msg}") from None
 
@@ -143,7 +143,7 @@ def _open_store(settings: KeyartSettings) -> Any:
         raise LogCliError(str(exc)) from None
     try:
         store.ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as one line
         store.close()
         kind, where = _backend(settings)
         raise LogCliError(f"decision log ({kind} at {where}) unreachable: {_short(exc)}") from None
@@ -252,7 +252,7 @@ def _migrate_cassandra(
         if dcs
         else {"class": "SimpleStrategy", "replication_factor": factor}
     )
-    ttl = int(round(ttl_days * 86_400))
+    ttl = round(ttl_days * 86_400)
     keyspace = settings.cassandra_keyspace
     try:
         cs.render_schema(keyspace, replication, ttl)  # validates the name before connecting
@@ -261,19 +261,19 @@ def _migrate_cassandra(
     _, where = _backend(settings)
     try:
         session = cs.connect_session(settings)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as one line
         raise LogCliError(f"cannot reach Cassandra at {where}: {_short(exc)}") from None
     try:
         existing = _keyspace_replication(session, keyspace)
         try:
             statements = cs.migrate(session, keyspace, replication, ttl)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - reported as one line
             raise LogCliError(f"schema migration failed on {where}: {_short(exc)}") from None
     finally:
         cluster = getattr(session, "cluster", None)
         try:
             (cluster.shutdown if cluster is not None else session.shutdown)()
-        except Exception:  # pragma: no cover - best effort
+        except Exception:  # noqa: BLE001, S110  # pragma: no cover - best effort
             pass
     warnings: list[str] = []
     if existing is not None:
@@ -306,7 +306,7 @@ def _keyspace_replication(session: Any, keyspace: str) -> dict[str, Any] | None:
         rows = session.execute(
             "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
         )
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as one line
         raise LogCliError(f"cannot read the Cassandra schema: {_short(exc)}") from None
     for row in rows or ():
         rep = row["replication"] if isinstance(row, dict) else getattr(row, "replication", row[0])
@@ -523,4 +523,4 @@ def stats_cmd(
     _emit(result, as_json, human)
 
 
-__all__ = ["log_app", "LogCliError", "parse_when"]
+__all__ = ["LogCliError", "log_app", "parse_when"]

@@ -882,7 +882,7 @@ class DecisionLogWriter:
             self._next_adopt = time.monotonic() + self.adopt_interval_s
             try:
                 self.adopt_orphans()
-            except Exception:  # noqa: BLE001 - never let adoption stop the writer
+            except Exception:
                 log.exception("decision-log spool adoption failed")
         if not self._spool.is_empty():
             # Spool mode: keep order by appending new records behind the spool. When

@@ -70,7 +70,7 @@ def bench_features(
     repo = resolve_feature_repo(settings)
     try:
         source = MemberFeatureSource(open_store(repo))
-    except Exception as exc:  # registry missing, service not applied
+    except Exception as exc:  # registry missing, service not applied  # noqa: BLE001 - reported as one line
         raise KeyartError(
             f"bench-features: feature store in {repo} not ready ({type(exc).__name__}: {exc}); "
             "run `keyart features apply`"
@@ -190,7 +190,7 @@ def bench_features_command(
     """Latency of the per-request feature step (member lookup + feature matrix), p50/p99."""
     try:
         settings = KeyartSettings()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pydantic names the variable
         raise KeyartError(f"invalid KEYART_* setting: {' '.join(str(exc).split())}") from None
     result = bench_features(settings, pages=pages)
     if as_json:
@@ -208,4 +208,4 @@ def bench_features_command(
 bench_app = typer.Typer(help="Feature-step benchmark.", add_completion=False)
 bench_app.command("bench-features")(bench_features_command)
 
-__all__ = ["bench_features", "bench_features_command", "bench_app"]
+__all__ = ["bench_app", "bench_features", "bench_features_command"]

@@ -55,7 +55,7 @@ def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _settings() -> KeyartSettings:
     try:
         return KeyartSettings()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pydantic names the variable
         raise KeyartError(f"invalid KEYART_* setting: {' '.join(str(exc).split())}") from None
 
 
@@ -135,5 +135,5 @@ world_import_app = typer.Typer(
 world_import_app.command("import")(world_import_command)
 world_import_app.command("export")(world_export_command)
 
-__all__ = ["world_import_app", "world_import_command", "world_export_command"]
+__all__ = ["world_export_command", "world_import_app", "world_import_command"]
 

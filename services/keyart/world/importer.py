@@ -467,7 +467,7 @@ def _read_manifest(src: Path, issues: _Issues) -> Manifest:
     try:
         raw = json.loads(path.read_text())
         if not isinstance(raw, dict):
-            raise ValueError("not a JSON object")
+            raise TypeError("not a JSON object")
     except Exception as exc:  # noqa: BLE001
         issues.add(MANIFEST, None, None, f"cannot read: {exc}")
         return Manifest()
