@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import lightgbm as lgb
 import numpy as np
 
-from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES, CatalogIndex
+from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
 from keyart.core.model import QualityPlayModel
 from keyart.domain import GENRES, Catalog, ImageInfo, MemberFeatures, RequestContext, TitleInfo
 
-NOW = datetime(2026, 11, 20, 20, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 20, 20, 0, tzinfo=UTC)
 STYLES = ("closeup", "character", "scene", "ensemble")
 TONES = ("comedy", "romance", "action", "horror")
 
@@ -62,7 +62,8 @@ def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3) -> Qua
     cols = {name: i for i, name in enumerate(FEATURE_NAMES)}
     for name in CATEGORICAL_FEATURES:
         x[:, cols[name]] = rng.integers(0, 4, n)
-    logit = -2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == 3) + 0.5 * x[:, cols["num_faces"]]
+    logit = (-2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == 3)
+             + 0.5 * x[:, cols["num_faces"]])
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "seed": seed, "num_threads": 1}
 

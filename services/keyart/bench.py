@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -184,7 +185,7 @@ def _start(cmd: list[str], env: dict[str, str], ready: str, timeout_s: float) ->
                             start_new_session=True)
     deadline = time.monotonic() + timeout_s
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
         if not line:

@@ -7,9 +7,10 @@ second `make run` goes straight to serving.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from keyart.settings import KeyartSettings
 
@@ -91,10 +92,9 @@ def train(
 ) -> dict[str, Any]:
     """Train from a log export, or from a simulated uniform exploration log."""
     from keyart.errors import KeyartError
+    from keyart.world.build import load_world
     from keyart_training.dataset import label, read_logged
     from keyart_training.job import run_training
-
-    from keyart.world.build import load_world
 
     min_minutes = load_world(settings.world_dir).params.quality_minutes
     if simulate:
@@ -112,11 +112,10 @@ def train(
 
 
 def simulate_bootstrap_log(settings: KeyartSettings, pages: int, seed: int):  # -> pd.DataFrame
-    from keyart_training.simulate import simulate_pages
-
     from keyart.core.featurize import CatalogIndex
     from keyart.featurestore.catalog import load_catalog
     from keyart.world.build import load_world
+    from keyart_training.simulate import simulate_pages
 
     world = load_world(settings.world_dir)
     index = CatalogIndex.build(load_catalog(settings.world_dir))

@@ -11,8 +11,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -117,7 +118,7 @@ def features_apply(as_json: bool = typer.Option(False, "--json")) -> None:
 @app.command("train")
 @friendly
 def train(
-    log_export: Optional[Path] = typer.Option(
+    log_export: Path | None = typer.Option(
         None, "--log-export", help="Parquet exported by `keyart log export` to train on."
     ),
     bootstrap_log: bool = typer.Option(
@@ -152,8 +153,11 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
         meta = json.loads(meta_path.read_text())
         rows.append({"version": meta["version"], "current": meta["version"] == current,
                      "valid_auc": meta.get("metrics", {}).get("valid_auc"), "rows": meta.get("rows")})
-    emit({"models": rows}, as_json, lambda r: [console.print(
-        f"{'*' if m['current'] else ' '} {m['version']}  auc={m['valid_auc']}  rows={m['rows']}") for m in r["models"]])
+    def human(r: dict[str, Any]) -> None:
+        for m in r["models"]:
+            console.print(f"{'*' if m['current'] else ' '} {m['version']}  auc={m['valid_auc']}  rows={m['rows']}")
+
+    emit({"models": rows}, as_json, human)
 
 
 @models_app.command("promote")
@@ -171,7 +175,7 @@ def models_promote(version: str = typer.Argument(..., help="Model version to ser
 @app.command("up")
 @friendly
 def up(
-    port: Optional[int] = typer.Option(None, help="gRPC port (default KEYART_GRPC_PORT, 9000)."),
+    port: int | None = typer.Option(None, help="gRPC port (default KEYART_GRPC_PORT, 9000)."),
     detach: bool = typer.Option(False, help="Return once serving instead of waiting for Ctrl-C."),
 ) -> None:
     """Build what is missing (world, features, first model), then serve on Ray Serve."""

@@ -7,6 +7,7 @@ choice with the model's SHAP contributions for the chosen image.
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -112,9 +113,9 @@ def run_demo(settings: KeyartSettings, address: str) -> dict[str, Any]:
 
 
 def request_time():  # -> datetime
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def render_demo(result: dict[str, Any], console: Console) -> None:

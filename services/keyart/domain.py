@@ -6,10 +6,10 @@ that convert to and from these types.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Mapping
 
 # Vocabularies. The synthetic world, the Feast schema and the featurizer all read
 # these, so a new genre or tone is added in one place.

@@ -14,7 +14,9 @@ from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
 
 
-def example_request(member_id: str = "m00001", title_ids: tuple[str, ...] = ("t0001", "t0002", "t0003")) -> pb.RankArtworkRequest:
+def example_request(
+    member_id: str = "m00001", title_ids: tuple[str, ...] = ("t0001", "t0002", "t0003")
+) -> pb.RankArtworkRequest:
     return pb.RankArtworkRequest(
         request_id="example-1",
         member_id=member_id,

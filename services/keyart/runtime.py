@@ -55,7 +55,7 @@ class Runtime:
         metrics: Metrics | None = None,
         with_log: bool = True,
         watch_interval_s: float = 2.0,
-    ) -> "Runtime":
+    ) -> Runtime:
         from keyart.bootstrap import resolve_feature_repo
         from keyart.decision_log.factory import open_decision_log
         from keyart.featurestore.catalog import load_catalog

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -12,7 +12,7 @@ from keyart.api import convert
 from keyart.errors import InvalidRequest
 from keyart.v1 import ranking_pb2 as pb
 
-NOW = datetime(2026, 11, 22, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 22, tzinfo=UTC)
 
 
 def request(**overrides) -> pb.RankArtworkRequest:
@@ -43,7 +43,8 @@ BAD = [
     ("empty member", {"member_id": ""}, "member_id", "must not be empty"),
     ("no titles", {"titles": []}, "titles", "at least one title"),
     ("201 titles", {"titles": titles(201)}, "titles", "at most 200 titles per page, got 201"),
-    ("101 candidates", {"titles": [pb.TitleCandidates(title_id="t", candidate_image_ids=[f"i{k}" for k in range(101)])]},
+    ("101 candidates",
+     {"titles": [pb.TitleCandidates(title_id="t", candidate_image_ids=[f"i{k}" for k in range(101)])]},
      "titles[0].candidate_image_ids", "at most 100 candidates, got 101"),
     ("duplicate title", {"titles": titles(3) + [pb.TitleCandidates(title_id="t1")]}, "titles[3].title_id",
      "duplicate of titles[1]"),
@@ -98,7 +99,8 @@ def test_parser_either_accepts_or_names_a_field(member, ids, device):
 
 OUTCOME_BAD = [
     ("empty batch", [], "outcomes", "at least one"),
-    ("no kind", [pb.Outcome(decision_id="d", member_id="m", title_id="t", image_id="i")], "outcomes[0].kind", "must be"),
+    ("no kind", [pb.Outcome(decision_id="d", member_id="m", title_id="t", image_id="i")],
+     "outcomes[0].kind", "must be"),
     ("negative minutes", [pb.Outcome(decision_id="d", member_id="m", title_id="t", image_id="i",
                                      kind=pb.OUTCOME_KIND_PLAYBACK_PROGRESS, minutes_played=-1)],
      "outcomes[0].minutes_played", ">= 0"),

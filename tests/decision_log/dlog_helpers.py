@@ -1,4 +1,7 @@
-"""Shared builders and fakes of the decision-log tests (importable as decision_log.dlog_helpers: tests/ is on pythonpath)."""
+"""Shared builders and fakes of the decision-log tests.
+
+Importable as decision_log.dlog_helpers: tests/ is on pythonpath.
+"""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ def sqlite_writer(path: str, worker: int, n: int, batch: int, barrier=None) -> N
     """Write n impressions (and one outcome each) in batches to a shared SQLite file;
     every worker opens (and creates) the file at the same moment after the barrier."""
     from decision_log.dlog_helpers import make_impression, make_outcome
+
     from keyart.decision_log.sqlite_store import SqliteLogStore
 
     if barrier is not None:
@@ -29,6 +30,7 @@ def sqlite_writer(path: str, worker: int, n: int, batch: int, barrier=None) -> N
 def crashing_writer(root: str, n: int) -> None:
     """A shared-spool writer whose store is down: spool n records, then die (os._exit)."""
     from decision_log.dlog_helpers import FakeStore, make_impression
+
     from keyart.decision_log.writer import DecisionLogWriter
 
     store = FakeStore()

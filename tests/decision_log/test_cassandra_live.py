@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from decision_log.dlog_helpers import make_impression, make_outcome
+
 from keyart.decision_log.cassandra_store import CassandraLogStore, connect_session, migrate
 from keyart.decision_log.store import OutcomeWriteResult
 from keyart.settings import KeyartSettings

@@ -19,6 +19,7 @@ from cassandra import ConsistencyLevel, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
+
 from keyart.decision_log.cassandra_store import (
     CassandraLogStore,
     build_cluster,

@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import typer
 from decision_log.dlog_helpers import make_impression, make_outcome
+from typer.testing import CliRunner
+
 from keyart.decision_log import cassandra_store
 from keyart.decision_log.cli import log_app, parse_when
 from keyart.decision_log.sqlite_store import SqliteLogStore
 from keyart.domain import OutcomeKind
-from typer.testing import CliRunner
 
 app = typer.Typer()
 app.add_typer(log_app, name="log")

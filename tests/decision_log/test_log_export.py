@@ -7,6 +7,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
+
 from keyart.decision_log.export import SCHEMA, export_parquet, tail
 from keyart.decision_log.sqlite_store import SqliteLogStore
 from keyart.domain import OutcomeKind

@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from decision_log.dlog_helpers import T0, make_impression
+
 from keyart.decision_log.cassandra_store import CassandraLogStore
 from keyart.decision_log.factory import open_decision_log, open_log_store
 from keyart.decision_log.sqlite_store import SqliteLogStore

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import numpy as np
 import pytest
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
+
 from keyart.decision_log import records
 from keyart.domain import OutcomeKind
 

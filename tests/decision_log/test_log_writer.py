@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from decision_log.dlog_helpers import T0, FakeStore, make_impression, make_outcome
+
 from keyart.decision_log.sqlite_store import SqliteLogStore
 from keyart.decision_log.writer import DEAD_LETTER_FILE, DecisionLogWriter
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from decision_log.dlog_helpers import T0, FakeStore, make_impression
+
 from keyart.decision_log.records import record_to_json
 from keyart.decision_log.sqlite_store import SqliteLogStore
 from keyart.decision_log.writer import LOCK_FILE, DecisionLogWriter, spool_status

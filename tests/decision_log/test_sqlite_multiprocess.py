@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from decision_log.dlog_helpers import T0
 from decision_log.mp_workers import sqlite_writer
+
 from keyart.decision_log.sqlite_store import SqliteLogStore
 
 

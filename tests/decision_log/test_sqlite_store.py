@@ -7,6 +7,7 @@ from datetime import timedelta
 import numpy as np
 import pytest
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
+
 from keyart.decision_log.sqlite_store import SqliteLogStore
 from keyart.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
 from keyart.domain import OutcomeKind

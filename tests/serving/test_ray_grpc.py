@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
+from datetime import UTC
 
 import grpc
 import pytest
@@ -136,9 +137,9 @@ def test_report_outcome_and_the_log_records_both(stub, platform_settings):
         found = []
         while time.monotonic() < deadline and not found:
             since = time.time() - 3600
-            from datetime import datetime, timezone
+            from datetime import datetime
 
-            window = (datetime.fromtimestamp(since, timezone.utc), datetime.now(timezone.utc))
+            window = (datetime.fromtimestamp(since, UTC), datetime.now(UTC))
             found = [i for i in store.scan_impressions(*window) if i.decision_id == s.decision_id]
             outcomes = [o for o in store.scan_outcomes(*window) if o.decision_id == s.decision_id]
             if not (found and outcomes):
@@ -159,7 +160,8 @@ def test_metrics_endpoint_exports_keyart_metrics(stub, platform_settings):
     text = ""
     while time.monotonic() < deadline:
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{platform_settings.metrics_port}/metrics", timeout=5).read().decode()
+            url = f"http://127.0.0.1:{platform_settings.metrics_port}/metrics"
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
         except OSError:
             text = ""
         if "keyart_decisions_total" in text:

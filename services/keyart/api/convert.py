@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from keyart.domain import CropInfo, Outcome, OutcomeKind, RequestContext, Selection, TitleRequest
 from keyart.errors import InvalidRequest
@@ -46,7 +46,7 @@ def _require_id(value: str, field: str) -> str:
 def _timestamp(ts: object, present: bool, now: datetime) -> datetime:
     if not present:
         return now
-    return ts.ToDatetime(tzinfo=timezone.utc)  # type: ignore[attr-defined]
+    return ts.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
 
 
 def parse_context(request: pb.RankArtworkRequest, now: datetime) -> RequestContext:

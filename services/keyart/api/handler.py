@@ -12,11 +12,12 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Callable, Protocol
+from datetime import UTC, datetime
+from typing import Protocol
 
 from keyart.api import convert
 from keyart.core.featurize import FEATURE_SCHEMA, CatalogIndex, cold_member
@@ -78,7 +79,7 @@ class ArtworkRankerHandler:
         metrics: Metrics | None = None,
         feature_timeout_s: float = 0.05,
         request_budget_s: float = 0.15,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.index = index
         self.members = members

@@ -100,7 +100,7 @@ class CatalogIndex:
     title_genres: np.ndarray  # shape (n_titles, len(GENRES)), rows sum to 1
 
     @classmethod
-    def build(cls, catalog: Catalog) -> "CatalogIndex":
+    def build(cls, catalog: Catalog) -> CatalogIndex:
         image_ids = sorted(catalog.images)
         matrix = np.zeros((len(image_ids), len(IMAGE_FEATURES)), dtype=np.float32)
         tone = np.zeros(len(image_ids), dtype=np.int64)

@@ -9,9 +9,9 @@ already chosen, and draw from the policy's distribution with a stable uniform.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 import numpy as np
 

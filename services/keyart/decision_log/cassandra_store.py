@@ -255,7 +255,10 @@ class CassandraLogStore:
         ks = self.keyspace
         imp_cols = ", ".join(_IMPRESSION_FIELDS)
         by_time_cols = "hour_bucket, shard, " + imp_cols
-        marks = lambda n: ", ".join("?" * n)
+
+        def marks(n: int) -> str:
+            return ", ".join("?" * n)
+
         cql = {
             "ins_imp_time": f"INSERT INTO {ks}.impressions_by_time ({by_time_cols}) "
             f"VALUES ({marks(len(_IMPRESSION_FIELDS) + 2)})",

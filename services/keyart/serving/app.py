@@ -45,7 +45,9 @@ class _RayExporter:
 
     def __init__(self) -> None:
         self.decisions = Counter(
-            "keyart_decisions_total", "Personalized decisions", tag_keys=("policy", "explored")
+            "keyart_decisions_total",
+            "Personalized decisions",
+            tag_keys=("policy", "explored"),  # type: ignore[arg-type]  # Ray's hint says tuple[str]
         )
         self.fallbacks = Counter("keyart_fallbacks_total", "Default artwork served", tag_keys=("reason",))
         self.propensity = Counter(
@@ -158,7 +160,7 @@ class ArtworkRankerDeployment:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Typed app builder used by the Serve config (`import_path: keyart.serving.app:build_app`)."""
     AppArgs.model_validate(args)  # fail at deploy time, with the field named, not in a replica
-    return ArtworkRankerDeployment.bind(dict(args))
+    return ArtworkRankerDeployment.bind(dict(args))  # type: ignore[attr-defined]
 
 
 def wait_serving(address: str, timeout_s: float = 120.0) -> None:
