@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+
 from keyart.artwork.analyze import ImageAnalysis, analyze_image
 
 # name -> file suffix; astronaut has one human face, the others none (chelsea is a cat)

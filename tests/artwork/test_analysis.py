@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+from PIL import Image
+
 from keyart.artwork.analyze import (
     ArtworkError,
     ImageAnalysis,
@@ -23,7 +25,6 @@ from keyart.artwork.analyze import (
     to_image_row,
 )
 from keyart.domain import EXPRESSIONS, PALETTES, STYLES, TONES, ImageInfo
-from PIL import Image
 
 NEGATIVES = ("coffee", "rocket", "chelsea")  # no human face (chelsea is a cat)
 

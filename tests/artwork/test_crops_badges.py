@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from keyart.artwork.analyze import ImageAnalysis
 from keyart.artwork.badges import ANCHORS, place_badge
 from keyart.artwork.crops import (

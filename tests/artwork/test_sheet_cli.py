@@ -8,11 +8,12 @@ from pathlib import Path
 
 import cv2
 import pandas as pd
+from typer.testing import CliRunner
+
 from keyart.artwork.analyze import ArtworkError, ImageAnalysis
 from keyart.artwork.cli import artwork_app
 from keyart.artwork.sheet import draw_analysis, write_contact_png, write_contact_sheet
 from keyart.domain import ImageInfo
-from typer.testing import CliRunner
 
 
 def test_contact_sheet_has_one_img_per_image(

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from keyart.featurestore.bench import bench_features, bench_features_command
 from keyart.featurestore.repo import apply_and_materialize, prepare_feature_repo
 from keyart.settings import KeyartSettings
 from keyart.world.build import build_world
 from keyart.world.features import build_features
-from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

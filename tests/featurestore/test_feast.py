@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 from feast import FeatureStore
+
 from keyart.domain import GENRES, MemberFeatures
 from keyart.featurestore.catalog import load_catalog
 from keyart.featurestore.online import MemberFeatureSource

@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from keyart.featurestore.catalog import load_catalog
 from keyart.world.build import NoGroundTruth, build_world, load_world
 from keyart.world.cli import world_import_app
 from keyart.world.features import FEATURE_TABLES, build_features
 from keyart.world.importer import WorldImportError, export_world, import_world
-from typer.testing import CliRunner
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from keyart.domain import GENRES, ImageInfo
 from keyart.world.build import World, build_world, load_world
 from keyart.world.features import GENRE_COLUMNS, derive_features, snapshot_times
