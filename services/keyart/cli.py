@@ -47,6 +47,15 @@ def _mount_sub_apps() -> None:
 
 _mount_sub_apps()
 
+
+def _mount_training() -> None:
+    from keyart_training.cli import register
+
+    register(app)  # evaluate, simulate, train-job, rollback
+
+
+_mount_training()
+
 console = Console(stderr=True)
 
 
@@ -114,32 +123,7 @@ def features_apply(as_json: bool = typer.Option(False, "--json")) -> None:
     emit(out, as_json, lambda r: console.print(f"feast applied and materialized: {r['repo']}"))
 
 
-# ----------------------------------------------------------------------------- training
-@app.command("train")
-@friendly
-def train(
-    log_export: Path | None = typer.Option(
-        None, "--log-export", help="Parquet exported by `keyart log export` to train on."
-    ),
-    bootstrap_log: bool = typer.Option(
-        False, "--bootstrap", help="Simulate a uniform exploration log from the world and train on it."
-    ),
-    pages: int = typer.Option(4000, help="Simulated pages for --bootstrap."),
-    ips: bool = typer.Option(False, help="Weight rows by inverse propensity."),
-    promote_model: bool = typer.Option(True, "--promote/--no-promote", help="Promote the new model."),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Train the quality-play model (and Thompson ensemble) and promote it."""
-    from keyart import bootstrap
-
-    s = settings()
-    result = bootstrap.train(s, log_export=log_export, simulate=bootstrap_log, pages=pages, ips=ips,
-                             promote_after=promote_model)
-    emit(result, as_json, lambda r: console.print(
-        f"model {r['version']} trained ({r['metrics']['rows_train']:.0f} rows, valid AUC "
-        f"{r['metrics']['valid_auc']:.3f}); promoted: {r['promoted']}"))
-
-
+# ----------------------------------------------------------------------------- models
 @models_app.command("list")
 @friendly
 def models_list(as_json: bool = typer.Option(False, "--json")) -> None:

@@ -186,6 +186,9 @@ class Impression:
     fallback_reason: str = ""
     feature_schema: str = ""  # id of the ordered feature-name list `features` follows
     features: tuple[float, ...] = ()
+    # The member's top actors as served: with `features` they let offline evaluation
+    # rebuild the features of every other candidate image (cast crosses included).
+    actor_affinity: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

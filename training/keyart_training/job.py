@@ -11,6 +11,7 @@ import numpy as np
 
 from keyart.core.model import promote, save_model
 from keyart_training.dataset import LabelledData
+from keyart_training.distributed import RayConfig
 from keyart_training.train import TrainConfig, train_quality_model
 
 
@@ -29,6 +30,18 @@ def new_version(data: LabelledData, now: datetime | None = None) -> str:
     return f"m-{now:%Y%m%d%H%M%S}-{digest}"
 
 
+def ips_weights_of(data: LabelledData, clip: float | None = None) -> np.ndarray:
+    """Inverse propensity weights, optionally capped at `clip`, normalised to mean 1.
+
+    They undo the logging policy's preference for its own favourites; mean 1 keeps
+    learning rates and min_data_in_leaf meaningful.
+    """
+    w = 1.0 / data.frame["propensity"].to_numpy(float)
+    if clip is not None:
+        w = np.minimum(w, clip)
+    return w / w.mean() if len(w) else w
+
+
 def run_training(
     data: LabelledData,
     models_dir: Path,
@@ -36,16 +49,21 @@ def run_training(
     ips_weights: bool = False,
     promote_after: bool = True,
     source: str = "",
+    ips_clip: float | None = None,
+    ray: RayConfig | None = None,
 ) -> JobResult:
-    """Train on labelled data, save the artifact under models_dir, promote if asked."""
-    weights = None
-    if ips_weights:
-        # Inverse propensity weights undo the logging policy's preference for its
-        # own favourites; normalised to mean 1 so learning rates keep their meaning.
-        w = 1.0 / data.frame["propensity"].to_numpy(float)
-        weights = w / w.mean()
+    """Train on labelled data, save the artifact under models_dir, promote if asked.
+
+    With `ray`, the same job runs distributed (`distributed.train_quality_model_ray`).
+    """
+    weights = ips_weights_of(data, ips_clip) if ips_weights else None
     decided = data.frame["decided_at"].to_numpy()
-    result = train_quality_model(data.x, data.y, decided, weights=weights, config=config)
+    if ray is not None:
+        from keyart_training.distributed import train_quality_model_ray
+
+        result = train_quality_model_ray(data.x, data.y, decided, weights=weights, config=config, ray_config=ray)
+    else:
+        result = train_quality_model(data.x, data.y, decided, weights=weights, config=config)
     version = new_version(data)
     path = save_model(
         models_dir,
@@ -57,8 +75,13 @@ def run_training(
             "source": source,
             "rows": int(len(data.y)),
             "ips_weights": ips_weights,
+            "ips_clip": ips_clip,
+            "distributed": ray is not None,
             "metrics": result.metrics,
             "label_positive_rate": float(np.mean(data.y)) if len(data.y) else 0.0,
+            # The decision-time range trained on: evaluation flags estimates on these rows as in-sample.
+            "data_from": str(min(decided)) if len(decided) else None,
+            "data_until": str(max(decided)) if len(decided) else None,
         },
     )
     if promote_after:

@@ -9,7 +9,7 @@ result has the decision log's export schema, so training reads it unchanged.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 import numpy as np
@@ -35,16 +35,18 @@ def simulate_pages(
     seed: int = 11,
     ranker: Ranker | None = None,
     progress: bool = False,
+    end: datetime | None = None,
 ) -> pd.DataFrame:
     """Logged pages with outcomes, one row per (page, title), in the export schema.
 
     Without a ranker every image is chosen uniformly at random (propensity 1/n).
+    Decisions fall in the `days` before `end` (default: the world's now). Besides the
+    export columns, rows carry the member's actor affinities (`top_actors`,
+    `top_actor_weights`) so offline evaluation can rebuild every candidate's features.
     """
     rng = np.random.default_rng(seed)
     members = world.members
-    m_idx = rng.integers(0, len(members), size=pages)
-    offsets = rng.uniform(0.0, days * 86400.0, size=pages)
-    when = [world.now - timedelta(seconds=float(s)) for s in offsets]
+    m_idx, when = _draw_pages(rng, world, pages, days, end)
     entity = pd.DataFrame(
         {"member_id": members["member_id"].to_numpy()[m_idx], "event_timestamp": pd.to_datetime(when, utc=True)}
     )
@@ -61,9 +63,11 @@ def simulate_pages(
         page = rng.choice(title_ids, size=min(titles_per_page, len(title_ids)), replace=False)
         if ranker is not None:
             policy, sels = ranker.rank(member, ctx, [TitleRequest(t) for t in page], when[k])
-            chosen = [(s.title_id, s.image_id, s.propensity, s.score, s.features) for s in sels if s.features]
+            chosen: list = [(s.title_id, s.image_id, s.propensity, s.score, s.features) for s in sels if s.features]
         else:
             policy, chosen = "uniform", _uniform_page(index, member, ctx, list(page), rng)
+        actors = list(member.actor_affinity)
+        weights = np.array([member.actor_affinity[a] for a in actors], dtype=np.float32)
         for pos, (title_id, image_id, propensity, score, x) in enumerate(chosen):
             rows.append(
                 {
@@ -81,6 +85,9 @@ def simulate_pages(
                     "decided_at": when[k],
                     "feature_schema": FEATURE_SCHEMA,
                     "features": np.asarray(x, dtype=np.float32),
+                    "fallback_reason": "",
+                    "top_actors": actors,
+                    "top_actor_weights": weights,
                 }
             )
     df = pd.DataFrame(rows)
@@ -91,6 +98,49 @@ def simulate_pages(
     df["max_minutes"] = minutes
     df["decided_at"] = pd.to_datetime(df["decided_at"], utc=True)
     return df
+
+
+def _draw_pages(
+    rng: np.random.Generator, world: World, pages: int, days: float, end: datetime | None
+) -> tuple[np.ndarray, list[datetime]]:
+    """Member row and decision time of each page (the first draws of `simulate_pages`)."""
+    m_idx = rng.integers(0, len(world.members), size=pages)
+    offsets = rng.uniform(0.0, days * 86400.0, size=pages)
+    end = end or world.now
+    return m_idx, [end - timedelta(seconds=float(s)) for s in offsets]
+
+
+def planned_entities(world: World, pages: int, days: float, seed: int, end: datetime | None = None) -> pd.DataFrame:
+    """The (member_id, event_timestamp) rows `simulate_pages` will look up for these arguments."""
+    m_idx, when = _draw_pages(np.random.default_rng(seed), world, pages, days, end)
+    return pd.DataFrame({"member_id": world.members["member_id"].to_numpy()[m_idx],
+                         "event_timestamp": pd.to_datetime(when, utc=True)})
+
+
+class CachedLookup:
+    """A historical lookup answered from one prefetched batch (Feast's offline store has a
+    large fixed cost per call); rows not prefetched go to the wrapped lookup."""
+
+    def __init__(self, inner: HistoricalLookup) -> None:
+        self.inner = inner
+        self.cache: dict[tuple[str, pd.Timestamp], MemberFeatures | None] = {}
+
+    @staticmethod
+    def _keys(entity: pd.DataFrame) -> list[tuple[str, pd.Timestamp]]:
+        ts = pd.to_datetime(entity["event_timestamp"], utc=True)
+        return list(zip(entity["member_id"].astype(str), ts))
+
+    def prefetch(self, entity: pd.DataFrame) -> None:
+        keys = self._keys(entity)
+        for key, value in zip(keys, self.inner(entity.reset_index(drop=True))):
+            self.cache[key] = value
+
+    def __call__(self, entity: pd.DataFrame) -> list[MemberFeatures | None]:
+        keys = self._keys(entity)
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            self.prefetch(entity.iloc[missing])
+        return [self.cache[k] for k in keys]
 
 
 def _uniform_page(

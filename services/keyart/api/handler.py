@@ -134,7 +134,8 @@ class ArtworkRankerHandler:
         else:
             policy, selections = ranker.rank(member, context, titles, now)
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
-        self._log(request.request_id, member_id, context, policy, ranker.model_version, selections, now)
+        actors = tuple(member.actor_affinity.items()) if member is not None else ()
+        self._log(request.request_id, member_id, context, policy, ranker.model_version, selections, now, actors)
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return convert.to_response(selections, ranker.model_version, policy)
 
@@ -169,6 +170,7 @@ class ArtworkRankerHandler:
         model_version: str,
         selections: list[Selection],
         now: datetime,
+        actors: tuple[tuple[str, float], ...],
     ) -> None:
         if self.sink is None:
             return
@@ -194,6 +196,7 @@ class ArtworkRankerHandler:
                 fallback_reason=s.fallback_reason,
                 feature_schema=FEATURE_SCHEMA if s.features else "",
                 features=s.features,
+                actor_affinity=actors if s.features else (),
             )
             for s in selections
         ]

@@ -1,0 +1,129 @@
+"""Closed-loop ordering, the HTML report, the promotion gate and rollback, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from keyart.core.model import current_version, load_model, promote
+from keyart_training.cli import app
+from keyart_training.closed_loop import LoopConfig, closed_loop
+from keyart_training.dataset import label
+from keyart_training.evaluate import EvalConfig, contrasting_profiles, evaluate_log
+from keyart_training.job import run_training
+from keyart_training.promotion import PromotionError, promote_if_better, rollback
+from keyart_training.report import write_report
+from keyart_training.train import TrainConfig
+
+SMALL_LOOP = LoopConfig(rounds=2, pages_first=2000, pages_per_round=1500, pages_last=5000, bootstrap=100,
+                        max_rounds=150, uniform_share=0.5)
+
+
+def test_closed_loop_orders_policies(world, index, lookup):
+    r = closed_loop(world, index, lookup, SMALL_LOOP)
+    table = {row["policy"]: row for row in r["table"]}
+    assert r["ordered_truth"], table
+    assert r["ordered_replay"], table
+    for row in r["table"]:  # replay's interval covers the truth on the slice it replays
+        assert row["replay_lo"] <= row["truth_uniform_slice"] <= row["replay_hi"], row
+
+
+@pytest.fixture(scope="module")
+def candidate(platform_settings, mixed_log, world):
+    """A candidate trained on the older half of the mixed log (saved, not promoted)."""
+    old = mixed_log.sort_values("decided_at").iloc[: len(mixed_log) // 2]
+    data = label(old, world.params.quality_minutes)
+    cfg = TrainConfig(num_leaves=15, max_rounds=100, ensemble_size=0, num_threads=1)
+    return run_training(data, platform_settings.models_dir, cfg, promote_after=False, source="test-candidate")
+
+
+@pytest.fixture(scope="module")
+def evaluation(platform_settings, mixed_log, index, candidate, served_model):
+    models = {"current": served_model, "candidate": load_model(candidate.path)}
+    return evaluate_log(mixed_log, index, models, EvalConfig(bootstrap=100, min_minutes=15.0))
+
+
+def test_evaluation_has_policies_breakdowns_and_lifts(evaluation):
+    assert set(evaluation["policies"]) == {"random", "non_contextual", "current", "candidate"}
+    for pol in evaluation["policies"].values():
+        assert set(pol) == {"replay", "ips", "snips", "dr"}
+        assert all(0.0 <= e["ess"] and e["lo"] <= e["hi"] for e in pol.values())
+    assert {"country", "device", "title_interacted"} <= set(evaluation["breakdowns"])
+    assert set(evaluation["breakdowns"]["title_interacted"]) <= {"interacted", "not_interacted"}
+    assert "candidate_vs_current" in evaluation["lifts"]
+
+
+def test_report_renders_with_embedded_plots(evaluation, mixed_log, index, candidate, tmp_path):
+    profiles = contrasting_profiles(mixed_log, index, load_model(candidate.path), n_titles=3)
+    assert len(profiles["profiles"]) == 4 and all(len(p["picks"]) == 3 for p in profiles["profiles"])
+    path = write_report(evaluation, tmp_path / "evaluation", profiles)
+    doc = path.read_text()
+    assert doc.startswith("<!doctype html>")
+    imgs = re.findall(r'alt="(\w+)" src="data:image/png;base64,', doc)
+    assert {"policies", "by_country", "by_device", "by_title_interacted", "profiles"} <= set(imgs)
+    data = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert data["policies"]["random"]["ips"]["value"] == evaluation["policies"]["random"]["ips"]["value"]
+
+
+def test_promotion_gate_and_rollback(platform_settings, evaluation, candidate, served_model):
+    models_dir = platform_settings.models_dir
+    before = current_version(models_dir)
+    assert before == served_model.version
+    lift = evaluation["lifts"]["candidate_vs_current"]["dr"]
+    # A margin above the interval's lower end is refused and nothing changes.
+    refused = promote_if_better(models_dir, candidate.version, before, evaluation, min_lift=lift["lo"] + 0.01)
+    assert not refused.promoted and current_version(models_dir) == before
+    with pytest.raises(PromotionError):
+        promote_if_better(models_dir, "m-other", before, evaluation)
+    # A margin below the lower end passes; rollback restores the previous model.
+    passed = promote_if_better(models_dir, candidate.version, before, evaluation, min_lift=lift["lo"] - 0.01)
+    try:
+        assert passed.promoted and current_version(models_dir) == candidate.version
+        assert rollback(models_dir) == before
+        assert current_version(models_dir) == before
+    finally:
+        promote(models_dir, before)
+
+
+runner = CliRunner()
+
+
+def _env(settings):
+    return {"KEYART_DATA_DIR": str(settings.data_dir), "KEYART_FEATURE_REPO_DIR": str(settings.feature_repo_dir)}
+
+
+def test_cli_help_for_every_command():
+    for cmd in ("train", "evaluate", "simulate", "rollback"):
+        res = runner.invoke(app, [cmd, "--help"])
+        assert res.exit_code == 0 and "--json" in res.output
+
+
+def test_cli_evaluate_json_and_bad_file(platform_settings, mixed_log, candidate, tmp_path):
+    path = tmp_path / "log.parquet"
+    mixed_log.to_parquet(path)
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["evaluate", "--log-export", str(path), "--candidate", candidate.version,
+                              "--bootstrap", "30", "--out", str(out), "--json"], env=_env(platform_settings))
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["policy_info"]["candidate"]["version"] == candidate.version
+    assert (out / "evaluation.html").is_file()
+    bad = mixed_log.head(20).copy()
+    bad.loc[bad.index[4], "propensity"] = 2.0
+    bad.to_parquet(path)
+    res = runner.invoke(app, ["evaluate", "--log-export", str(path), "--json"], env=_env(platform_settings))
+    assert res.exit_code == 2
+    assert "log.parquet: column propensity, row 4: 2.0 is not in (0, 1]" in " ".join(res.output.split())
+
+
+def test_cli_generic_bandit(tmp_path, known_bandit):
+    path = tmp_path / "bandit.parquet"
+    known_bandit().to_parquet(path)
+    res = runner.invoke(app, ["evaluate", "--bandit", str(path), "--by", "context", "--bootstrap", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert np.isclose(r["policies"]["target"]["dr"]["value"], 1.0)
