@@ -19,8 +19,8 @@ from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
 class TrainConfig:
     """LightGBM and ensemble settings."""
 
-    num_leaves: int = 31
-    learning_rate: float = 0.05
+    num_leaves: int = 15  # measured: lr 0.1 x 15 leaves matches 0.05 x 31 in AUC with 1/3 the predict time
+    learning_rate: float = 0.1
     max_rounds: int = 400
     early_stopping_rounds: int = 30
     min_data_in_leaf: int = 50
