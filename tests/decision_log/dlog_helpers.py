@@ -38,6 +38,8 @@ def make_impression(i: int, *, member: str = "m1", at: datetime | None = None, *
         "fallback_reason": "",
         "feature_schema": "fs-1",
         "features": tuple(float(j) * 0.5 for j in range(6)),
+        # Weights exact in float32, so a Cassandra round trip (list<float>) compares equal.
+        "actor_affinity": ((f"actor-{i % 3}", 0.75), ("actor-x", 0.5)),
     }
     fields.update(kw)
     return Impression(**fields)

@@ -60,6 +60,7 @@ def test_write_scan_and_outcomes(live_store: CassandraLogStore) -> None:
     got = list(live_store.scan_impressions(now - timedelta(hours=2), now))
     assert [g.decision_id for g in got] == [i.decision_id for i in imps]
     assert got[0].features == imps[0].features
+    assert got[0].actor_affinity == imps[0].actor_affinity  # weights exact in float32
     recent = live_store.recent_for_member("live", 3)
     assert [r.decision_id for r in recent] == ["dec-000019", "dec-000018", "dec-000017"]
 

@@ -3,7 +3,9 @@
 The fake records every prepare / execute / execute_async call and keeps rows in
 memory keyed by each table's primary key, so writes can be read back through the
 store's own SELECTs. Timestamps are stored as Cassandra returns them: naive UTC,
-millisecond precision.
+millisecond precision. Once schema statements ran on it, it also knows each table's
+columns: ALTER TABLE ... ADD of an existing column fails as Cassandra's does, and
+preparing a statement naming an unknown column fails.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import certifi
+import numpy as np
 import pytest
-from cassandra import ConsistencyLevel, WriteTimeout
+from cassandra import ConsistencyLevel, InvalidRequest, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
@@ -77,9 +80,12 @@ class FakeSession:
         self.pending = 0
         self.max_pending = 0
         self.shutdown_called = False
+        self.columns: dict[str, list[str]] = {}  # table -> columns, from schema statements
+        self.column_exists_message = "Invalid column name {} because it conflicts with an existing column"
 
     # driver API used by the store
     def prepare(self, query: str) -> FakePrepared:
+        self._check_columns(query)
         stmt = FakePrepared(query)
         self.prepared.append(stmt)
         return stmt
@@ -91,6 +97,7 @@ class FakeSession:
         if isinstance(stmt, str):
             if "system.local" in stmt:
                 return [SimpleNamespace(release_version="5.0.0")]
+            self._schema(stmt)
             return []
         return self._run(stmt, values)
 
@@ -110,6 +117,36 @@ class FakeSession:
 
     def shutdown(self) -> None:
         self.shutdown_called = True
+
+    # schema statements
+    def _schema(self, cql: str) -> None:
+        m = re.match(r"CREATE TABLE IF NOT EXISTS \w+\.(\w+) \((.*)\) WITH", cql, re.S)
+        if m:
+            names = [ln.split()[0] for ln in m.group(2).splitlines() if ln.strip()]
+            self.columns.setdefault(m.group(1), [n for n in names if n != "PRIMARY"])
+            return
+        m = re.match(r"ALTER TABLE \w+\.(\w+) ADD (\w+) (.+)$", cql)
+        if m:
+            table, column = m.group(1), m.group(2)
+            if table not in self.columns:
+                raise InvalidRequest(f"Error from server: code=2200 [Invalid query] "
+                                     f"message=\"unconfigured table {table}\"")
+            if column in self.columns[table]:
+                msg = self.column_exists_message.format(column)
+                raise InvalidRequest(f"Error from server: code=2200 [Invalid query] message=\"{msg}\"")
+            self.columns[table].append(column)
+
+    def _check_columns(self, query: str) -> None:
+        if not self.columns:
+            return  # no schema applied to this fake: accept anything
+        m = re.match(r"INSERT INTO \w+\.(\w+) \(([^)]*)\)", query) or re.match(
+            r"SELECT (.*) FROM \w+\.(\w+) ", query
+        )
+        assert m, query
+        table, cols = (m.group(1), m.group(2)) if query.startswith("INSERT") else (m.group(2), m.group(1))
+        for c in (c.strip() for c in cols.split(",")):
+            if c not in self.columns[table]:
+                raise InvalidRequest(f"Undefined column name {c} in table {table}")
 
     # a tiny CQL interpreter for the store's own statements
     def _run(self, stmt: FakePrepared, values: Any) -> list[Any]:
@@ -197,8 +234,41 @@ def test_bound_values_encode_features_and_buckets(store, session) -> None:
     by_time = next(v for s, v in session.executed if "impressions_by_time" in s.query_string)
     assert by_time[0] == "2024-05-01T12"
     assert 0 <= by_time[1] < store.shards
-    assert by_time[-1] == b"\x00\x00\x80?\x00\x00\x00@"  # float32 LE
-    assert by_time[-2] == "fs-1"
+    assert by_time[-3] == b"\x00\x00\x80?\x00\x00\x00@"  # float32 LE
+    assert by_time[-4] == "fs-1"
+    # actor_affinity: two parallel lists, in the statement's top_actors / top_actor_weights.
+    assert by_time[-2:] == (["actor-1", "actor-x"], [0.75, 0.5])
+
+
+def test_bound_values_carry_actor_affinity_to_every_table(store, session) -> None:
+    actors = (("nm0000123", 0.8125), ("nm0000456", np.float32(0.25)))
+    store.write_impressions([make_impression(1, actor_affinity=actors)])
+    store.write_impressions([make_impression(2, actor_affinity=(), features=())])
+    writes = [(s.query_string, v) for s, v in session.executed if not isinstance(s, str)]
+    assert len(writes) == 6
+    for query, values in writes:
+        cols = [c.strip() for c in re.search(r"\(([^)]*)\)", query).group(1).split(",")]
+        bound = dict(zip(cols, values, strict=True))
+        if bound["decision_id"] == "dec-000001":
+            assert bound["top_actors"] == ["nm0000123", "nm0000456"]
+            assert bound["top_actor_weights"] == [0.8125, 0.25]
+            assert all(type(w) is float for w in bound["top_actor_weights"])
+        else:  # empty lists, never None (a null is a tombstone)
+            assert bound["top_actors"] == [] and bound["top_actor_weights"] == []
+
+
+def test_actor_affinity_read_back_and_rows_without_it(store, session) -> None:
+    actors = (("nm0000123", 0.8125), ("nm0000456", 0.25))
+    store.write_impressions([make_impression(1, actor_affinity=actors), make_impression(2)])
+    # A row written before the columns existed: Cassandra returns null for both.
+    for table in ("impressions_by_time", "impressions_by_member"):
+        for row in session.tables[table].values():
+            if row["decision_id"] == "dec-000002":
+                del row["top_actors"], row["top_actor_weights"]
+    got = list(store.scan_impressions(T0, T0 + timedelta(hours=1)))
+    assert [i.actor_affinity for i in got] == [actors, ()]
+    recent = store.recent_for_member("m1", 2)
+    assert [i.actor_affinity for i in recent] == [(), actors]
 
 
 def test_round_trip_through_fake(store) -> None:
@@ -286,8 +356,10 @@ def test_handed_in_session_is_not_shut_down(store, session) -> None:
 
 def test_migrate_renders_and_is_idempotent(session) -> None:
     stmts = migrate(session, "keyart_test", {"class": "NetworkTopologyStrategy", "dc1": 3}, 86400)
-    assert len(stmts) == 7
-    assert all("IF NOT EXISTS" in s for s in stmts)
+    assert len(stmts) == 13
+    creates, alters = stmts[:7], stmts[7:]
+    assert all(s.startswith("CREATE") and "IF NOT EXISTS" in s for s in creates)
+    assert all(s.startswith("ALTER TABLE keyart_test.impressions_by_") for s in alters)
     assert all("{keyspace}" not in s and "{ttl}" not in s for s in stmts)
     assert "'class': 'NetworkTopologyStrategy', 'dc1': 3" in stmts[0]
     assert sum("default_time_to_live = 86400" in s for s in stmts) == 6
@@ -301,6 +373,73 @@ def test_migrate_renders_and_is_idempotent(session) -> None:
         assert any(f"keyart_test.{table}" in s for s in stmts)
     with pytest.raises(ValueError):
         render_schema("bad-name; DROP")
+
+
+IMPRESSION_TABLES = ("impressions_by_time", "impressions_by_decision", "impressions_by_member")
+ACTOR_COLUMNS = {"top_actors": "frozen<list<text>>", "top_actor_weights": "frozen<list<float>>"}
+
+
+def test_new_tables_have_the_actor_columns(session) -> None:
+    stmts = migrate(session, "ks")
+    for table in IMPRESSION_TABLES:
+        create = next(s for s in stmts if f"TABLE IF NOT EXISTS ks.{table} (" in s)
+        for column, cql_type in ACTOR_COLUMNS.items():
+            assert re.search(rf"\b{column}\s+{re.escape(cql_type)}", create)
+            assert f"ALTER TABLE ks.{table} ADD {column} {cql_type}" in stmts
+        assert list(ACTOR_COLUMNS) == session.columns[table][-2:]
+
+
+def _old_keyspace(session: FakeSession) -> None:
+    """The keyspace as the previous schema.cql left it: no actor columns."""
+    migrate(session, "ks")
+    for table in IMPRESSION_TABLES:
+        session.columns[table] = [c for c in session.columns[table] if c not in ACTOR_COLUMNS]
+    session.executed.clear()
+
+
+@pytest.mark.parametrize(
+    "exists_message",
+    [
+        "Invalid column name {} because it conflicts with an existing column",  # 3.x, 4.0
+        "Column with name '{}' already exists",  # 4.1+
+    ],
+)
+def test_migrate_adds_actor_columns_to_old_tables_idempotently(session, exists_message) -> None:
+    session.column_exists_message = exists_message
+    _old_keyspace(session)
+    old_store = CassandraLogStore(session, keyspace="ks")
+    with pytest.raises(InvalidRequest, match="Undefined column name top_actors"):
+        old_store.ping()  # the new statements cannot be prepared on the old tables
+
+    stmts = migrate(session, "ks")
+    for table in IMPRESSION_TABLES:
+        assert session.columns[table][-2:] == list(ACTOR_COLUMNS)
+    # Again, and again: every ADD now conflicts and is skipped; nothing changes.
+    before = {t: list(c) for t, c in session.columns.items()}
+    assert migrate(session, "ks") == stmts
+    assert migrate(session, "ks") == stmts
+    assert session.columns == before
+
+
+def test_migrate_on_connect_upgrades_old_tables(session) -> None:
+    _old_keyspace(session)
+    s = CassandraLogStore(session, keyspace="ks", migrate_on_connect=True)
+    actors = (("nm0000123", 0.8125),)
+    s.write_impressions([make_impression(1, actor_affinity=actors)])
+    assert [i.actor_affinity for i in s.scan_impressions(T0, T0 + timedelta(hours=1))] == [actors]
+
+
+def test_migrate_raises_other_invalid_requests(session) -> None:
+    orig = session.execute
+
+    def failing(stmt, values=None):
+        if isinstance(stmt, str) and stmt.startswith("ALTER"):
+            raise InvalidRequest("Unknown type ks.frozen")
+        return orig(stmt, values)
+
+    session.execute = failing
+    with pytest.raises(InvalidRequest, match="Unknown type"):
+        migrate(session, "ks")
 
 
 def test_migrate_on_connect(session) -> None:

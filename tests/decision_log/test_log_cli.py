@@ -155,7 +155,11 @@ def test_migrate_cassandra_options(env, monkeypatch) -> None:
     assert out["replication"] == "{'class': 'NetworkTopologyStrategy', 'dc1': 3, 'dc2': 3}"
     assert out["ttl_seconds"] == 90 * 86400 and not out["keyspace_existed"]
     assert session.shut and session.statements[0].startswith("CREATE KEYSPACE IF NOT EXISTS keyart")
-    assert all("IF NOT EXISTS" in s for s in session.statements)
+    creates = [s for s in session.statements if s.startswith("CREATE")]
+    assert len(creates) == 7 and all("IF NOT EXISTS" in s for s in creates)
+    # The rest add columns introduced since (to tables created before).
+    assert all(" ADD top_actor" in s for s in session.statements if s not in creates)
+    assert out["statements"] == len(session.statements) == 13
     assert any("default_time_to_live = 7776000" in s for s in session.statements)
 
     # Again on an existing keyspace with another replication: applied (no-op), reported.

@@ -4,6 +4,7 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
@@ -16,7 +17,8 @@ COLUMNS = [
     "decision_id", "request_id", "member_id", "title_id", "image_id", "lineage_id",
     "propensity", "score", "explored", "policy", "model_version", "position", "country",
     "language", "device", "surface", "decided_at", "fallback_reason", "feature_schema",
-    "features", "seen", "played", "max_minutes", "first_play_time", "n_outcomes",
+    "features", "top_actors", "top_actor_weights", "seen", "played", "max_minutes",
+    "first_play_time", "n_outcomes",
 ]  # fmt: skip
 
 
@@ -86,3 +88,33 @@ def test_tail(store) -> None:
     assert [i.decision_id for i in last] == [f"dec-{i:06d}" for i in (4, 3, 2, 1, 0)]
     assert len(tail(store, 100, until=T0 + timedelta(seconds=1))) == 30
     assert tail(store, 0) == []
+
+
+def test_export_actor_affinity_columns(store, tmp_path) -> None:
+    actors = (("nm0000123", 0.8125), ("nm0000456", 1 / 3), ("Zoë", 0.0))
+    store.write_impressions(
+        [
+            make_impression(1, actor_affinity=actors),
+            make_impression(2, actor_affinity=(), features=(), fallback_reason="timeout"),
+        ]
+    )
+    out = tmp_path / "actors.parquet"
+    export_parquet(store, T0, T0 + timedelta(hours=1), out)
+    schema = pq.read_schema(out)
+    assert schema.field("top_actors").type == pa.list_(pa.string())
+    assert schema.field("top_actor_weights").type == pa.list_(pa.float32())
+    df = pd.read_parquet(out).set_index("decision_id")
+    row = df.loc["dec-000001"]
+    assert list(row.top_actors) == ["nm0000123", "nm0000456", "Zoë"]
+    assert row.top_actor_weights.dtype == np.float32
+    assert np.allclose(row.top_actor_weights, [0.8125, 1 / 3, 0.0])
+    # A fallback decision carries empty lists (not nulls).
+    fb = df.loc["dec-000002"]
+    assert len(fb.top_actors) == 0 and len(fb.top_actor_weights) == 0
+    # What offline evaluation builds from these columns (evaluate._actor_maps).
+    maps = [
+        {str(a): float(w) for a, w in zip(list(a_), list(w_))}
+        for a_, w_ in zip(df.top_actors, df.top_actor_weights)
+    ]
+    assert maps[0] == {"nm0000123": 0.8125, "nm0000456": float(np.float32(1 / 3)), "Zoë": 0.0}
+    assert maps[1] == {}

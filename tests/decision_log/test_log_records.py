@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
@@ -7,7 +8,7 @@ import pytest
 from decision_log.dlog_helpers import T0, make_impression, make_outcome
 
 from keyart.decision_log import records
-from keyart.domain import OutcomeKind
+from keyart.domain import Impression, OutcomeKind
 
 
 def test_features_round_trip_float32_little_endian() -> None:
@@ -68,3 +69,39 @@ def test_json_round_trip_is_exact() -> None:
     assert records.record_from_json(records.record_to_json(imp)) == imp
     out = make_outcome("d1", OutcomeKind.PLAYBACK_PROGRESS, 12.5)
     assert records.record_from_json(records.record_to_json(out)) == out
+
+
+def test_json_round_trip_keeps_actor_affinity() -> None:
+    actors = (("nm0000123", 0.8125), ("nm0000456", 1 / 3), ("Zoë Ünicode", 0.0))
+    imp = make_impression(4, actor_affinity=actors)
+    line = records.record_to_json(imp)
+    assert b'"actor_affinity":[["nm0000123",0.8125],' in line  # compact pairs
+    back = records.record_from_json(line)
+    assert back == imp and back.actor_affinity == actors
+    assert isinstance(back.actor_affinity, tuple) and isinstance(back.actor_affinity[0], tuple)
+    # Fallbacks carry none: () comes back as (), not [].
+    empty = make_impression(5, actor_affinity=(), features=(), fallback_reason="timeout")
+    assert records.record_from_json(records.record_to_json(empty)) == empty
+    # Weights straight from a feature store (numpy scalars) are written as floats.
+    np_imp = make_impression(6, actor_affinity=(("a", np.float32(0.5)), ("b", np.float64(0.25))))
+    assert records.record_from_json(records.record_to_json(np_imp)).actor_affinity == (
+        ("a", 0.5),
+        ("b", 0.25),
+    )
+
+
+def test_spool_line_written_before_actor_affinity_still_loads() -> None:
+    imp = make_impression(7)
+    body = json.loads(records.record_to_json(imp))
+    del body["actor_affinity"]  # what an older writer spooled
+    back = records.record_from_json(json.dumps(body).encode())
+    assert back.actor_affinity == ()
+    assert back == Impression(**{**imp.__dict__, "actor_affinity": ()})
+
+
+def test_actor_json_helpers() -> None:
+    assert records.encode_actors(()) == "[]"
+    assert records.encode_actors((("a", 0.5), ("b", 1))) == '[["a",0.5],["b",1.0]]'
+    assert records.decode_actors('[["a",0.5],["b",1.0]]') == (("a", 0.5), ("b", 1.0))
+    assert records.decode_actors(None) == () and records.decode_actors("") == ()
+    assert records.decode_actors("[]") == ()

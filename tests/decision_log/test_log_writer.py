@@ -178,12 +178,14 @@ def test_full_queue_and_full_spool_drop_loudly(fake_store, tmp_path, caplog) -> 
 
 def test_full_spool_keeps_records_queued_until_store_returns(fake_store, tmp_path) -> None:
     fake_store.down = True
-    w = writer_for(fake_store, tmp_path, queue_size=1000, batch_size=10, spool_max_bytes=5_000)
-    for i in range(60):  # ~26 kB: far more than the spool holds
+    # One batch (10 lines of ~530 bytes) fits the spool; a batch larger than the whole
+    # budget would be dropped instead of kept.
+    w = writer_for(fake_store, tmp_path, queue_size=1000, batch_size=10, spool_max_bytes=6_000)
+    for i in range(60):  # ~32 kB: far more than the spool holds
         assert w.submit_impressions([make_impression(i)])
     assert not w.flush(0.5)  # some records are only in memory: not durable yet
     s = w.stats()
-    assert s["dropped"] == 0 and s["queue_depth"] > 0 and s["spool_bytes"] <= 5_000
+    assert s["dropped"] == 0 and s["queue_depth"] > 0 and s["spool_bytes"] <= 6_000
     fake_store.down = False
     wait_for(lambda: len(fake_store.impressions) == 60)
     assert fake_store.order == [f"dec-{i:06d}" for i in range(60)]

@@ -134,3 +134,140 @@ def test_reopen_keeps_data(tmp_path) -> None:
     s2 = SqliteLogStore(tmp_path / "x.sqlite")
     assert [i.decision_id for i in s2.recent_for_member("m1", 10)] == ["dec-000001"]
     s2.close()
+
+
+# The impressions table as created before actor_affinity existed (outcomes unchanged).
+_OLD_DDL = """
+CREATE TABLE impressions (
+    decision_id     TEXT PRIMARY KEY,
+    request_id      TEXT NOT NULL,
+    member_id       TEXT NOT NULL,
+    title_id        TEXT NOT NULL,
+    image_id        TEXT NOT NULL,
+    lineage_id      TEXT NOT NULL,
+    propensity      REAL NOT NULL,
+    score           REAL NOT NULL,
+    explored        INTEGER NOT NULL,
+    policy          TEXT NOT NULL,
+    model_version   TEXT NOT NULL,
+    position        INTEGER NOT NULL,
+    country         TEXT NOT NULL,
+    language        TEXT NOT NULL,
+    device          TEXT NOT NULL,
+    surface         TEXT NOT NULL,
+    decided_at_us   INTEGER NOT NULL,
+    fallback_reason TEXT NOT NULL,
+    feature_schema  TEXT NOT NULL,
+    features        BLOB NOT NULL
+);
+CREATE INDEX impressions_by_time ON impressions (decided_at_us, decision_id);
+CREATE INDEX impressions_by_member ON impressions (member_id, decided_at_us);
+CREATE TABLE outcomes (
+    outcome_key     TEXT PRIMARY KEY,
+    decision_id     TEXT NOT NULL,
+    member_id       TEXT NOT NULL,
+    title_id        TEXT NOT NULL,
+    image_id        TEXT NOT NULL,
+    kind            TEXT NOT NULL,
+    minutes_played  REAL NOT NULL,
+    event_time_us   INTEGER NOT NULL,
+    decision_known  INTEGER NOT NULL
+);
+"""
+
+
+def _old_log(path) -> None:
+    """A decisions.sqlite as the previous version left it, with one impression."""
+    from keyart.decision_log.records import encode_features, to_micros
+
+    imp = make_impression(1)
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(_OLD_DDL)
+    conn.execute(
+        "INSERT INTO impressions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (imp.decision_id, imp.request_id, imp.member_id, imp.title_id, imp.image_id,
+         imp.lineage_id, imp.propensity, imp.score, int(imp.explored), imp.policy,
+         imp.model_version, imp.position, imp.country, imp.language, imp.device, imp.surface,
+         to_micros(imp.decided_at), imp.fallback_reason, imp.feature_schema,
+         encode_features(imp.features)),
+    )  # fmt: skip
+    conn.commit()
+    conn.close()
+
+
+def _columns(path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[1] for r in conn.execute("PRAGMA table_info(impressions)")]
+    finally:
+        conn.close()
+
+
+def test_actor_affinity_round_trip(store) -> None:
+    actors = (("nm0000123", 0.8125), ("nm0000456", 1 / 3), ("Zoë", 0.0))
+    imps = [make_impression(1, actor_affinity=actors), make_impression(2, actor_affinity=())]
+    store.write_impressions(imps)
+    got = {g.decision_id: g for g in store.scan_impressions(T0, T0 + timedelta(hours=1))}
+    assert got["dec-000001"].actor_affinity == actors  # JSON text: exact, order kept
+    assert got["dec-000002"].actor_affinity == ()
+    assert store.recent_for_member("m1", 1)[0].actor_affinity == ()
+    raw = store._conn.execute(
+        "SELECT actor_affinity FROM impressions WHERE decision_id = 'dec-000001'"
+    ).fetchone()[0]
+    # Compact, ASCII-only JSON (always encodable, whatever the names hold).
+    assert raw == '[["nm0000123",0.8125],["nm0000456",0.3333333333333333],["Zo\\u00eb",0.0]]'
+
+
+def test_old_schema_file_gains_the_column_and_keeps_working(tmp_path) -> None:
+    path = tmp_path / "decisions.sqlite"
+    _old_log(path)
+    assert "actor_affinity" not in _columns(path)
+    s = SqliteLogStore(path)
+    assert _columns(path)[-1] == "actor_affinity"
+    # The old row reads back with no actors; new rows keep theirs; outcomes still attach.
+    old = list(s.scan_impressions(T0, T0 + timedelta(hours=1)))
+    assert [(i.decision_id, i.actor_affinity) for i in old] == [("dec-000001", ())]
+    assert old[0].features == make_impression(1).features
+    s.write_impressions([make_impression(2), make_impression(3, actor_affinity=(("a", 0.25),))])
+    assert s.write_outcomes([make_outcome("dec-000001")]) == OutcomeWriteResult(1, 0, 0)
+    got = list(s.scan_impressions(T0, T0 + timedelta(hours=1)))
+    assert [i.actor_affinity for i in got] == [
+        (),
+        make_impression(2).actor_affinity,
+        (("a", 0.25),),
+    ]
+    s.close()
+    # Opening again is a no-op (the column is there), data intact.
+    s2 = SqliteLogStore(path)
+    assert _columns(path).count("actor_affinity") == 1
+    assert len(list(s2.scan_impressions(T0, T0 + timedelta(hours=1)))) == 3
+    s2.close()
+
+
+def test_old_schema_file_opened_by_several_stores_at_once(tmp_path) -> None:
+    path = tmp_path / "decisions.sqlite"
+    _old_log(path)
+    barrier = threading.Barrier(4)
+    stores: list[SqliteLogStore] = []
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        barrier.wait(10)
+        try:
+            stores.append(SqliteLogStore(path))
+        except Exception as exc:  # noqa: BLE001 - collected for the assert
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert _columns(path).count("actor_affinity") == 1
+    for k, s in enumerate(stores):
+        s.write_impressions([make_impression(10 + k)])
+    assert len(list(stores[0].scan_impressions(T0, T0 + timedelta(hours=1)))) == 5
+    for s in stores:
+        s.close()

@@ -40,6 +40,7 @@ from keyart.decision_log.records import (
     encode_features,
     hour_bucket,
     hour_buckets,
+    normalize_actors,
     outcome_key,
     shard_of,
 )
@@ -75,6 +76,10 @@ _IMPRESSION_FIELDS = (
     "feature_schema",
     "features",
 )
+# Impression.actor_affinity as two parallel frozen lists (added by ALTER TABLE on
+# keyspaces created before; rows written before read back as null: no actors).
+_ACTOR_COLUMNS = ("top_actors", "top_actor_weights")
+_IMPRESSION_COLUMNS = _IMPRESSION_FIELDS + _ACTOR_COLUMNS
 _OUTCOME_FIELDS = (
     "decision_id",
     "kind",
@@ -126,20 +131,42 @@ def render_schema(
     return [stmt.strip() for stmt in text.split(";") if stmt.strip()]
 
 
+_ADD_COLUMN_RE = re.compile(r"^ALTER\s+TABLE\s+\S+\s+ADD\s", re.IGNORECASE)
+# What Cassandra answers to ADD of a column the table already has: 3.x / 4.0 say
+# "Invalid column name x because it conflicts with an existing column", 4.1+ say
+# "Column with name 'x' already exists".
+_COLUMN_EXISTS = ("conflicts with an existing column", "already exists")
+
+
 def migrate(
     session: Any,
     keyspace: str,
     replication: Mapping[str, Any] | str | None = None,
     ttl: int = 0,
 ) -> list[str]:
-    """Apply schema.cql (every statement IF NOT EXISTS, so re-running is a no-op).
+    """Apply schema.cql; re-running it is a no-op.
 
-    Does not alter existing tables: a changed TTL on an existing keyspace needs an
-    ALTER TABLE by an operator. Returns the statements executed.
+    CREATE statements are IF NOT EXISTS; the ``ALTER TABLE ... ADD`` statements at
+    the end add columns introduced since the first release to tables created
+    before, and are skipped when the column is already there (InvalidRequest
+    "conflicts with an existing column" / "already exists"; plain ADD, because
+    ADD IF NOT EXISTS needs Cassandra 4.1+). Nothing else of an existing table is
+    altered: a changed TTL needs an ALTER TABLE by an operator. Returns the
+    statements executed.
     """
+    from cassandra import InvalidRequest
+
     statements = render_schema(keyspace, replication, ttl)
     for stmt in statements:
-        session.execute(stmt)
+        if not _ADD_COLUMN_RE.match(stmt):
+            session.execute(stmt)
+            continue
+        try:
+            session.execute(stmt)
+        except InvalidRequest as exc:
+            if not any(marker in str(exc) for marker in _COLUMN_EXISTS):
+                raise
+            log.debug("column already present: %s", stmt)
     return statements
 
 
@@ -253,7 +280,7 @@ class CassandraLogStore:
 
     def _prepare_all(self, session: Any) -> dict[str, Any]:
         ks = self.keyspace
-        imp_cols = ", ".join(_IMPRESSION_FIELDS)
+        imp_cols = ", ".join(_IMPRESSION_COLUMNS)
         by_time_cols = "hour_bucket, shard, " + imp_cols
 
         def marks(n: int) -> str:
@@ -261,11 +288,11 @@ class CassandraLogStore:
 
         cql = {
             "ins_imp_time": f"INSERT INTO {ks}.impressions_by_time ({by_time_cols}) "
-            f"VALUES ({marks(len(_IMPRESSION_FIELDS) + 2)})",
+            f"VALUES ({marks(len(_IMPRESSION_COLUMNS) + 2)})",
             "ins_imp_decision": f"INSERT INTO {ks}.impressions_by_decision ({imp_cols}) "
-            f"VALUES ({marks(len(_IMPRESSION_FIELDS))})",
+            f"VALUES ({marks(len(_IMPRESSION_COLUMNS))})",
             "ins_imp_member": f"INSERT INTO {ks}.impressions_by_member ({imp_cols}) "
-            f"VALUES ({marks(len(_IMPRESSION_FIELDS))})",
+            f"VALUES ({marks(len(_IMPRESSION_COLUMNS))})",
             "ins_out_decision": f"INSERT INTO {ks}.outcomes_by_decision "
             f"({', '.join(_OUTCOME_FIELDS)}) VALUES ({marks(len(_OUTCOME_FIELDS))})",
             "ins_out_time": f"INSERT INTO {ks}.outcomes_by_time (hour_bucket, shard, "
@@ -493,6 +520,7 @@ class CassandraLogStore:
 
 
 def _impression_values(imp: Impression) -> tuple[Any, ...]:
+    actors = normalize_actors(imp.actor_affinity)
     return (
         imp.decision_id,
         imp.request_id,
@@ -514,6 +542,9 @@ def _impression_values(imp: Impression) -> tuple[Any, ...]:
         imp.fallback_reason,
         imp.feature_schema,
         encode_features(imp.features),
+        # Frozen lists; empty lists are bound as such, never None (a null is a tombstone).
+        [a for a, _ in actors],
+        [w for _, w in actors],
     )
 
 
@@ -537,6 +568,13 @@ def _first(rows: Any) -> Any:
 
 def _impression_from_row(row: Any) -> Impression:
     values = {f: _get(row, f, i) for i, f in enumerate(_IMPRESSION_FIELDS)}
+    n = len(_IMPRESSION_FIELDS)
+    actors = _get(row, "top_actors", n) or ()
+    weights = _get(row, "top_actor_weights", n + 1) or ()
+    if len(actors) != len(weights):  # both are written by one INSERT: not by the store
+        log.warning("decision %s: %d top_actors but %d top_actor_weights; pairing the first",
+                    values["decision_id"], len(actors), len(weights))
+    values["actor_affinity"] = normalize_actors(zip(actors, weights))
     values["decided_at"] = as_utc(values["decided_at"])
     values["features"] = decode_features(values["features"])
     values["explored"] = bool(values["explored"])

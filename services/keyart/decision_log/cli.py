@@ -190,9 +190,10 @@ def migrate_cmd(
     """Create the decision-log schema (idempotent: safe to run again).
 
     Cassandra: applies schema.cql (keyspace and tables, IF NOT EXISTS) with the given
-    replication and TTL. An existing keyspace or table is never altered: a changed
-    replication or TTL is reported and needs an ALTER by an operator.
-    SQLite: creates the file and tables (WAL mode).
+    replication and TTL, and adds columns introduced since to existing tables. An
+    existing keyspace's replication or a table's TTL is never altered: a change is
+    reported and needs an ALTER by an operator.
+    SQLite: creates the file and tables (WAL mode), adding missing columns to an older file.
     """
     settings = load_settings()
     kind, where = _backend(settings)

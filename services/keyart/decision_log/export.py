@@ -27,6 +27,9 @@ decided_at          timestamp[us, tz=UTC]
 fallback_reason     string                     empty unless the default image was served
 feature_schema      string                     id of the ordered feature-name list
 features            list<float32>              model inputs of the chosen image
+top_actors          list<string>               member's top actors as served (empty for fallbacks
+                                               and decisions logged before this column existed)
+top_actor_weights   list<float32>              their affinity weights, in the order of top_actors
 seen                bool                       an IMPRESSION_SEEN outcome was logged
 played              bool                       a PLAY_STARTED or PLAYBACK_PROGRESS outcome was logged
 max_minutes         float64                    largest minutes_played over its outcomes (0 if none)
@@ -74,6 +77,8 @@ SCHEMA = pa.schema(
         ("fallback_reason", pa.string()),
         ("feature_schema", pa.string()),
         ("features", pa.list_(pa.float32())),
+        ("top_actors", pa.list_(pa.string())),
+        ("top_actor_weights", pa.list_(pa.float32())),
         ("seen", pa.bool_()),
         ("played", pa.bool_()),
         ("max_minutes", pa.float64()),
@@ -162,6 +167,8 @@ def _write_batch(
     seen, played, max_minutes, first_play, n_out = [], [], [], [], []
     lengths = np.zeros(len(batch) + 1, dtype=np.int32)
     flat: list[float] = []
+    actors: list[list[str]] = []
+    weights: list[list[float]] = []
     matched = 0
     for i, imp in enumerate(batch):
         for name in _SCALAR_FIELDS:
@@ -169,6 +176,8 @@ def _write_batch(
         columns["decided_at"][-1] = as_utc(imp.decided_at)
         flat.extend(imp.features)
         lengths[i + 1] = len(imp.features)
+        actors.append([str(a) for a, _ in imp.actor_affinity])
+        weights.append([float(w) for _, w in imp.actor_affinity])
         agg = aggs.get(imp.decision_id) or _Agg()
         matched += agg.n
         seen.append(agg.seen)
@@ -185,6 +194,8 @@ def _write_batch(
     arrays = [pa.array(columns[f.name], type=f.type) for f in list(SCHEMA)[:19]]
     arrays += [
         features,
+        pa.array(actors, type=pa.list_(pa.string())),
+        pa.array(weights, type=pa.list_(pa.float32())),
         pa.array(seen, type=pa.bool_()),
         pa.array(played, type=pa.bool_()),
         pa.array(max_minutes, type=pa.float64()),

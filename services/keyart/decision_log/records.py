@@ -5,7 +5,9 @@
 * time buckets (one text bucket per UTC hour) and shards (a stable hash of the
   decision id) that spread the time-ordered tables over partitions;
 * the outcome dedup key, so a re-sent outcome collapses onto the stored one;
-* timestamps as UTC microseconds (SQLite) and as JSON-safe dicts (the spool).
+* timestamps as UTC microseconds (SQLite) and as JSON-safe dicts (the spool);
+* the member's actor affinities (``tuple[tuple[str, float], ...]``) as compact JSON
+  ``[["actor", weight], ...]`` (SQLite, the spool).
 """
 
 from __future__ import annotations
@@ -48,6 +50,35 @@ def decode_features(blob: bytes | bytearray | memoryview | None) -> tuple[float,
     if len(blob) % 4:
         raise ValueError(f"feature blob of {len(blob)} bytes is not a float32 vector")
     return tuple(np.frombuffer(bytes(blob), dtype=_F32).tolist())
+
+
+# --- actor affinities ---------------------------------------------------------------
+
+
+def normalize_actors(actors: Any) -> tuple[tuple[str, float], ...]:
+    """``((actor, weight), ...)`` with str actors and Python float weights.
+
+    Accepts any iterable of pairs (lists from JSON, numpy weights from a feature
+    store) or None (a row written before the field existed): that is ``()``.
+    """
+    if actors is None:
+        return ()
+    return tuple((str(a), float(w)) for a, w in actors)
+
+
+def encode_actors(actors: Any) -> str:
+    """Compact, ASCII-only JSON ``[["actor",weight],...]`` (``"[]"`` for none).
+
+    ASCII (``\\uXXXX`` escapes) so any name, even a lone surrogate, stays encodable.
+    """
+    return json.dumps([[a, w] for a, w in normalize_actors(actors)], separators=(",", ":"))
+
+
+def decode_actors(text: str | bytes | None) -> tuple[tuple[str, float], ...]:
+    """Inverse of :func:`encode_actors`; None or empty text is ``()``."""
+    if not text:
+        return ()
+    return normalize_actors(json.loads(text))
 
 
 # --- time -------------------------------------------------------------------------------
@@ -125,6 +156,7 @@ def record_to_json(record: Impression | Outcome) -> bytes:
         # Exact float64 bytes, base64: 10x cheaper than JSON float lists.
         body["features"] = base64.b64encode(np.asarray(record.features, dtype="<f8").tobytes())
         body["features"] = body["features"].decode("ascii")
+        body["actor_affinity"] = [[a, w] for a, w in normalize_actors(record.actor_affinity)]
         tag = IMPRESSION_TAG
     elif isinstance(record, Outcome):
         body = {name: getattr(record, name) for name in _OUTCOME_FIELDS}
@@ -144,6 +176,8 @@ def record_from_json(line: bytes | str) -> Impression | Outcome:
         body["decided_at"] = datetime.fromisoformat(body["decided_at"])
         raw = base64.b64decode(body.get("features", ""))
         body["features"] = tuple(np.frombuffer(raw, dtype="<f8").tolist())
+        # Lines spooled before the field existed have no key: the default, ().
+        body["actor_affinity"] = normalize_actors(body.get("actor_affinity"))
         return Impression(**body)
     if tag == OUTCOME_TAG:
         body["kind"] = OutcomeKind(body["kind"])

@@ -3,7 +3,8 @@
 One connection shared by every thread behind a lock (the writer thread writes, request
 threads read ``recent_for_member``, the export scans). Scans page with a keyset
 (time, id) and release the lock between pages, so a long export does not stall writes.
-Timestamps are stored as integer UTC microseconds, features as float32 blobs.
+Timestamps are stored as integer UTC microseconds, features as float32 blobs, the
+member's actor affinities as compact JSON text ``[["actor", weight], ...]``.
 ``synchronous=NORMAL`` in WAL mode survives a process crash; a power loss may lose the
 last transactions (the writer's spool is fsync'd, the store is not per batch).
 
@@ -12,12 +13,18 @@ run beside the one writer, every write transaction is ``BEGIN IMMEDIATE`` (takes
 write lock up front, so a read-then-write transaction never fails half way with
 SQLITE_BUSY on lock upgrade) and waits up to ``busy_timeout_s`` for it; a wait that
 times out raises LogStoreUnavailable and the writer spools and retries.
+
+Schema changes: columns added after a file may have been created are listed in
+``_ADDED_COLUMNS``; opening a file adds the missing ones (``ALTER TABLE ... ADD
+COLUMN`` under the write lock), so a log written by an older version keeps working
+and its old rows read back with the column's default.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +32,9 @@ from types import TracebackType
 from typing import Any
 
 from keyart.decision_log.records import (
+    decode_actors,
     decode_features,
+    encode_actors,
     encode_features,
     from_micros,
     outcome_key,
@@ -55,7 +64,8 @@ CREATE TABLE IF NOT EXISTS impressions (
     decided_at_us   INTEGER NOT NULL,
     fallback_reason TEXT NOT NULL,
     feature_schema  TEXT NOT NULL,
-    features        BLOB NOT NULL
+    features        BLOB NOT NULL,
+    actor_affinity  TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (decided_at_us, decision_id);
 CREATE INDEX IF NOT EXISTS impressions_by_member ON impressions (member_id, decided_at_us);
@@ -75,14 +85,20 @@ CREATE INDEX IF NOT EXISTS outcomes_by_decision ON outcomes (decision_id);
 CREATE INDEX IF NOT EXISTS outcomes_unknown ON outcomes (decision_id) WHERE decision_known = 0;
 """
 
+# Columns added to existing tables since the first release: (table, column, definition).
+# _SCHEMA creates new files with them; opening an older file adds the missing ones.
+_ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("impressions", "actor_affinity", "TEXT NOT NULL DEFAULT '[]'"),
+)
+
 _IMPRESSION_COLUMNS = (
     "decision_id, request_id, member_id, title_id, image_id, lineage_id, propensity, score, "
     "explored, policy, model_version, position, country, language, device, surface, "
-    "decided_at_us, fallback_reason, feature_schema, features"
+    "decided_at_us, fallback_reason, feature_schema, features, actor_affinity"
 )
 _UPSERT_IMPRESSION = (
     f"INSERT INTO impressions ({_IMPRESSION_COLUMNS}) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"({', '.join('?' * len(_IMPRESSION_COLUMNS.split(',')))}) "
     "ON CONFLICT(decision_id) DO UPDATE SET "
     + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _IMPRESSION_COLUMNS.split(",")[1:])
 )
@@ -116,6 +132,7 @@ def _impression_row(imp: Impression) -> tuple[Any, ...]:
         imp.fallback_reason,
         imp.feature_schema,
         encode_features(imp.features),
+        encode_actors(imp.actor_affinity),
     )
 
 
@@ -141,6 +158,7 @@ def _impression_from_row(row: tuple[Any, ...]) -> Impression:
         fallback_reason=row[17],
         feature_schema=row[18],
         features=decode_features(row[19]),
+        actor_affinity=decode_actors(row[20]),
     )
 
 
@@ -158,11 +176,48 @@ class SqliteLogStore:
                 str(path), timeout=busy_timeout_s, check_same_thread=False, isolation_level=None
             )
             self._conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(busy_timeout_s)
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            self._add_missing_columns()
         except sqlite3.Error as exc:
             raise LogStoreUnavailable(f"cannot open decision log {path}: {exc}") from exc
+
+    def _set_wal(self, timeout_s: float) -> None:
+        """Switch to WAL, retrying: switching ignores busy_timeout, and several processes
+        opening a new file at once get "database is locked" from all but one."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    def _add_missing_columns(self) -> None:
+        """Bring a file created by an older version up to the current columns.
+
+        Checked and altered inside one BEGIN IMMEDIATE transaction, so two processes
+        opening the same old file at once do not both add the column.
+        """
+        conn = self._conn
+        if all(self._has_column(table, column) for table, column, _ in _ADDED_COLUMNS):
+            return  # the usual case: no write lock taken
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, definition in _ADDED_COLUMNS:
+                if not self._has_column(table, column):
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _has_column(self, table: str, column: str) -> bool:
+        rows = self._conn.execute(f"PRAGMA table_info({table})").fetchall()
+        return any(r[1] == column for r in rows)
 
     # --- writes -------------------------------------------------------------------------
 
