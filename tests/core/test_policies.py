@@ -71,7 +71,7 @@ def test_propensity_matches_choice_frequency(tiny_index, tiny_model, config):
     _assert_matches(counts, props)
 
 
-@pytest.mark.parametrize("config", POLICIES[:2], ids=lambda c: c.name)
+@pytest.mark.parametrize("config", POLICIES[:3], ids=lambda c: c.name)
 def test_sequential_diversity_propensity_is_conditional_on_earlier_choices(tiny_index, tiny_model, config):
     ranker = Ranker(tiny_index, tiny_model, replace(config, diversity_strength=1.5))
     seen = _simulate(ranker, [TitleRequest("t0"), TitleRequest("t2")], draws=4000)

@@ -150,3 +150,25 @@ def test_new_image_gets_minimum_exposure_with_exact_propensity(tiny_index, tiny_
     ranker.config = config
     _, (s,) = ranker.rank(make_member(), make_context(), [TitleRequest("t0")], NOW)
     assert s.propensity == 1.0
+
+
+def test_new_image_with_a_favourable_profile_is_chosen_without_impressions(tiny_catalog, tiny_model):
+    """Cold start through the scorer: attributes alone put a brand-new image first."""
+    import dataclasses
+
+    from keyart.core.featurize import CatalogIndex
+
+    base = tiny_catalog.images["t0-i1"]
+    fresh = dataclasses.replace(base, image_id="t0-new", lineage_id="t0-new", tone="romance",
+                                expression="complex", num_faces=2, face_area=0.3)
+    catalog = dataclasses.replace(
+        tiny_catalog,
+        images={**tiny_catalog.images, "t0-new": fresh},
+        titles={**tiny_catalog.titles, "t0": dataclasses.replace(
+            tiny_catalog.titles["t0"], image_ids=tiny_catalog.titles["t0"].image_ids + ("t0-new",))},
+    )
+    counts = {i: 5_000 for i in tiny_catalog.images} | {"t0-new": 0}
+    ranker = Ranker(CatalogIndex.build(catalog), tiny_model, replace(CONFIG, name="greedy"),
+                    exposure=counts.__getitem__)
+    _, (s,) = ranker.rank(make_member(favourite="romance"), make_context(), [TitleRequest("t0")], NOW)
+    assert s.image_id == "t0-new" and not s.explored

@@ -176,8 +176,9 @@ class Ranker:
         for k, pos in enumerate(scored_titles):
             lo, hi = offsets[k], offsets[k + 1]
             ids = candidates[k]
-            s = self._diversified(scores[lo:hi], ids, chosen_images)
-            p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi])
+            keep = self._diversity_factor(ids, chosen_images)  # 1 = unlike anything on the page
+            s = scores[lo:hi] * keep
+            p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi] * keep)
             p = self._with_new_image_floor(p, ids)
             u = stable_uniform(member.member_id, titles[pos].title_id, window, self.config.salt)
             i = policies.draw(p, u)
@@ -197,16 +198,14 @@ class Ranker:
             )
         return policy, [s for s in selections if s is not None]
 
-    def _diversified(
-        self, scores: np.ndarray, ids: list[str], chosen: list[ImageInfo]
-    ) -> np.ndarray:
-        """Scores shrunk for images that look like ones already on the page."""
+    def _diversity_factor(self, ids: list[str], chosen: list[ImageInfo]) -> np.ndarray | float:
+        """Multiplier in [0, 1] per candidate, shrinking images like ones already on the page."""
         strength = self.config.diversity_strength
         if strength <= 0.0 or not chosen:
-            return scores
+            return 1.0
         images = self.index.catalog.images
         sim = np.array([max(_similarity(images[i], c) for c in chosen) for i in ids])
-        return scores * np.clip(1.0 - strength * sim, 0.0, 1.0)
+        return np.clip(1.0 - strength * sim, 0.0, 1.0)
 
     def _with_new_image_floor(self, p: np.ndarray, ids: list[str]) -> np.ndarray:
         """Mix in a uniform share over images still short of impressions (exact propensity)."""
