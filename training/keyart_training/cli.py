@@ -304,7 +304,10 @@ def simulate(
 
     s = _settings()
     if not (s.world_dir / "world.json").is_file():
-        raise KeyartError(f"{s.world_dir / 'world.json'}: no world; run `keyart world build` first")
+        from keyart.bootstrap import build_world_and_features
+
+        console.print(f"no world in {s.world_dir}: building the default synthetic world first")
+        build_world_and_features(s)
     if rounds < 1:
         raise KeyartError("--rounds: must be at least 1")
     world = load_world(s.world_dir)
