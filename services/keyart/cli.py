@@ -6,20 +6,15 @@ exits with status 2; commands that report results take `--json`.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
 
-from keyart.errors import KeyartError
-from keyart.settings import KeyartSettings
+from keyart.cli_support import console, emit, friendly, load_settings
 
 app = typer.Typer(help="Keyart: personalized artwork selection.", no_args_is_help=True, add_completion=False,
                   pretty_exceptions_enable=False)
@@ -56,43 +51,8 @@ def _mount_training() -> None:
 
 _mount_training()
 
-console = Console(stderr=True)
 
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn Keyart errors into one clear line and exit status 2, never a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyartError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("KEYART_DEBUG"):
-                raise
-            console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)")
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def settings() -> KeyartSettings:
-    try:
-        return KeyartSettings()
-    except Exception as exc:  # pydantic names the variable and the problem
-        console.print(f"[red]error:[/red] invalid KEYART_* setting: {exc}")
-        raise typer.Exit(2) from None
-
-
-def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-    else:
-        human(result)
+settings = load_settings
 
 
 # ----------------------------------------------------------------------------- world

@@ -64,6 +64,7 @@ class Runtime:
 
         index = CatalogIndex.build(load_catalog(settings.world_dir))
         members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
+        members.get("warm-up")  # opens the online store now, not on the first page
         writer = open_decision_log(settings) if with_log else None
         handler = ArtworkRankerHandler(
             index=index,

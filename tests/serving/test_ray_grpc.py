@@ -64,7 +64,8 @@ def test_rank_artwork_one_selection_per_title_in_order(stub, platform_settings):
     reply = stub.RankArtwork(request, timeout=10)
     assert [s.title_id for s in reply.selections] == [t.title_id for t in request.titles]
     assert all(0 < s.propensity <= 1 for s in reply.selections)
-    assert all(s.fallback_reason == "" and s.image_id and s.lineage_id for s in reply.selections)
+    assert [s.fallback_reason for s in reply.selections] == [""] * len(request.titles)
+    assert all(s.image_id and s.lineage_id for s in reply.selections)
     assert len({s.decision_id for s in reply.selections}) == len(request.titles)
     assert reply.model_version.startswith("m-")
     assert reply.policy in {"epsilon_greedy", "uniform"}

@@ -8,58 +8,20 @@ bad input prints one line naming file, column and row and exits with status 2.
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
 
+from keyart.cli_support import console, friendly
+from keyart.cli_support import emit as _emit
+from keyart.cli_support import load_settings as _settings
 from keyart.errors import KeyartError
 
 app = typer.Typer(help="Keyart training jobs, offline evaluation and the closed-loop simulation.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True)
-
-
-def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyartError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("KEYART_DEBUG"):
-                raise
-            console.print(f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)")
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _settings():
-    from keyart.settings import KeyartSettings
-
-    try:
-        return KeyartSettings()
-    except Exception as exc:
-        console.print(f"[red]error:[/red] invalid KEYART_* setting: {exc}")
-        raise typer.Exit(2) from None
-
-
-def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-    else:
-        human(result)
 
 
 def _min_minutes(settings, given: Optional[float]) -> float:

@@ -15,9 +15,7 @@ Errors (a bad date, Cassandra out of reach, a bad setting) print one line
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import re
 import sys
 from collections import Counter
@@ -29,6 +27,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from keyart.cli_support import console as _err
+from keyart.cli_support import friendly as cli_errors
+from keyart.cli_support import load_settings
 from keyart.errors import KeyartError
 from keyart.settings import KeyartSettings
 
@@ -39,7 +40,6 @@ log_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class LogCliError(KeyartError):
@@ -47,38 +47,6 @@ class LogCliError(KeyartError):
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def cli_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """One ``error: ...`` line and exit 2 for expected failures; never a traceback."""
-    from keyart.decision_log.store import LogStoreUnavailable
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (KeyartError, LogStoreUnavailable) as exc:
-            _err.print(f"[red]error:[/red] {exc}", markup=True)
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("KEYART_DEBUG"):
-                raise
-            _err.print(
-                f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)"
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def load_settings() -> KeyartSettings:
-    try:
-        return KeyartSettings()
-    except Exception as exc:  # pydantic names the variable and the problem  # noqa: BLE001 - pydantic names the variable
-        msg = " ".join(str(exc).split())
-        raise LogCliError(f"invalid KEYART_* setting: {msg}") from None
 
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)

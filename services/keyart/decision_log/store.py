@@ -21,9 +21,10 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from keyart.domain import Impression, Outcome
+from keyart.errors import KeyartError
 
 
-class LogStoreUnavailable(RuntimeError):
+class LogStoreUnavailable(KeyartError, RuntimeError):
     """The backend cannot be reached now (connection refused, timeouts, no replicas)."""
 
 

@@ -17,7 +17,6 @@ Mount with ``app.command("bench-features")(bench_features_command)``.
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import os
@@ -31,6 +30,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from keyart.cli_support import friendly as _friendly
 from keyart.errors import KeyartError
 from keyart.settings import KeyartSettings
 
@@ -163,23 +163,6 @@ def _online_store_type(repo: Path) -> str:
         return "unknown"
 
 
-def _friendly(fn: Any) -> Any:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyartError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("KEYART_DEBUG"):
-                raise
-            typer.echo(f"error: {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)", err=True)
-            raise typer.Exit(1) from None
-
-    return wrapper
 
 
 @_friendly

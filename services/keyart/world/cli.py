@@ -13,11 +13,6 @@ The file format is documented in keyart.world.importer. Errors print one line
 
 from __future__ import annotations
 
-import functools
-import json
-import os
-import sys
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,45 +20,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from keyart.errors import KeyartError
-from keyart.settings import KeyartSettings
-
-_err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-
-def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyartError as exc:
-            _err.print(f"[red]error:[/red] {exc}", markup=True)
-            raise typer.Exit(2) from None
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if os.environ.get("KEYART_DEBUG"):
-                raise
-            _err.print(
-                f"[red]error:[/red] {type(exc).__name__}: {exc} (KEYART_DEBUG=1 shows the traceback)"
-            )
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _settings() -> KeyartSettings:
-    try:
-        return KeyartSettings()
-    except Exception as exc:  # noqa: BLE001 - pydantic names the variable
-        raise KeyartError(f"invalid KEYART_* setting: {' '.join(str(exc).split())}") from None
-
-
-def _emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-    else:
-        human(result)
+from keyart.cli_support import console as _err
+from keyart.cli_support import emit as _emit
+from keyart.cli_support import friendly as _friendly
+from keyart.cli_support import load_settings as _settings
 
 
 @_friendly
