@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+from datetime import datetime, timezone
 from pathlib import Path
 
 from keyart.bootstrap import apply_features, build_world_and_features, train
 from keyart.settings import KeyartSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+WORLD_NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
 
 def free_port() -> int:
@@ -28,7 +30,8 @@ def build_platform(data_dir: Path, **overrides) -> KeyartSettings:
         request_budget_ms=4000.0,
         **overrides,
     )
-    build_world_and_features(settings, seed=3, members=300, titles=60)
+    # A fixed end of history: the same commit gives the same world, model and figures on any day.
+    build_world_and_features(settings, seed=3, members=300, titles=60, now=WORLD_NOW)
     apply_features(settings)
     train(settings, simulate=True, pages=600, seed=5)
     return settings

@@ -33,12 +33,17 @@ def resolve_feature_repo(settings: KeyartSettings) -> Path:
 
 
 def build_world_and_features(
-    settings: KeyartSettings, seed: int = 7, members: int = 2000, titles: int = 120
+    settings: KeyartSettings,
+    seed: int = 7,
+    members: int = 2000,
+    titles: int = 120,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
+    """Build the synthetic world (history ending at `now`, default today 00:00 UTC) and its features."""
     from keyart.world.build import build_world
     from keyart.world.features import build_features
 
-    world_dir = build_world(settings.world_dir, seed=seed, members=members, titles=titles)
+    world_dir = build_world(settings.world_dir, seed=seed, members=members, titles=titles, now=now)
     build_features(world_dir)
     meta = json.loads((world_dir / "world.json").read_text())
     return {"world_dir": str(world_dir), "sizes": meta["sizes"], "seed": seed}
