@@ -443,8 +443,10 @@ def test_training_rayjob_template_matches_schema(docs: list[dict[str, Any]]) -> 
     assert not schema_problems(job), "\n".join(schema_problems(job))
     assert "name" not in job["metadata"] and job["metadata"]["generateName"] == "keyart-train-"
     entry = job["spec"]["entrypoint"]
-    assert "keyart train --log-export" in entry and "keyart models promote" in entry
-    assert entry.index("keyart train") < entry.index("keyart models promote")
+    # Training ends by promoting only through the evaluation gate.
+    assert "keyart train --log-export" in entry and "--promote-if-better" in entry
+    assert entry.index("keyart train") < entry.index("keyart evaluate")
+    assert "keyart models promote" not in entry
     assert job["spec"]["shutdownAfterJobFinishes"] is True
 
 
