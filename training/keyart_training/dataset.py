@@ -67,8 +67,8 @@ class LabelledData:
     frame: pd.DataFrame  # the logged rows the matrix came from, same order
 
 
-def read_logged(path: Path) -> pd.DataFrame:
-    """Read an exported log (parquet file or folder) and check its columns."""
+def read_parquet_columns(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a parquet file or folder that must hold `required` columns (errors name the file)."""
     path = Path(path)
     if not path.exists():
         raise DatasetError(f"{path}: no such file")
@@ -76,9 +76,15 @@ def read_logged(path: Path) -> pd.DataFrame:
         df = pd.read_parquet(path)
     except Exception as exc:
         raise DatasetError(f"{path}: not a readable parquet dataset ({exc})") from exc
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def read_logged(path: Path) -> pd.DataFrame:
+    """Read an exported log (parquet file or folder) and check its columns and values."""
+    df = read_parquet_columns(path, REQUIRED_COLUMNS)
     check_values(df, str(path))
     return df
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keyart_training.dataset import DatasetError
+from keyart_training.dataset import DatasetError, read_parquet_columns
 from keyart_training.evaluate import EvalConfig, PolicyView, estimate_policies
 from keyart_training.ope import BanditData, argmax_probs, uniform_probs
 
@@ -52,17 +52,7 @@ def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
 
 
 def read_bandit(path: Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as exc:
-        raise DatasetError(f"{path}: not a readable parquet dataset ({exc})") from exc
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
+    return read_parquet_columns(path, REQUIRED)
 
 
 def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, dict[str, np.ndarray]]:
