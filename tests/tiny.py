@@ -55,7 +55,7 @@ def make_catalog(n_titles: int = 6, pool: int = 5) -> Catalog:
     return catalog
 
 
-def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3) -> QualityPlayModel:
+def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3, face_effect: float = 0.5) -> QualityPlayModel:
     rng = np.random.default_rng(seed)
     n = 3000
     x = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
@@ -63,7 +63,7 @@ def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3) -> Qua
     for name in CATEGORICAL_FEATURES:
         x[:, cols[name]] = rng.integers(0, 4, n)
     logit = (-2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == 3)
-             + 0.5 * x[:, cols["num_faces"]])
+             + face_effect * x[:, cols["num_faces"]])
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "seed": seed, "num_threads": 1}
 
