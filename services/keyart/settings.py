@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PolicyName = Literal["epsilon_greedy", "softmax", "thompson", "greedy", "uniform"]
@@ -18,7 +18,7 @@ PolicyName = Literal["epsilon_greedy", "softmax", "thompson", "greedy", "uniform
 class KeyartSettings(BaseSettings):
     """Everything an operator can set; defaults give the embedded platform."""
 
-    model_config = SettingsConfigDict(env_prefix="KEYART_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="KEYART_", extra="forbid", populate_by_name=True)
 
     data_dir: Path = Field(Path("var"), description="Root of built data: world, feast, models, log.")
     feature_repo_dir: Path = Field(
@@ -60,7 +60,13 @@ class KeyartSettings(BaseSettings):
     log_backend: Literal["auto", "sqlite", "cassandra"] = Field(
         "auto", description="auto: Cassandra when contact points are set, else local SQLite."
     )
-    cassandra_contact_points: str = Field("", description="Comma-separated Cassandra hosts.")
+    cassandra_contact_points: str = Field(
+        "",
+        description="Comma-separated Cassandra hosts (KEYART_CASSANDRA_CONTACT_POINTS or KEYART_CASSANDRA_HOSTS).",
+        validation_alias=AliasChoices(
+            "cassandra_contact_points", "keyart_cassandra_contact_points", "keyart_cassandra_hosts"
+        ),
+    )
     cassandra_port: int = Field(9042, description="Cassandra native protocol port.")
     cassandra_keyspace: str = Field("keyart", description="Keyspace of the decision log.")
     cassandra_local_dc: str = Field("", description="Local datacenter for DC-aware routing.")

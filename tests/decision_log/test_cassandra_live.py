@@ -1,4 +1,4 @@
-"""Runs against a real Cassandra when KEYART_CASSANDRA_CONTACT_POINTS is set.
+"""Runs against a real Cassandra when KEYART_CASSANDRA_HOSTS (or ..._CONTACT_POINTS) is set.
 
 Uses a throw-away keyspace (SimpleStrategy RF 1 unless KEYART_CASSANDRA_LOCAL_DC is
 set, then NetworkTopologyStrategy RF 1 in that DC) and drops it afterwards.
@@ -20,8 +20,8 @@ from keyart.settings import KeyartSettings
 pytestmark = [
     pytest.mark.cassandra,
     pytest.mark.skipif(
-        not os.environ.get("KEYART_CASSANDRA_CONTACT_POINTS"),
-        reason="needs a real Cassandra: set KEYART_CASSANDRA_CONTACT_POINTS",
+        not (os.environ.get("KEYART_CASSANDRA_HOSTS") or os.environ.get("KEYART_CASSANDRA_CONTACT_POINTS")),
+        reason="needs a real Cassandra: set KEYART_CASSANDRA_HOSTS=host1,host2 (see README)",
     ),
 ]
 
