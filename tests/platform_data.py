@@ -25,6 +25,7 @@ def build_platform(data_dir: Path, **overrides) -> KeyartSettings:
         feature_repo_dir=REPO_ROOT / "features",
         grpc_port=free_port(),
         metrics_port=free_port(),
+        http_port=free_port(),
         # Generous budgets: CI machines are shared; timeouts are tested in tests/api.
         feature_timeout_ms=2000.0,
         request_budget_ms=4000.0,

@@ -26,6 +26,7 @@ class KeyartSettings(BaseSettings):
     )
     grpc_port: int = Field(9000, description="Port of the gRPC ingress (Ray Serve or bare).")
     metrics_port: int = Field(9100, description="Port of the Prometheus metrics endpoint.")
+    http_port: int = Field(8000, description="Port of Ray Serve's HTTP ingress (bound by Serve, unused by Keyart).")
 
     # Decision policy.
     policy: PolicyName = Field("epsilon_greedy", description="Exploration policy.")

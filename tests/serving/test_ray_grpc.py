@@ -20,8 +20,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def ray_address(platform_settings):
+    import os
+
+    from platform_data import free_port
+
     from keyart.serving.launch import start_serve, stop_serve
 
+    # HAProxy's own metrics and stats ports too: a `make run` on this machine must not clash.
+    os.environ["RAY_SERVE_HAPROXY_METRICS_PORT"] = str(free_port())
+    os.environ["RAY_SERVE_HAPROXY_STATS_PORT"] = str(free_port())
     address = start_serve(platform_settings, replicas=1)
     yield address
     stop_serve()

@@ -35,6 +35,7 @@ def load_serve_config(settings: KeyartSettings, replicas: int | None = None) -> 
     """The packaged Serve config with this run's port and absolute data paths."""
     config = yaml.safe_load(serve_config_path().read_text())
     config["grpc_options"]["port"] = settings.grpc_port
+    config["http_options"]["port"] = settings.http_port
     application = config["applications"][0]
     overrides = {
         "data_dir": str(settings.data_dir.resolve()),
@@ -87,6 +88,22 @@ def stop_serve() -> None:
         serve.shutdown()
     finally:
         ray.shutdown()
+        _kill_orphaned_haproxy()
+
+
+def _kill_orphaned_haproxy() -> None:
+    """HAProxy processes left behind by a stopped Serve (reparented to init) hold the
+    ingress ports; the next start could not bind them. Ours are recognised by their
+    Serve config directory; live ones (children of a running proxy) are left alone."""
+    import psutil
+
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if proc.info.get("ppid") == 1 and "haproxy" in cmdline and "/haproxy-serve/" in cmdline:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
 
 
 def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = True) -> None:
