@@ -64,7 +64,10 @@ class Runtime:
 
         index = CatalogIndex.build(load_catalog(settings.world_dir))
         members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
-        members.get("warm-up")  # opens the online store now, not on the first page
+        try:
+            members.get("warm-up")  # opens the online store now, not on the first page
+        except Exception:  # a broken store must not stop serving: pages get default artwork
+            log.exception("member feature store unavailable at start")
         writer = open_decision_log(settings) if with_log else None
         handler = ArtworkRankerHandler(
             index=index,
