@@ -159,7 +159,6 @@ class Selection:
     position: int = 0
     features: tuple[float, ...] = ()  # model inputs of the chosen candidate, for the log
     crop: CropInfo | None = None  # the crop for the requesting device, when analysed
-    top_features: tuple[tuple[str, float], ...] = ()  # why, for demos and debugging
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,3 @@ class InvalidRequest(KeyartError):
 class ModelLoadError(KeyartError):
     """A model artifact cannot be served (missing, corrupt, or schema mismatch)."""
 
-
-class FeaturesUnavailable(KeyartError):
-    """The feature store failed or timed out."""
-
-
-class NotReady(KeyartError):
-    """Model or catalog not loaded yet."""

@@ -9,13 +9,11 @@ default artwork with `fallback_reason` set instead.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -60,13 +58,6 @@ class NoMetrics:
         pass
 
 
-@dataclass
-class ModelSlot:
-    """The model in service, swapped atomically when a new version is promoted."""
-
-    model: QualityPlayModel | None = None
-
-
 class ArtworkRankerHandler:
     """RankArtwork and ReportOutcome on plain protobuf messages."""
 
@@ -89,8 +80,8 @@ class ArtworkRankerHandler:
         self.feature_timeout_s = feature_timeout_s
         self.request_budget_s = request_budget_s
         self.clock = clock
-        self.slot = ModelSlot()
-        self._lock = threading.Lock()
+        # Swapped by a single assignment when a new model is promoted: a request reads it once.
+        self.model: QualityPlayModel | None = None
         # Impressions per image served by this process: new images get a minimum
         # exposure until they reach policy.new_image_impressions.
         self.exposure: Counter[str] = Counter()
@@ -100,17 +91,16 @@ class ArtworkRankerHandler:
 
     # Model lifecycle -------------------------------------------------------------
     def set_model(self, model: QualityPlayModel | None) -> None:
-        with self._lock:
-            self.slot = ModelSlot(model)
+        self.model = model
 
     @property
     def model_version(self) -> str:
-        model = self.slot.model
+        model = self.model
         return model.version if model else ""
 
     def ready(self) -> bool:
         """SERVING once a model and the catalog are loaded."""
-        return self.slot.model is not None and bool(self.index.catalog.titles)
+        return self.model is not None and bool(self.index.catalog.titles)
 
     # RankArtwork -------------------------------------------------------------------
     def rank(self, request: pb.RankArtworkRequest, deadline: float | None = None) -> pb.RankArtworkResponse:
@@ -124,7 +114,7 @@ class ArtworkRankerHandler:
         member_id, context, titles = convert.parse_rank_request(request, now)
         budget_end = started + self.request_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
-        ranker = Ranker(self.index, self.slot.model, self.policy, exposure=self.exposure.__getitem__)
+        ranker = Ranker(self.index, self.model, self.policy, exposure=self.exposure.__getitem__)
 
         member = self._member(member_id, context, deadline)
         if member is None:

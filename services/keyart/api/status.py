@@ -10,13 +10,12 @@ import logging
 
 import grpc
 
-from keyart.errors import InvalidRequest, NotReady
+from keyart.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 _TABLE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotReady, grpc.StatusCode.UNAVAILABLE),
 )
 
 
