@@ -56,6 +56,9 @@ def _frame(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> pd.DataFrame:
     return df
 
 
+BIND_ATTEMPTS = 3
+
+
 def _shifted(network: dict, offset: int) -> dict:
     """LightGBM network parameters with every port moved by `offset`."""
     machines = ",".join(
@@ -148,18 +151,30 @@ def train_quality_model_ray(
             "full": ray.data.from_pandas(_frame(x, y, w)),
         }
         params = _params(cfg, cfg.seed)
-        trainer = LightGBMTrainer(
-            _train_loop,
-            train_loop_config={"params": params, "weighted": w is not None, "max_rounds": cfg.max_rounds,
-                               "early_stopping_rounds": cfg.early_stopping_rounds,
-                               "threads": rc.cpus_per_worker},
-            scaling_config=ScalingConfig(num_workers=rc.num_workers,
-                                         resources_per_worker={"CPU": rc.cpus_per_worker}),
-            datasets=datasets,
-            dataset_config=DataConfig(datasets_to_split=["train", "full"]),
-            run_config=RunConfig(storage_path=storage, name=f"keyart-train-{int(time.time())}"),
-        )
-        result = trainer.fit()
+
+        def trainer(attempt: int) -> LightGBMTrainer:
+            return LightGBMTrainer(
+                _train_loop,
+                train_loop_config={"params": params, "weighted": w is not None, "max_rounds": cfg.max_rounds,
+                                   "early_stopping_rounds": cfg.early_stopping_rounds,
+                                   "threads": rc.cpus_per_worker},
+                scaling_config=ScalingConfig(num_workers=rc.num_workers,
+                                             resources_per_worker={"CPU": rc.cpus_per_worker}),
+                datasets=datasets,
+                dataset_config=DataConfig(datasets_to_split=["train", "full"]),
+                run_config=RunConfig(storage_path=storage, name=f"keyart-train-{int(time.time())}-{attempt}"),
+            )
+
+        # LightGBM's workers listen on ports picked when the worker group starts; another
+        # process can take one in between ("Binding port ... failed"). A new worker group
+        # picks new ports, so that one failure is retried.
+        for attempt in range(BIND_ATTEMPTS):
+            try:
+                result = trainer(attempt).fit()
+                break
+            except Exception as exc:
+                if "Binding port" not in str(exc) or attempt == BIND_ATTEMPTS - 1:
+                    raise
         if result.checkpoint is None or result.metrics is None:
             raise RuntimeError(f"Ray Train run {storage} reported no model")
         with result.checkpoint.as_directory() as d:
