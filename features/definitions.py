@@ -3,7 +3,7 @@
 Data location: FileSource paths are relative to the Feast repository directory (the
 directory holding feature_store.yaml); Feast joins them onto `repo_path` when it
 reads. The embedded default repo (`features/`) therefore points at `../var/world`.
-A repository prepared by `keyart.featurestore.repo.prepare_feature_repo` carries a
+A repository prepared by `keyart.adapters.feast.repo.prepare_feature_repo` carries a
 `keyart_paths.json` next to this file naming its own world directory (it wins);
 otherwise the environment variable KEYART_FEAST_WORLD_DIR overrides the default.
 

@@ -6,7 +6,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keyart.bootstrap import apply_features, build_world_and_features, train
+from keyart.app.build import apply_features, build_world_and_features, train
 from keyart.settings import KeyartSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

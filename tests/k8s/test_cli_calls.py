@@ -10,7 +10,7 @@ import pytest
 import typer
 import yaml
 
-from keyart.cli import app
+from keyart.app.cli.main import app
 
 K8S = Path(__file__).resolve().parents[2] / "k8s"
 SUBCOMMAND_GROUPS = {"log", "models", "world", "features", "artwork"}

@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "k8s" / "monitoring"
 RAY_PREFIX = "ray_"  # Ray's Prometheus export prefixes application metrics with "ray_"
-# The metrics the ranker exports (services/keyart/serving/app.py), by their names in code.
+# The metrics the ranker exports (services/keyart/adapters/ray_serve/metrics.py), by their names in code.
 METRICS = {
     "keyart_fallbacks_total",
     "keyart_log_dropped",
@@ -122,7 +122,7 @@ def test_metric_name_extraction() -> None:
 
 
 def test_the_metrics_exist_in_the_ranker() -> None:
-    source = (ROOT / "services/keyart/serving/app.py").read_text()
+    source = (ROOT / "services/keyart/adapters/ray_serve/metrics.py").read_text()
     for m in METRICS:
         base = re.sub(r"_(bucket|sum|count)$", "", m) if "latency" in m else m
         if base.startswith("keyart_log_"):
@@ -132,7 +132,7 @@ def test_the_metrics_exist_in_the_ranker() -> None:
             )
         else:
             assert f'"{base}"' in source, (
-                f"{base} is not exported by services/keyart/serving/app.py"
+                f"{base} is not exported by services/keyart/adapters/ray_serve/metrics.py"
             )
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA
-from keyart_training.dataset import DatasetError, label, quality_labels, read_logged, refeaturize
+from keyart_training.data.dataset import DatasetError, label, quality_labels, read_logged, refeaturize
 from keyart_training.job import ips_weights_of
 from keyart_training.train import time_split
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from keyart_training.closed_loop import true_take_fraction
-from keyart_training.dataset import DatasetError
-from keyart_training.evaluate import (
+from keyart_training.data.dataset import DatasetError
+from keyart_training.ope.evaluate import (
     EvalConfig,
     PolicyView,
     candidate_matrix,
@@ -17,8 +17,8 @@ from keyart_training.evaluate import (
     keyart_bandit_data,
     noncontextual_flat_scores,
 )
-from keyart_training.generic import bandit_data, evaluate_bandit
-from keyart_training.ope import argmax_probs, bootstrap_counts, estimate, uniform_probs
+from keyart_training.ope.generic import bandit_data, evaluate_bandit
+from keyart_training.ope.estimators import argmax_probs, bootstrap_counts, estimate, uniform_probs
 
 
 def test_generic_known_answer(known_bandit):

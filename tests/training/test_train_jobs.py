@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keyart.core.model import load_model
-from keyart_training.dataset import label
+from keyart_training.data.dataset import label
 from keyart_training.job import run_training
 from keyart_training.train import TrainConfig, train_quality_model
 

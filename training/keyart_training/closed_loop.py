@@ -30,9 +30,9 @@ import pandas as pd
 from keyart.core.featurize import CatalogIndex
 from keyart.core.model import QualityPlayModel
 from keyart.core.ranker import PolicyConfig, Ranker
-from keyart.world.build import World
-from keyart_training.dataset import label
-from keyart_training.evaluate import (
+from keyart.jobs.world.synthetic import World
+from keyart_training.data.dataset import label
+from keyart_training.ope.evaluate import (
     EvalConfig,
     PolicyView,
     estimate_policies,
@@ -41,7 +41,7 @@ from keyart_training.evaluate import (
     keyart_bandit_data,
     noncontextual_flat_scores,
 )
-from keyart_training.ope import argmax_probs, segment_sum, uniform_probs
+from keyart_training.ope.estimators import argmax_probs, segment_sum, uniform_probs
 from keyart_training.simulate import CachedLookup, HistoricalLookup, planned_entities, simulate_pages
 from keyart_training.train import TrainConfig, train_quality_model
 

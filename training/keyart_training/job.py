@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from keyart.core.model import promote, save_model
-from keyart_training.dataset import LabelledData
+from keyart_training.data.dataset import LabelledData
 from keyart_training.distributed import RayConfig
 from keyart_training.train import TrainConfig, train_quality_model
 

@@ -5,7 +5,7 @@ beats the serving model by at least `min_lift` (absolute take fraction) with
 confidence: the LOWER end of the paired bootstrap interval of the lift must clear
 `min_lift`. Every promotion made here is appended to `models/PROMOTIONS.jsonl`, so
 `rollback` knows the previous version; serving replicas poll `models/CURRENT` and
-swap without a restart (keyart.runtime). `keyart models promote VERSION` remains the
+swap without a restart (keyart.app.runtime). `keyart models promote VERSION` remains the
 manual way to point CURRENT anywhere.
 """
 

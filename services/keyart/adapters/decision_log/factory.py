@@ -1,0 +1,50 @@
+"""Build the decision log from settings.
+
+``log_backend``: "cassandra", or "auto" with KEYART_CASSANDRA_CONTACT_POINTS set,
+gives the Cassandra store (connected lazily, so a service can start while the
+cluster is down: the writer spools until it answers); anything else gives the
+embedded SQLite store at ``settings.log_dir / "decisions.sqlite"`` (WAL, safe for
+several processes on one machine). The spool root is ``settings.log_dir / "spool"``,
+shared by every process on the machine: each writer spools in its own locked
+subdirectory and adopts those of writers that died (see keyart.adapters.decision_log.writer).
+"""
+
+from __future__ import annotations
+
+from keyart.adapters.decision_log.store import LogStore
+from keyart.adapters.decision_log.writer import DecisionLogWriter
+from keyart.settings import KeyartSettings
+
+SQLITE_FILE = "decisions.sqlite"
+SPOOL_DIR = "spool"
+
+
+def uses_cassandra(settings: KeyartSettings) -> bool:
+    if settings.log_backend == "cassandra":
+        return True
+    return settings.log_backend == "auto" and bool(settings.cassandra_contact_points.strip())
+
+
+def open_log_store(settings: KeyartSettings) -> LogStore:
+    """The configured LogStore (Cassandra or SQLite)."""
+    if uses_cassandra(settings):
+        from keyart.adapters.decision_log.cassandra import CassandraLogStore
+
+        if not settings.cassandra_contact_points.strip():
+            raise ValueError("log_backend=cassandra needs KEYART_CASSANDRA_CONTACT_POINTS")
+        return CassandraLogStore.from_settings(settings)
+    from keyart.adapters.decision_log.sqlite import SqliteLogStore
+
+    return SqliteLogStore(settings.log_dir / SQLITE_FILE)
+
+
+def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:
+    """A started DecisionLogWriter over the configured store; close() closes both."""
+    return DecisionLogWriter(
+        store=open_log_store(settings),
+        spool_dir=settings.log_dir / SPOOL_DIR,
+        queue_size=settings.log_queue_size,
+        batch_size=settings.log_batch_size,
+        spool_max_bytes=settings.log_spool_max_bytes,
+        shared_spool=True,
+    )

@@ -1,0 +1,131 @@
+"""Start Ray and deploy the Serve config, the way `serve run CONFIG` does.
+
+The Serve config YAML in the package is the single description of the app; this
+module only fills in what is local to a run (port, absolute data paths) and
+applies the throughput settings measured by `make bench` (see README).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keyart.settings import KeyartSettings
+
+# Measured fastest sound configuration (README, "Performance"): direct ingress via
+# the throughput-optimized settings. Set before Ray starts; the environment wins.
+THROUGHPUT_ENV: dict[str, str] = {
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+}
+
+
+def serve_config_path() -> Path:
+    return Path(str(resources.files("keyart") / "serve_config.yaml"))
+
+
+def load_serve_config(settings: KeyartSettings, replicas: int | None = None) -> dict[str, Any]:
+    """The packaged Serve config with this run's port and absolute data paths."""
+    config = yaml.safe_load(serve_config_path().read_text())
+    config["grpc_options"]["port"] = settings.grpc_port
+    config["http_options"]["port"] = settings.http_port
+    application = config["applications"][0]
+    overrides = {
+        "data_dir": str(settings.data_dir.resolve()),
+        "feature_repo_dir": str(settings.feature_repo_dir.resolve()),
+    }
+    application["args"]["settings"] = {**application["args"].get("settings", {}), **overrides}
+    if replicas is not None:
+        deployment = application["deployments"][0]
+        deployment.pop("autoscaling_config", None)
+        deployment["num_replicas"] = replicas
+    return config
+
+
+def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus: int | None = None) -> str:
+    """Start a local Ray instance, deploy Keyart, wait until SERVING; returns the address."""
+    for key, value in THROUGHPUT_ENV.items():
+        os.environ.setdefault(key, value)
+    import ray
+    from ray.serve._private import api as serve_api
+    from ray.serve.config import gRPCOptions
+    from ray.serve.schema import ServeDeploySchema
+
+    from keyart.adapters.ray_serve.app import wait_serving
+
+    config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas))
+    if not ray.is_initialized():
+        ray.init(
+            namespace="serve",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _metrics_export_port=settings.metrics_port,
+            log_to_driver=False,
+        )
+    client = serve_api.serve_start(
+        http_options=config.http_options.model_dump(),
+        proxy_location=config.proxy_location,
+        grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
+    )
+    client.deploy_apps(config, _blocking=False)
+    address = f"127.0.0.1:{settings.grpc_port}"
+    wait_serving(address, timeout_s=180.0)
+    return address
+
+
+def stop_serve() -> None:
+    import ray
+    from ray import serve
+
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+        _kill_orphaned_haproxy()
+
+
+def _kill_orphaned_haproxy() -> None:
+    """HAProxy processes left behind by a stopped Serve (reparented to init) hold the
+    ingress ports; the next start could not bind them. Ours are recognised by their
+    Serve config directory; live ones (children of a running proxy) are left alone."""
+    import psutil
+
+    for proc in psutil.process_iter(["ppid", "cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if proc.info.get("ppid") == 1 and "haproxy" in cmdline and "/haproxy-serve/" in cmdline:
+            try:
+                proc.kill()
+            except psutil.Error:
+                pass
+
+
+def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = True) -> None:
+    """`make run`: serve until interrupted, after one ready line with an example call."""
+    started = time.monotonic()
+    address = start_serve(settings)
+    say(
+        f"READY keyart.v1.ArtworkRanker on {address} (Ray Serve gRPC, metrics on :{settings.metrics_port}/metrics, "
+        f"{time.monotonic() - started:.0f} s). Try: .venv/bin/keyart demo   or   "
+        f".venv/bin/python -m keyart.app.example {address}"
+    )
+    if not block:
+        return
+
+    def _interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and Kubernetes stop cleanly too
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        say("stopping")
+    finally:
+        stop_serve()

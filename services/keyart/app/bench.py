@@ -1,0 +1,264 @@
+"""`make bench`: RankArtwork over gRPC, Ray Serve against a bare grpc.aio server.
+
+Both servers run the same handler (same world, features, model, decision log)
+in their own processes, one after the other, driven by the same closed-loop
+load generator at several concurrencies; then an open-loop run at half the best
+rate measures the tail latency at a realistic load. Pages are 40 titles x 12
+candidates. Results go to bench/results/latest.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+
+from keyart.settings import KeyartSettings
+from keyart.v1 import ranking_pb2 as pb
+from keyart.v1 import ranking_pb2_grpc
+
+TITLES_PER_PAGE = 40
+CANDIDATES_PER_TITLE = 12
+_DEVICES = (pb.DEVICE_TYPE_TV, pb.DEVICE_TYPE_WEB, pb.DEVICE_TYPE_MOBILE, pb.DEVICE_TYPE_TABLET)
+
+
+def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5) -> list[pb.RankArtworkRequest]:
+    """Pages of 40 titles x 12 candidates for random demo members."""
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.jobs.world.synthetic import load_world
+
+    catalog = load_catalog(settings.world_dir)
+    members = load_world(settings.world_dir).members
+    big = sorted((t for t in catalog.titles.values() if len(t.image_ids) >= CANDIDATES_PER_TITLE),
+                 key=lambda t: t.title_id)
+    if len(big) < TITLES_PER_PAGE:
+        raise RuntimeError(
+            f"bench needs {TITLES_PER_PAGE} titles with >= {CANDIDATES_PER_TITLE} images; the world has {len(big)}"
+        )
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        m = members.iloc[int(rng.integers(len(members)))]
+        page = rng.choice(len(big), size=TITLES_PER_PAGE, replace=False)
+        out.append(
+            pb.RankArtworkRequest(
+                request_id=f"bench-{k}",
+                member_id=m["member_id"],
+                context=pb.RequestContext(
+                    country=m["country"], language=m["language"],
+                    device=_DEVICES[int(rng.integers(len(_DEVICES)))], surface="bench",
+                ),
+                titles=[
+                    pb.TitleCandidates(title_id=big[i].title_id,
+                                       candidate_image_ids=list(big[i].image_ids[:CANDIDATES_PER_TITLE]))
+                    for i in page
+                ],
+            )
+        )
+    return out
+
+
+def _summary(latencies: list[float], errors: int, seconds: float) -> dict[str, float]:
+    arr = np.array(latencies) * 1000.0 if latencies else np.array([np.nan])
+    return {
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": round(float(np.percentile(arr, 50)), 2),
+        "p99_ms": round(float(np.percentile(arr, 99)), 2),
+        "requests": len(latencies),
+        "errors": errors,
+    }
+
+
+async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concurrency: int,
+                      duration_s: float) -> dict[str, float]:
+    """`concurrency` callers, each sending its next request when the last returns."""
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
+        await stub.RankArtwork(requests[0], timeout=10)  # warm the connection
+        end = time.perf_counter() + duration_s
+
+        async def caller(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.perf_counter() < end:
+                t0 = time.perf_counter()
+                try:
+                    await stub.RankArtwork(requests[i % len(requests)], timeout=10)
+                    latencies.append(time.perf_counter() - t0)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                i += concurrency
+
+        t_start = time.perf_counter()
+        await asyncio.gather(*(caller(c) for c in range(concurrency)))
+        elapsed = time.perf_counter() - t_start
+    return _summary(latencies, errors, elapsed)
+
+
+async def open_loop(address: str, requests: list[pb.RankArtworkRequest], rate: float,
+                    duration_s: float) -> dict[str, float]:
+    """Requests sent on a fixed schedule; latency counts from the scheduled time."""
+    latencies: list[float] = []
+    errors = 0
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
+        await stub.RankArtwork(requests[0], timeout=10)
+        n = max(1, int(rate * duration_s))
+        t0 = time.perf_counter()
+
+        async def one(k: int) -> None:
+            nonlocal errors
+            due = t0 + k / rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            try:
+                await stub.RankArtwork(requests[k % len(requests)], timeout=10)
+                latencies.append(time.perf_counter() - due)
+            except grpc.aio.AioRpcError:
+                errors += 1
+
+        await asyncio.gather(*(one(k) for k in range(n)))
+        elapsed = time.perf_counter() - t0
+    return _summary(latencies, errors, elapsed) | {"target_rps": round(rate, 1)}
+
+
+def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies: list[int],
+             duration_s: float, say: Callable[[str], None], name: str) -> dict[str, Any]:
+    levels = []
+    for c in concurrencies:
+        r = asyncio.run(closed_loop(address, requests, c, duration_s))
+        say(f"  {name} concurrency {c}: {r['rps']} RPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        levels.append({"concurrency": c, **r})
+    best = max(levels, key=lambda r: r["rps"])
+    half = asyncio.run(open_loop(address, requests, best["rps"] / 2.0, duration_s))
+    say(f"  {name} open loop at {half['target_rps']} RPS: p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms")
+    return {"rps": best["rps"], "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
+            "best_concurrency": best["concurrency"], "levels": levels, "half_rate": half}
+
+
+def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400) -> dict[str, Any]:
+    """In-process cost of one page through the handler, with and without decision logging.
+
+    The two variants alternate request by request so machine noise hits both alike.
+    """
+    from keyart.app.runtime import Runtime
+
+    runtime = Runtime.start(settings, watch_interval_s=0)
+    handler, sink = runtime.handler, runtime.handler.sink
+    try:
+        for r in requests[:20]:
+            handler.rank(r)  # warm caches and the feature thread
+        timings: dict[str, list[float]] = {"with_log": [], "without_log": []}
+        for k in range(pages):
+            for variant in ("with_log", "without_log") if k % 2 == 0 else ("without_log", "with_log"):
+                handler.sink = sink if variant == "with_log" else None
+                t0 = time.perf_counter()
+                handler.rank(requests[k % len(requests)])
+                timings[variant].append(time.perf_counter() - t0)
+        handler.sink = sink
+        out: dict[str, Any] = {}
+        for variant, values in timings.items():
+            arr = np.array(values) * 1000.0
+            out[variant] = {"p50_ms": round(float(np.percentile(arr, 50)), 3),
+                            "p99_ms": round(float(np.percentile(arr, 99)), 3)}
+        out["pages_per_s_one_core"] = round(1000.0 / out["with_log"]["p50_ms"], 1)
+        out["log_writer"] = runtime.writer.stats() if runtime.writer is not None else {}  # type: ignore[attr-defined]
+        return out
+    finally:
+        runtime.close()
+
+
+def _start(cmd: list[str], env: dict[str, str], ready: str, timeout_s: float) -> subprocess.Popen:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    assert proc.stdout is not None
+    lines: list[str] = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{' '.join(cmd)} exited: {''.join(lines[-20:])}")
+            continue
+        lines.append(line)
+        if ready in line:
+            return proc
+    _stop(proc)
+    raise RuntimeError(f"{' '.join(cmd)} not ready after {timeout_s:.0f} s: {''.join(lines[-20:])}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[int], out: Path,
+              say: Callable[[str], None], bare_port: int = 9301, ray_port: int = 9300) -> dict[str, Any]:
+    from keyart.app.build import ensure_built
+
+    ensure_built(settings, say)
+    requests = bench_requests(settings)
+    keyart = [sys.executable, "-m", "keyart.app.cli.main"]
+    env = dict(os.environ)
+
+    say("decision core in process (with and without logging) ...")
+    core = core_figures(settings, requests)
+    say(f"  core p50 {core['with_log']['p50_ms']} ms, p99 {core['with_log']['p99_ms']} ms with logging; "
+        f"p50 {core['without_log']['p50_ms']} ms, p99 {core['without_log']['p99_ms']} ms without")
+
+    say(f"bare grpc.aio server on :{bare_port} ...")
+    proc = _start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 120)
+    try:
+        bare = _measure(f"127.0.0.1:{bare_port}", requests, concurrencies, duration_s, say, "bare")
+    finally:
+        _stop(proc)
+
+    say(f"Ray Serve on :{ray_port} ...")
+    proc = _start(keyart + ["up", "--port", str(ray_port)], env, "READY", 300)
+    try:
+        ray_result = _measure(f"127.0.0.1:{ray_port}", requests, concurrencies, duration_s, say, "ray")
+    finally:
+        _stop(proc)
+
+    from keyart.adapters.ray_serve.launch import THROUGHPUT_ENV, load_serve_config
+
+    deployment = load_serve_config(settings)["applications"][0]["deployments"][0]
+    result = {
+        "ray": ray_result,
+        "bare": bare,
+        "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
+        "core": core,
+        "cores_for_20M_rps": round(20_000_000 / (ray_result["rps"] / (os.cpu_count() or 1))),
+        "setup": {
+            "page": f"{TITLES_PER_PAGE} titles x {CANDIDATES_PER_TITLE} candidates",
+            "duration_s_per_level": duration_s,
+            "cores": os.cpu_count(),
+            "machine": platform.machine(),
+            "ray_env": {k: os.environ.get(k, v) for k, v in THROUGHPUT_ENV.items()},
+            "ray_deployment": deployment,
+            "load_generator": "one grpc.aio process on the same machine (shares the cores)",
+        },
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    say(f"wrote {out}: ratio_rps {result['ratio_rps']}")
+    return result

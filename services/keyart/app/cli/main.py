@@ -1,0 +1,181 @@
+"""`keyart`: the command line of the platform (typer).
+
+Every command prints a one-line error naming the file or field on bad input and
+exits with status 2; commands that report results take `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from keyart.app.cli.support import console, emit, friendly, load_settings
+
+app = typer.Typer(help="Keyart: personalized artwork selection.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False)
+world_app = typer.Typer(help="The synthetic demo world (members, titles, artwork, ground truth).", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature store.", no_args_is_help=True)
+models_app = typer.Typer(help="Model artifacts and promotion.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+app.add_typer(features_app, name="features")
+app.add_typer(models_app, name="models")
+
+
+def _mount_sub_apps() -> None:
+    """Commands that live next to the code they drive."""
+    from keyart.app.cli.artwork import artwork_app
+    from keyart.app.cli.log import log_app
+    from keyart.app.bench_features import bench_features_command
+    from keyart.app.cli.world import world_export_command, world_import_command
+
+    app.add_typer(artwork_app, name="artwork", help="Artwork analysis: faces, focal points, crops, badges.")
+    app.add_typer(log_app, name="log")
+    world_app.command("import")(world_import_command)
+    world_app.command("export")(world_export_command)
+    app.command("bench-features")(bench_features_command)
+
+
+_mount_sub_apps()
+
+
+def _mount_training() -> None:
+    from keyart.app.cli.training import register
+
+    register(app)  # evaluate, simulate, train-job, rollback
+
+
+_mount_training()
+
+
+settings = load_settings
+
+
+# ----------------------------------------------------------------------------- world
+@world_app.command("build")
+@friendly
+def world_build(
+    seed: int = typer.Option(7, help="Random seed; the same seed gives the same world."),
+    members: int = typer.Option(2000, help="Number of members."),
+    titles: int = typer.Option(120, help="Number of titles."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Build the synthetic world and its feature tables under KEYART_DATA_DIR/world."""
+    from keyart.app import build as bootstrap
+
+    s = settings()
+    out = bootstrap.build_world_and_features(s, seed=seed, members=members, titles=titles)
+    emit(out, as_json, lambda r: console.print(f"world built in {r['world_dir']}: {r['sizes']}"))
+
+
+# ----------------------------------------------------------------------------- features
+@features_app.command("apply")
+@friendly
+def features_apply(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Register the feature definitions and materialize them into the online store."""
+    from keyart.app import build as bootstrap
+
+    out = bootstrap.apply_features(settings())
+    emit(out, as_json, lambda r: console.print(f"feast applied and materialized: {r['repo']}"))
+
+
+# ----------------------------------------------------------------------------- models
+@models_app.command("list")
+@friendly
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """List model artifacts; the promoted one is marked."""
+    from keyart.core.model import current_version
+
+    s = settings()
+    current = current_version(s.models_dir)
+    rows = []
+    for meta_path in sorted(s.models_dir.glob("*/meta.json")):
+        meta = json.loads(meta_path.read_text())
+        rows.append({"version": meta["version"], "current": meta["version"] == current,
+                     "valid_auc": meta.get("metrics", {}).get("valid_auc"), "rows": meta.get("rows")})
+    def human(r: dict[str, Any]) -> None:
+        for m in r["models"]:
+            console.print(f"{'*' if m['current'] else ' '} {m['version']}  auc={m['valid_auc']}  rows={m['rows']}")
+
+    emit({"models": rows}, as_json, human)
+
+
+@models_app.command("promote")
+@friendly
+def models_promote(version: str = typer.Argument(..., help="Model version to serve.")) -> None:
+    """Serve VERSION from now on (running replicas pick it up within seconds, no restart)."""
+    from keyart.core.model import promote
+
+    s = settings()
+    promote(s.models_dir, version)
+    console.print(f"promoted {version}")
+
+
+# ----------------------------------------------------------------------------- serving
+@app.command("up")
+@friendly
+def up(
+    port: int | None = typer.Option(None, help="gRPC port (default KEYART_GRPC_PORT, 9000)."),
+    detach: bool = typer.Option(False, help="Return once serving instead of waiting for Ctrl-C."),
+) -> None:
+    """Build what is missing (world, features, first model), then serve on Ray Serve."""
+    from keyart.app import build as bootstrap
+    from keyart.adapters.ray_serve.launch import launch
+
+    logging.basicConfig(level=logging.WARNING)
+    s = settings()
+    if port is not None:
+        s = s.model_copy(update={"grpc_port": port})
+    bootstrap.ensure_built(s, say=lambda m: console.print(m))
+    launch(s, say=lambda m: console.print(m), block=not detach)
+
+
+@app.command("serve-bare")
+@friendly
+def serve_bare(port: int = typer.Option(9001, help="Port of the plain grpc.aio server.")) -> None:
+    """Serve the same handler on a plain grpc.aio server (the benchmark's baseline)."""
+    from keyart.adapters.grpc.server import run_bare
+
+    run_bare(settings(), port)
+
+
+@app.command("demo")
+@friendly
+def demo(
+    address: str = typer.Option("127.0.0.1:9000", help="Where RankArtwork is served."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Call RankArtwork for contrasting demo members and show which image each gets, and why."""
+    from keyart.app.demo import render_demo, run_demo
+
+    result = run_demo(settings(), address)
+    emit(result, as_json, lambda r: render_demo(r, Console(width=max(120, Console().width))))
+
+
+@app.command("bench")
+@friendly
+def bench(
+    duration: float = typer.Option(8.0, help="Seconds per load level."),
+    concurrency: str = typer.Option("1,8,32", help="Comma-separated requests in flight."),
+    out: Path = typer.Option(Path("bench/results/latest.json"), help="Where to write the JSON."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """RankArtwork throughput and latency: Ray Serve vs the bare grpc.aio server."""
+    from keyart.app.bench import run_bench
+
+    levels = [int(c) for c in concurrency.split(",") if c.strip()]
+    result = run_bench(settings(), duration_s=duration, concurrencies=levels, out=out,
+                       say=lambda m: console.print(m))
+    emit(result, as_json, lambda r: console.print_json(json.dumps(r)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

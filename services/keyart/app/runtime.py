@@ -1,0 +1,132 @@
+"""Wire the handler to its adapters (catalog, Feast, model store, decision log).
+
+Used by every entry point that serves: the Ray Serve deployment, the bare gRPC
+server and the CLI demo. A background thread watches the model pointer and swaps
+in a newly promoted model without a restart; a model that fails to load is
+refused and the previous one stays in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from keyart.core.page import ArtworkRankerHandler, Metrics
+from keyart.core.featurize import CatalogIndex
+from keyart.core.model import current_version, load_model
+from keyart.core.ranker import PolicyConfig
+from keyart.errors import ModelLoadError
+from keyart.settings import KeyartSettings
+
+log = logging.getLogger(__name__)
+
+
+def policy_config(settings: KeyartSettings) -> PolicyConfig:
+    return PolicyConfig(
+        name=settings.policy,
+        epsilon=settings.epsilon,
+        temperature=settings.softmax_temperature,
+        uniform_explore_share=settings.uniform_explore_share,
+        window_hours=settings.stability_window_hours,
+        salt=settings.stability_salt,
+        diversity_strength=settings.diversity_strength,
+        new_image_min_share=settings.new_image_min_share,
+        new_image_impressions=settings.new_image_impressions,
+    )
+
+
+@dataclass
+class Runtime:
+    """A handler and the resources it owns."""
+
+    settings: KeyartSettings
+    handler: ArtworkRankerHandler
+    writer: object | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _watcher: threading.Thread | None = None
+    last_model_error: str = ""
+    _catalog_stamp: tuple[int, ...] | None = None
+
+    @classmethod
+    def start(
+        cls,
+        settings: KeyartSettings,
+        metrics: Metrics | None = None,
+        with_log: bool = True,
+        watch_interval_s: float = 2.0,
+    ) -> Runtime:
+        from keyart.app.build import resolve_feature_repo
+        from keyart.adapters.decision_log.factory import open_decision_log
+        from keyart.adapters.catalog.parquet import load_catalog
+        from keyart.adapters.feast.online import MemberFeatureSource
+        from keyart.adapters.feast.repo import open_store
+
+        index = CatalogIndex.build(load_catalog(settings.world_dir))
+        members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
+        try:
+            members.get("warm-up")  # opens the online store now, not on the first page
+        except Exception:  # a broken store must not stop serving: pages get default artwork
+            log.exception("member feature store unavailable at start")
+        writer = open_decision_log(settings) if with_log else None
+        handler = ArtworkRankerHandler(
+            index=index,
+            members=members,
+            policy=policy_config(settings),
+            sink=writer,  # type: ignore[arg-type]
+            metrics=metrics,
+            feature_timeout_s=settings.feature_timeout_ms / 1000.0,
+            request_budget_s=settings.request_budget_ms / 1000.0,
+        )
+        runtime = cls(settings=settings, handler=handler, writer=writer)
+        runtime.reload_model()
+        runtime.reload_catalog()  # records the loaded catalog's file stamps
+        if watch_interval_s > 0:
+            runtime._watcher = threading.Thread(
+                target=runtime._watch, args=(watch_interval_s,), name="model-watcher", daemon=True
+            )
+            runtime._watcher.start()
+        return runtime
+
+    def reload_model(self) -> bool:
+        """Load the promoted model if it differs from the one serving. True if swapped."""
+        version = current_version(self.settings.models_dir)
+        if version is None or version == self.handler.model_version:
+            return False
+        try:
+            model = load_model(self.settings.models_dir / version)
+        except ModelLoadError as exc:
+            self.last_model_error = str(exc)
+            log.error("model %s refused, keeping %r: %s", version, self.handler.model_version, exc)
+            return False
+        self.handler.set_model(model)
+        self.last_model_error = ""
+        log.info("serving model %s", version)
+        return True
+
+    def reload_catalog(self) -> bool:
+        """Reload the catalog when its files changed (new artwork ingested). True if swapped."""
+        from keyart.adapters.catalog.parquet import catalog_files, load_catalog
+
+        stamp = tuple(p.stat().st_mtime_ns if p.exists() else 0 for p in catalog_files(self.settings.world_dir))
+        if stamp == self._catalog_stamp:
+            return False
+        if self._catalog_stamp is not None:
+            self.handler.index = CatalogIndex.build(load_catalog(self.settings.world_dir))
+            log.info("catalog reloaded: version %s", self.handler.index.catalog.version)
+        self._catalog_stamp = stamp
+        return True
+
+    def _watch(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            for reload in (self.reload_model, self.reload_catalog):
+                try:
+                    reload()
+                except Exception:  # the watcher must outlive any one bad artifact
+                    log.exception("reload failed: %s", reload.__name__)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.handler.close()
+        if self.writer is not None:
+            self.writer.close()  # type: ignore[attr-defined]

@@ -1,0 +1,217 @@
+"""Derive the feature tables (the Feast offline sources) from a world's viewing history.
+
+Member tables are point-in-time snapshots taken every `snapshot_every_days` days,
+ending at the world's `now`. A snapshot with event_timestamp S uses only viewing
+events with event_timestamp <= S, so point-in-time retrieval never sees the future.
+Title and image tables hold one row per entity, valid from before the history.
+
+Every table has `event_timestamp` and `created` (tz-aware UTC). Tables are written as
+parquet next to the world (same directory) unless `out_dir` says otherwise:
+
+- member_genre_affinity.parquet: member_id, genre_<g> for every g in GENRES
+  (recency-weighted share of minutes watched, half-life `half_life_days`)
+- member_actor_affinity.parquet: member_id, top_actors list<str>, top_actor_weights
+  list<float> (share of recency-weighted viewing featuring the actor, in [0, 1])
+- member_profile.parquet: member_id, country, language, main_device, tenure_days
+- member_title_interaction.parquet: member_id, watched_titles list<str>
+- title_metadata.parquet: title_id, name, genres, cast, villain_actor, default_image_id,
+  runtime_minutes
+- image_attributes.parquet: image_id and every ImageInfo attribute (never `clickbait`)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from keyart.domain import GENRES
+from keyart.jobs.world.synthetic import World, load_world
+
+FEATURE_TABLES: tuple[str, ...] = (
+    "member_genre_affinity",
+    "member_actor_affinity",
+    "member_profile",
+    "member_title_interaction",
+    "title_metadata",
+    "image_attributes",
+)
+GENRE_COLUMNS: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES)
+IMAGE_FEATURE_COLUMNS: tuple[str, ...] = (
+    "title_id", "lineage_id", "num_faces", "face_area", "expression", "villain_shown",
+    "cast_shown", "group_size", "brightness", "warmth", "contrast", "tone", "style",
+    "palette", "text_present", "theme_tags", "active",
+)
+TITLE_FEATURE_COLUMNS: tuple[str, ...] = (
+    "name", "genres", "cast", "villain_actor", "default_image_id", "runtime_minutes",
+)
+# Feature rows become available this long after their snapshot (pipeline delay).
+CREATED_DELAY = timedelta(minutes=30)
+
+
+def snapshot_times(now: datetime, history_days: int, every_days: int = 7) -> list[pd.Timestamp]:
+    """Snapshot dates from the start of the history to `now` (inclusive), oldest first."""
+    end = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    start = end - pd.Timedelta(days=history_days)
+    out = []
+    s = end
+    while s > start:
+        out.append(s)
+        s = s - pd.Timedelta(days=every_days)
+    return out[::-1]
+
+
+def _ts_col(ts: pd.Timestamp, n: int) -> pd.Series:
+    return pd.Series(pd.DatetimeIndex([ts] * n, tz="UTC") if n else pd.DatetimeIndex([], tz="UTC"))
+
+
+def derive_features(
+    world: World,
+    snapshot_every_days: int = 7,
+    half_life_days: float = 30.0,
+    top_actors: int = 5,
+) -> dict[str, pd.DataFrame]:
+    """Compute every feature table in memory (see the module docstring)."""
+    p = world.params
+    members, titles, images, viewing = world.members, world.titles, world.images, world.viewing
+    snaps = snapshot_times(world.now, p.history_days, snapshot_every_days)
+    n_m = len(members)
+    m_ids = members["member_id"].to_numpy()
+    m_index = pd.Index(m_ids)
+    t_ids = titles["title_id"].to_numpy()
+    t_index = pd.Index(t_ids)
+
+    # Title -> genre shares (a view's weight is split over the title's genres).
+    gi = {g: k for k, g in enumerate(GENRES)}
+    tg = np.zeros((len(titles), len(GENRES)))
+    for i, gs in enumerate(titles["genres"]):
+        for g in gs:
+            tg[i, gi[g]] = 1.0 / len(gs)
+    actors = sorted({a for c in titles["cast"] for a in c})
+    a_index = pd.Index(actors)
+    n_a = len(actors)
+    # Viewing x cast, exploded once.
+    v_m = m_index.get_indexer(viewing["member_id"].to_numpy())
+    v_t = t_index.get_indexer(viewing["title_id"].to_numpy())
+    # as_unit: asi8 below must be nanoseconds whatever unit the parquet column had.
+    v_ts = pd.DatetimeIndex(viewing["event_timestamp"]).tz_convert("UTC").as_unit("ns")
+    v_ns = v_ts.asi8
+    v_min = viewing["minutes_watched"].to_numpy(float)
+    cast_idx = [a_index.get_indexer(list(c)) for c in titles["cast"]]
+    cast_len = np.array([len(c) for c in cast_idx])
+    rep = cast_len[v_t]
+    x_view = np.repeat(np.arange(len(viewing)), rep)
+    x_actor = np.concatenate([cast_idx[t] for t in v_t]) if len(v_t) else np.array([], dtype=np.int64)
+
+    tenure_now = members["tenure_days"].to_numpy(float)
+    now_ts = snaps[-1]
+    genre_rows, actor_rows, profile_rows, inter_rows = [], [], [], []
+    for s in snaps:
+        s_ns = s.value
+        mask = v_ns <= s_ns
+        age_days = (s_ns - v_ns[mask]) / 86_400e9
+        w = v_min[mask] * np.power(0.5, age_days / half_life_days)
+        vm, vt = v_m[mask], v_t[mask]
+        created = s + CREATED_DELAY
+        # Genre affinity.
+        g = np.zeros((n_m, len(GENRES)))
+        np.add.at(g, vm, w[:, None] * tg[vt])
+        tot = g.sum(axis=1)
+        has = tot > 0
+        share = g[has] / tot[has, None]
+        gdf = pd.DataFrame(share, columns=list(GENRE_COLUMNS))
+        gdf.insert(0, "member_id", m_ids[has])
+        gdf["event_timestamp"] = s
+        gdf["created"] = created
+        genre_rows.append(gdf)
+        # Actor affinity: share of weighted viewing whose title features the actor.
+        xmask = mask[x_view]
+        w_full = np.zeros(len(viewing))
+        w_full[mask] = w
+        codes = v_m[x_view[xmask]].astype(np.int64) * n_a + x_actor[xmask]
+        counts = np.bincount(codes, weights=w_full[x_view[xmask]], minlength=n_m * n_a)
+        dense = counts.reshape(n_m, n_a) / np.where(tot > 0, np.bincount(vm, weights=w, minlength=n_m), 1.0)[:, None]
+        k = min(top_actors, n_a)
+        top = np.argsort(-dense, axis=1, kind="stable")[:, :k]
+        rows_m = np.nonzero(has)[0]
+        actor_rows.append(
+            pd.DataFrame(
+                {
+                    "member_id": m_ids[rows_m],
+                    "top_actors": [[actors[j] for j in top[i] if dense[i, j] > 0] for i in rows_m],
+                    "top_actor_weights": [
+                        [float(min(1.0, dense[i, j])) for j in top[i] if dense[i, j] > 0] for i in rows_m
+                    ],
+                    "event_timestamp": s,
+                    "created": created,
+                }
+            )
+        )
+        # Titles watched or started so far.
+        pairs = pd.DataFrame({"m": vm, "t": vt}).drop_duplicates().sort_values(["m", "t"])
+        watched = pairs.groupby("m")["t"].agg(lambda x: [str(t_ids[j]) for j in x])
+        inter_rows.append(
+            pd.DataFrame(
+                {
+                    "member_id": m_ids[watched.index.to_numpy()],
+                    "watched_titles": watched.to_list(),
+                    "event_timestamp": s,
+                    "created": created,
+                }
+            )
+        )
+        # Profile of members who had joined by the snapshot.
+        tenure_s = tenure_now - (now_ts - s) / pd.Timedelta(days=1)
+        joined = tenure_s >= 0
+        prof = members.loc[joined, ["member_id", "country", "language", "main_device"]].copy()
+        prof["tenure_days"] = np.round(tenure_s[joined], 2)
+        prof["event_timestamp"] = s
+        prof["created"] = created
+        profile_rows.append(prof)
+
+    static_ts = snaps[0] - pd.Timedelta(days=365)
+    tm = titles[["title_id", *TITLE_FEATURE_COLUMNS]].copy()
+    tm["event_timestamp"] = static_ts
+    tm["created"] = static_ts
+    ia = images[["image_id", *IMAGE_FEATURE_COLUMNS]].copy()  # never `clickbait`
+    ia["event_timestamp"] = static_ts
+    ia["created"] = static_ts
+
+    def _cat(parts: list[pd.DataFrame]) -> pd.DataFrame:
+        df = pd.concat(parts, ignore_index=True)
+        for c in ("event_timestamp", "created"):
+            df[c] = pd.to_datetime(df[c], utc=True)
+        return df
+
+    return {
+        "member_genre_affinity": _cat(genre_rows),
+        "member_actor_affinity": _cat(actor_rows),
+        "member_profile": _cat(profile_rows),
+        "member_title_interaction": _cat(inter_rows),
+        "title_metadata": _cat([tm]),
+        "image_attributes": _cat([ia]),
+    }
+
+
+def build_features(
+    world_dir: Path,
+    out_dir: Path | None = None,
+    snapshot_every_days: int = 7,
+    half_life_days: float = 30.0,
+) -> dict[str, Path]:
+    """Derive every feature table from the world in `world_dir` and write it as parquet.
+
+    Returns table name -> written path. `out_dir` defaults to `world_dir`.
+    """
+    world = load_world(Path(world_dir))
+    out = Path(out_dir) if out_dir is not None else Path(world_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tables = derive_features(world, snapshot_every_days, half_life_days)
+    paths: dict[str, Path] = {}
+    for name, df in tables.items():
+        path = out / f"{name}.parquet"
+        df.to_parquet(path, index=False)
+        paths[name] = path
+    return paths

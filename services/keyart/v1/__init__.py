@@ -1,0 +1,1 @@
+"""Generated protobuf stubs (`make protos`); never edit them."""

@@ -1,0 +1,208 @@
+"""Feast repo: isolated stores, online member lookups, point-in-time retrieval, catalog."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from feast import FeatureStore
+
+from keyart.domain import GENRES, MemberFeatures
+from keyart.adapters.catalog.parquet import load_catalog
+from keyart.adapters.feast.online import MemberFeatureSource
+from keyart.adapters.feast.repo import apply_and_materialize, load_definitions, prepare_feature_repo
+from keyart.jobs.world.synthetic import build_world, load_world
+from keyart.jobs.world.features import build_features
+
+ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE = ROOT / "features"
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+PIT_MEMBER = "m_pit"
+T0 = pd.Timestamp(NOW) - pd.Timedelta(days=20)
+T1 = pd.Timestamp(NOW) - pd.Timedelta(days=10)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("keyart")
+    build_world(d / "world", seed=11, members=200, titles=20, now=NOW)
+    build_features(d / "world")
+    # A constructed point-in-time case: action affinity 0.1 from T0, 0.9 from T1.
+    path = d / "world" / "member_genre_affinity.parquet"
+    g = pd.read_parquet(path)
+    extra = pd.DataFrame([{c: 0.0 for c in g.columns if c.startswith("genre_")} for _ in range(2)])
+    extra["genre_action"] = [0.1, 0.9]
+    extra["genre_drama"] = [0.9, 0.1]
+    extra.insert(0, "member_id", PIT_MEMBER)
+    extra["event_timestamp"] = [T0, T1]
+    extra["created"] = [T0, T1]
+    pd.concat([g, extra[g.columns]], ignore_index=True).to_parquet(path, index=False)
+    return d
+
+
+@pytest.fixture(scope="module")
+def store(data_dir: Path) -> FeatureStore:
+    repo = prepare_feature_repo(data_dir, TEMPLATE)
+    return apply_and_materialize(repo, end=NOW)
+
+
+@pytest.fixture(scope="module")
+def source(store: FeatureStore) -> MemberFeatureSource:
+    return MemberFeatureSource(store)
+
+
+def test_prepared_repo_is_isolated(data_dir: Path, store: FeatureStore) -> None:
+    repo = data_dir / "feast_repo"
+    cfg = yaml.safe_load((repo / "feature_store.yaml").read_text())
+    assert cfg["project"] == "keyart"
+    assert Path(cfg["registry"]["path"]) == data_dir.resolve() / "feast" / "registry.db"
+    assert Path(cfg["online_store"]["path"]) == data_dir.resolve() / "feast" / "online.db"
+    assert (data_dir / "feast" / "registry.db").exists() and (data_dir / "feast" / "online.db").exists()
+    defs = load_definitions(repo)
+    assert Path(defs.WORLD_DIR) == data_dir.resolve() / "world"
+    assert tuple(defs.GENRES) == GENRES
+    names = {fv.name for fv in store.list_feature_views()}
+    assert names == {
+        "member_genre_affinity", "member_actor_affinity", "member_profile",
+        "member_title_interaction", "title_metadata", "image_attributes",
+    }
+    svc = store.get_feature_service("member_context_v1")
+    assert {p.name for p in svc.feature_view_projections} == {
+        "member_genre_affinity", "member_actor_affinity", "member_profile", "member_title_interaction",
+    }
+
+
+def test_default_repo_uses_relative_var_paths() -> None:
+    cfg = yaml.safe_load((TEMPLATE / "feature_store.yaml").read_text())
+    assert cfg["registry"]["path"] == "../var/feast/registry.db"
+    assert cfg["online_store"] == {"type": "sqlite", "path": "../var/feast/online.db"}
+    assert cfg["entity_key_serialization_version"] == 3
+    for prod in ("redis", "cassandra"):
+        p = yaml.safe_load((TEMPLATE / "production" / f"feature_store.{prod}.yaml").read_text())
+        assert p["online_store"]["type"] == prod
+        assert {k: v for k, v in p.items() if k != "online_store"}.keys() == cfg.keys() - {"online_store"}
+
+
+def test_online_lookup_demo_member(data_dir: Path, source: MemberFeatureSource) -> None:
+    world = load_world(data_dir / "world")
+    demo = world.viewing["member_id"].value_counts().index[0]
+    f = source.get(demo)
+    assert isinstance(f, MemberFeatures)
+    row = world.members.set_index("member_id").loc[demo]
+    assert (f.country, f.language, f.main_device) == (row["country"], row["language"], row["main_device"])
+    assert f.tenure_days == pytest.approx(row["tenure_days"])
+    assert set(f.genre_affinity) == set(GENRES)
+    assert sum(f.genre_affinity.values()) == pytest.approx(1.0)
+    assert f.actor_affinity and all(0 <= w <= 1 for w in f.actor_affinity.values())
+    assert f.interacted_titles == frozenset(world.viewing.loc[world.viewing["member_id"] == demo, "title_id"])
+
+
+def test_online_unknown_member_is_none(source: MemberFeatureSource) -> None:
+    assert source.get("m99999") is None
+    many = source.get_many(["m99999", "m00001", "nobody"])
+    assert many[0] is None and many[2] is None
+    assert many[1] is not None and many[1].member_id == "m00001"
+    assert source.get_many([]) == []
+
+
+def test_online_returns_latest_snapshot(source: MemberFeatureSource) -> None:
+    f = source.get(PIT_MEMBER)
+    assert f is not None
+    assert f.genre_affinity["action"] == pytest.approx(0.9)
+    assert f.country == "" and f.interacted_titles == frozenset()
+
+
+def test_point_in_time_never_leaks_future(source: MemberFeatureSource) -> None:
+    times = [T0 - pd.Timedelta(hours=1), T0, T0 + pd.Timedelta(days=5), T1 - pd.Timedelta(seconds=1), T1,
+             T1 + pd.Timedelta(days=2)]
+    entity_df = pd.DataFrame({"member_id": PIT_MEMBER, "event_timestamp": times, "row": range(len(times))})
+    out = source.historical(entity_df)
+    assert out["row"].tolist() == list(range(len(times)))  # one row per input row, in order
+    action = out["genre_action"].tolist()
+    assert pd.isna(action[0])  # before any snapshot: nothing, never the later value
+    assert action[1:4] == pytest.approx([0.1, 0.1, 0.1])  # the T1 value must not leak before T1
+    assert action[4:] == pytest.approx([0.9, 0.9])
+
+
+def test_historical_keeps_duplicate_and_unknown_rows(source: MemberFeatureSource) -> None:
+    t = T0 + pd.Timedelta(days=1)
+    entity_df = pd.DataFrame({
+        "member_id": [PIT_MEMBER, PIT_MEMBER, "nobody", PIT_MEMBER],
+        "event_timestamp": [t, t, t, T0 - pd.Timedelta(days=3)],
+        "title_id": ["t0001", "t0002", "t0003", "t0004"],
+    })
+    out = source.historical(entity_df)
+    assert out["title_id"].tolist() == ["t0001", "t0002", "t0003", "t0004"]
+    assert out["genre_action"].iloc[:2].tolist() == pytest.approx([0.1, 0.1])
+    assert out["genre_action"].iloc[2:].isna().all()
+
+
+def test_historical_respects_created_time(data_dir: Path, source: MemberFeatureSource) -> None:
+    g = pd.read_parquet(data_dir / "world" / "member_genre_affinity.parquet")
+    g = g[g["member_id"] != PIT_MEMBER]
+    snaps = sorted(g["event_timestamp"].unique())
+    member = g.loc[g["event_timestamp"] == snaps[-1], "member_id"].iloc[0]
+    rows = g[g["member_id"] == member].set_index("event_timestamp")
+    at = pd.Timestamp(snaps[-1]) + pd.Timedelta(minutes=1)  # after the snapshot, before it was created
+    known = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [at]}))
+    late = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [at]}), as_known=False)
+    assert late["genre_drama"].iloc[0] == pytest.approx(rows.loc[snaps[-1], "genre_drama"])
+    assert known["genre_drama"].iloc[0] == pytest.approx(rows.loc[snaps[-2], "genre_drama"])
+
+
+def test_historical_matches_snapshots(data_dir: Path, source: MemberFeatureSource) -> None:
+    g = pd.read_parquet(data_dir / "world" / "member_genre_affinity.parquet")
+    snaps = sorted(g["event_timestamp"].unique())
+    member = g.loc[g["event_timestamp"] == snaps[-1], "member_id"].iloc[0]
+    mid = pd.Timestamp(snaps[-2]) + pd.Timedelta(days=3)  # between the last two snapshots
+    out = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [mid]}))
+    expect = g[(g["member_id"] == member) & (g["event_timestamp"] == snaps[-2])].iloc[0]
+    for genre in GENRES:
+        assert out[f"genre_{genre}"].iloc[0] == pytest.approx(expect[f"genre_{genre}"])
+    assert "watched_titles" in out.columns and "country" in out.columns
+
+
+def test_request_context_on_demand_view(store: FeatureStore) -> None:
+    feats = [f"request_context_features:{n}" for n in ("is_small_screen", "hour_sin", "hour_cos", "is_weekend")]
+    out = store.get_online_features(
+        features=feats, entity_rows=[{"device": "MOBILE", "hour": 6, "weekday": 6},
+                                     {"device": "TV", "hour": 0, "weekday": 1}],
+    ).to_dict()
+    assert out["is_small_screen"] == [1, 0]
+    assert out["is_weekend"] == [1, 0]
+    assert out["hour_sin"][0] == pytest.approx(1.0) and out["hour_cos"][1] == pytest.approx(1.0)
+
+
+def test_catalog_loads(data_dir: Path) -> None:
+    world = load_world(data_dir / "world")
+    cat = load_catalog(data_dir / "world")
+    assert len(cat.titles) == 20 and len(cat.images) == len(world.images)
+    assert cat.version
+    for t in cat.titles.values():
+        assert t.default_image_id in t.image_ids
+        assert world.params.pool_min <= len(t.image_ids) <= world.params.pool_max
+        assert all(cat.images[i].title_id == t.title_id for i in t.image_ids)
+        assert isinstance(t.genres, tuple) and isinstance(t.cast, tuple)
+    img = next(iter(cat.images.values()))
+    assert "clickbait" not in {f.name for f in dataclasses.fields(img)}
+    assert not hasattr(img, "clickbait")
+    assert isinstance(img.cast_shown, tuple) and isinstance(img.theme_tags, tuple)
+
+
+def test_historical_rows_convert_to_member_features(source: MemberFeatureSource) -> None:
+    from keyart.adapters.feast.online import row_to_member_features
+
+    t = T1 + pd.Timedelta(days=1)
+    out = source.historical(pd.DataFrame({
+        "member_id": ["m00001", "nobody", PIT_MEMBER], "event_timestamp": [t, t, t], "label": [1, 0, 1],
+    }))
+    rows = out.to_dict("records")
+    known = row_to_member_features("m00001", rows[0])
+    assert known is not None and set(known.genre_affinity) == set(GENRES) and known.country
+    assert row_to_member_features("nobody", rows[1]) is None  # extra columns do not count
+    pit = row_to_member_features(PIT_MEMBER, rows[2])
+    assert pit is not None and pit.genre_affinity["action"] == pytest.approx(0.9)

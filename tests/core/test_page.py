@@ -1,0 +1,88 @@
+"""The handler never fails a well-formed page: slow or broken features give defaults."""
+
+from __future__ import annotations
+
+import time
+
+from tiny import make_member
+
+from keyart.core.page import ArtworkRankerHandler
+from keyart.core.ranker import PolicyConfig
+from keyart.v1 import ranking_pb2 as pb
+
+
+class Members:
+    def __init__(self, delay_s: float = 0.0, fail: bool = False) -> None:
+        self.delay_s, self.fail = delay_s, fail
+
+    def get(self, member_id):
+        time.sleep(self.delay_s)
+        if self.fail:
+            raise ConnectionError("feature store down")
+        return make_member(member_id)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.impressions, self.outcomes = [], []
+
+    def submit_impressions(self, records):
+        self.impressions += records
+        return True
+
+    def submit_outcomes(self, records):
+        self.outcomes += records
+        return True
+
+
+def request() -> pb.RankArtworkRequest:
+    return pb.RankArtworkRequest(
+        request_id="r", member_id="m1",
+        context=pb.RequestContext(country="US", language="en", device=pb.DEVICE_TYPE_WEB),
+        titles=[pb.TitleCandidates(title_id=f"t{i}") for i in range(3)],
+    )
+
+
+def handler(tiny_index, tiny_model, members, sink=None, **kw) -> ArtworkRankerHandler:
+    h = ArtworkRankerHandler(tiny_index, members, PolicyConfig(uniform_explore_share=0.0), sink=sink, **kw)
+    h.set_model(tiny_model)
+    return h
+
+
+def test_page_is_ranked_and_every_decision_logged(tiny_index, tiny_model):
+    sink = Sink()
+    h = handler(tiny_index, tiny_model, Members(), sink)
+    reply = h.rank(request())
+    assert [s.title_id for s in reply.selections] == ["t0", "t1", "t2"]
+    assert [i.decision_id for i in sink.impressions] == [s.decision_id for s in reply.selections]
+    assert all(i.propensity == s.propensity for i, s in zip(sink.impressions, reply.selections))
+    assert sink.impressions[0].device == "WEB" and sink.impressions[0].features
+
+
+def test_failing_features_serve_defaults(tiny_index, tiny_model):
+    sink = Sink()
+    reply = handler(tiny_index, tiny_model, Members(fail=True), sink).rank(request())
+    assert [s.fallback_reason for s in reply.selections] == ["features_unavailable"] * 3
+    assert [s.image_id for s in reply.selections] == ["t0-i0", "t1-i0", "t2-i0"]
+    assert len(sink.impressions) == 3  # fallbacks are logged too (propensity 1)
+
+
+def test_slow_features_time_out_within_budget(tiny_index, tiny_model):
+    h = handler(tiny_index, tiny_model, Members(delay_s=0.5), feature_timeout_s=0.02)
+    t0 = time.monotonic()
+    reply = h.rank(request())
+    assert time.monotonic() - t0 < 0.3
+    assert {s.fallback_reason for s in reply.selections} == {"features_unavailable"}
+
+
+def test_expired_client_deadline_serves_defaults_fast(tiny_index, tiny_model):
+    h = handler(tiny_index, tiny_model, Members(delay_s=0.05))
+    reply = h.rank(request(), deadline=time.monotonic() + 0.01)
+    assert {s.fallback_reason for s in reply.selections} <= {"features_unavailable", "deadline_exceeded"}
+
+
+def test_not_ready_without_model(tiny_index):
+    h = ArtworkRankerHandler(tiny_index, Members(), PolicyConfig())
+    assert not h.ready()
+    reply = h.rank(request())
+    assert {s.fallback_reason for s in reply.selections} == {"model_unavailable"}

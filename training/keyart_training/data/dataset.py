@@ -1,0 +1,234 @@
+"""Logged decisions -> labelled training matrix.
+
+A decision is a success only when it led to a quality play: a play reaching
+`min_minutes` of playback, started within `attribution_window` of the decision. A
+short play after a flashy image is not rewarded, so the model does not learn
+clickbait.
+
+Sources (all end as a DataFrame in the export schema of
+`keyart.adapters.decision_log.export`):
+
+* `read_logged(path)`: a parquet file or folder written by `keyart log export`
+  (or `simulate`);
+* `read_log_store(settings, since, until)`: the configured log store directly (it is
+  exported to a temporary parquet file with the same code `keyart log export` uses).
+
+Features are taken as logged at decision time (`features`, `feature_schema`). Rows
+logged without features (an older service) or under another feature schema can be
+re-featurized point-in-time from Feast's offline store with `refeaturize`.
+
+Attribution: the export keeps per decision the largest `max_minutes` over its
+outcomes and `first_play_time`. With an attribution window, a decision is a
+success iff `max_minutes >= min_minutes` and the first play started within the
+window after `decided_at` (the export already bounds outcomes to `until +
+outcome_window`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA, CatalogIndex, build_matrix, cold_member
+from keyart.domain import MemberFeatures, RequestContext
+from keyart.errors import KeyartError
+
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "decision_id",
+    "member_id",
+    "title_id",
+    "image_id",
+    "propensity",
+    "policy",
+    "decided_at",
+    "feature_schema",
+    "features",
+    "max_minutes",
+)
+
+# entity rows (member_id, event_timestamp) -> member features as of each row's time
+HistoricalLookup = Callable[[pd.DataFrame], list[MemberFeatures | None]]
+
+
+class DatasetError(KeyartError):
+    """A logged dataset cannot be used; the message names file, column and row."""
+
+
+@dataclass
+class LabelledData:
+    x: np.ndarray  # shape (n, len(FEATURE_NAMES)), float32
+    y: np.ndarray  # shape (n,), 1.0 for a quality play
+    frame: pd.DataFrame  # the logged rows the matrix came from, same order
+
+
+def read_parquet_columns(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read a parquet file or folder that must hold `required` columns (errors name the file)."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: no such file")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:
+        raise DatasetError(f"{path}: not a readable parquet dataset ({exc})") from exc
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def read_logged(path: Path) -> pd.DataFrame:
+    """Read an exported log (parquet file or folder) and check its columns and values."""
+    df = read_parquet_columns(path, REQUIRED_COLUMNS)
+    check_values(df, str(path))
+    return df
+
+
+def check_values(df: pd.DataFrame, source: str) -> None:
+    """Refuse values no estimator or trainer can use, naming column and row."""
+    try:
+        prop = pd.to_numeric(df["propensity"], errors="raise").to_numpy(float)
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{source}: column propensity: not numeric ({exc})") from exc
+    bad = ~((prop > 0) & (prop <= 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DatasetError(f"{source}: column propensity, row {row}: {float(prop[row])} is not in (0, 1]")
+    try:
+        minutes = pd.to_numeric(df["max_minutes"], errors="raise").to_numpy(float)
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{source}: column max_minutes: not numeric ({exc})") from exc
+    bad = minutes < 0
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise DatasetError(f"{source}: column max_minutes, row {row}: negative ({float(minutes[row])})")
+    try:
+        decided = pd.to_datetime(df["decided_at"], utc=True)
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{source}: column decided_at: not a timestamp ({exc})") from exc
+    if decided.isna().any():
+        row = int(np.flatnonzero(decided.isna().to_numpy())[0])
+        raise DatasetError(f"{source}: column decided_at, row {row}: missing")
+
+
+def read_log_store(settings, since: datetime, until: datetime, outcome_window: timedelta = timedelta(days=1),
+                   out: Path | None = None) -> pd.DataFrame:
+    """Impressions of [since, until) with their outcomes, read from the configured log store."""
+    import tempfile
+
+    from keyart.adapters.decision_log.export import export_parquet
+    from keyart.adapters.decision_log.factory import open_log_store
+
+    store = open_log_store(settings)
+    try:
+        if out is None:
+            tmp = tempfile.mkdtemp(prefix="keyart-export-")
+            out = Path(tmp) / "log.parquet"
+        export_parquet(store, since, until, out, outcome_window=outcome_window)
+    finally:
+        store.close()
+    return read_logged(out)
+
+
+def _has_features(frame: pd.DataFrame) -> pd.Series:
+    return frame["features"].map(lambda v: v is not None and len(v) > 0)
+
+
+def refeaturize(
+    frame: pd.DataFrame,
+    index: CatalogIndex,
+    lookup: HistoricalLookup,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Fill `features` of rows logged without them (or under another schema).
+
+    Member features come from `lookup` (Feast's offline store) as of `decided_at`,
+    i.e. what the online store could serve then; the request context from the row's
+    country, device and decided_at. Fallback decisions (default image served,
+    `fallback_reason` set) stay without features: they are not model decisions.
+    """
+    out = frame.copy()
+    fallback = out["fallback_reason"].fillna("").astype(str).ne("") if "fallback_reason" in out else False
+    need = (~_has_features(out) | (out["feature_schema"] != FEATURE_SCHEMA)) & ~fallback
+    need &= out["image_id"].isin(index.image_row.keys())
+    rows = np.flatnonzero(need.to_numpy())
+    if not len(rows):
+        return out
+    sub = out.iloc[rows]
+    entity = pd.DataFrame({"member_id": sub["member_id"].astype(str).to_numpy(),
+                           "event_timestamp": pd.to_datetime(sub["decided_at"], utc=True).to_numpy()})
+    members = lookup(entity)
+    feats = list(out["features"])
+    schemas = list(out["feature_schema"])
+    for k, (i, r) in enumerate(tqdm(list(zip(rows, sub.to_dict("records"))), desc="re-featurizing",
+                                    disable=not progress)):
+        when = pd.Timestamp(r["decided_at"]).to_pydatetime()
+        ctx = RequestContext(country=str(r.get("country") or ""), language=str(r.get("language") or ""),
+                             device=str(r.get("device") or ""), surface=str(r.get("surface") or ""),
+                             client_time=when)
+        member = members[k] or cold_member(str(r["member_id"]), ctx)
+        x = build_matrix(index, member, ctx, [str(r["title_id"])],
+                         np.array([index.image_row[r["image_id"]]]), np.array([0]))
+        feats[i] = x[0]
+        schemas[i] = FEATURE_SCHEMA
+    out["features"] = feats
+    out["feature_schema"] = schemas
+    return out
+
+
+def quality_labels(
+    frame: pd.DataFrame, min_minutes: float, attribution_window: timedelta | None = None
+) -> np.ndarray:
+    """1.0 where the decision led to a quality play (>= min_minutes, within the window)."""
+    minutes = frame["max_minutes"].fillna(0.0).to_numpy(float)
+    y = minutes >= min_minutes
+    if attribution_window is not None and "first_play_time" in frame.columns:
+        first = pd.to_datetime(frame["first_play_time"], utc=True)
+        decided = pd.to_datetime(frame["decided_at"], utc=True)
+        delay = (first - decided).to_numpy()
+        within = ~pd.isna(delay) & (delay <= np.timedelta64(attribution_window))
+        y &= np.asarray(within, dtype=bool)
+    return y.astype(np.float64)
+
+
+def label(
+    frame: pd.DataFrame,
+    min_minutes: float,
+    source: str = "dataset",
+    attribution_window: timedelta | None = None,
+) -> LabelledData:
+    """Keep rows with logged features of this schema and label quality plays.
+
+    Fallback decisions (no features) are not training rows; rows logged under
+    another feature schema are refused loudly rather than mixed in (re-featurize
+    them first with `refeaturize`).
+    """
+    has_features = _has_features(frame)
+    usable = frame[has_features]
+    bad = usable.index[usable["feature_schema"] != FEATURE_SCHEMA]
+    if len(bad):
+        row = int(bad[0])
+        raise DatasetError(
+            f"{source}: column feature_schema, row {row}: {usable.loc[row, 'feature_schema']!r} is not "
+            f"the current schema {FEATURE_SCHEMA!r}; re-featurize from Feast's offline store"
+        )
+    props = usable["propensity"].to_numpy(float)
+    if len(props) and not ((props > 0) & (props <= 1)).all():
+        row = int(usable.index[~((props > 0) & (props <= 1))][0])
+        raise DatasetError(f"{source}: column propensity, row {row}: must be in (0, 1]")
+    lengths = usable["features"].map(len).to_numpy()
+    wrong = np.flatnonzero(lengths != len(FEATURE_NAMES))
+    if len(wrong):
+        row = int(usable.index[wrong[0]])
+        raise DatasetError(f"{source}: column features, row {row}: has {lengths[wrong[0]]} values, "
+                           f"expected {len(FEATURE_NAMES)}")
+    x = np.stack(usable["features"].to_numpy()).astype(np.float32) if len(usable) else np.empty(
+        (0, len(FEATURE_NAMES)), np.float32
+    )
+    y = quality_labels(usable, min_minutes, attribution_window)
+    return LabelledData(x=x, y=y, frame=usable.reset_index(drop=True))

@@ -1,0 +1,443 @@
+"""Offline evaluation of artwork policies on the Keyart decision log.
+
+`evaluate_log` answers "what take fraction (share of decisions followed by a
+quality play) would each policy have had?" for:
+
+* `random`: uniform over the title's pool;
+* `non_contextual`: per title the image with the best overall take rate, estimated
+  by IPS from the fit part of the log (shrunk toward the title's mean with
+  `prior_rows` pseudo-rows), whatever the member;
+* one greedy policy per model given (`current` = models/CURRENT, `candidate`):
+  the image with the highest predicted quality-play probability;
+* `logged`: the logging policy itself (on-policy mean reward; a sanity line).
+
+The log is split by time: the oldest `fit_share` of decisions fits what the
+evaluation needs (non-contextual bandit, DR's LightGBM reward model); every estimate
+is computed on the newer rows, so neither is judged on the rows it was fitted on.
+
+Candidate sets: logged rows hold only the chosen image. The candidates of a row are
+the title's active pool in the catalog (`CatalogIndex`); their feature vectors are
+rebuilt from the logged vector: member and title columns are copied (they do not
+depend on the image), image columns come from `CatalogIndex.image_matrix`, and the
+crosses are recomputed: `tone_affinity` from the logged genre columns,
+`small_screen_group` from the logged device code, `cast_affinity` /
+`max_cast_affinity` from the member's actor affinities. Those are not in the vector;
+they are read, in order of preference, from the columns `top_actors` /
+`top_actor_weights` (lists, as the simulator logs them; proposed as logged fields of
+the decision log), from Feast's offline store as of `decided_at` (`lookup`), or
+else set to 0 for every candidate, logged one included (an approximation noted in
+the result's `notes`: models then cannot use favourite actors in evaluation).
+Rows with a fallback decision (no features) or an image no longer in the pool are
+dropped and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keyart.core.featurize import (
+    FEATURE_NAMES,
+    FEATURE_SCHEMA,
+    GENRES,
+    IMAGE_FEATURES,
+    MEMBER_FEATURES,
+    SMALL_SCREENS,
+    TITLE_FEATURES,
+    CatalogIndex,
+    code,
+)
+from keyart.core.model import QualityPlayModel
+from keyart.domain import COUNTRIES
+from keyart_training.data.dataset import DatasetError, HistoricalLookup, quality_labels
+from keyart_training.ope.estimators import (
+    ESTIMATORS,
+    BanditData,
+    argmax_probs,
+    bootstrap_counts,
+    difference,
+    estimate,
+    iter_groups,
+    uniform_probs,
+)
+
+COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
+GENRE_COLS = [COL[f"genre_{g}"] for g in GENRES]
+IMAGE_COLS = [COL[n] for n in IMAGE_FEATURES]
+BREAKDOWNS: tuple[str, ...] = ("country", "device", "title_interacted")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How the evaluation is run."""
+
+    min_minutes: float = 15.0  # a play of at least this many minutes is a success
+    attribution_window_hours: float | None = None
+    fit_share: float = 0.5  # oldest share of rows fitting the non-contextual bandit and reward model
+    bootstrap: int = 200
+    confidence: float = 0.95
+    clip: float | None = None  # importance-weight cap (None: unclipped)
+    reward_model: str = "lightgbm"  # "lightgbm" (fitted on the fit part) or "self" (model's own predictions)
+    breakdowns: tuple[str, ...] = BREAKDOWNS
+    prior_rows: float = 20.0
+    estimators: tuple[str, ...] = ESTIMATORS
+    seed: int = 0
+
+    @property
+    def window(self) -> timedelta | None:
+        h = self.attribution_window_hours
+        return None if h is None else timedelta(hours=h)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _actor_maps(frame: pd.DataFrame, lookup: HistoricalLookup | None) -> tuple[list[dict[str, float]], str]:
+    if "top_actors" in frame.columns and "top_actor_weights" in frame.columns:
+        maps = [
+            {str(a): float(w) for a, w in zip(list(actors if actors is not None else []),
+                                               list(weights if weights is not None else []))}
+            for actors, weights in zip(frame["top_actors"], frame["top_actor_weights"])
+        ]
+        return maps, "logged"
+    if lookup is not None:
+        entity = pd.DataFrame({"member_id": frame["member_id"].astype(str).to_numpy(),
+                               "event_timestamp": pd.to_datetime(frame["decided_at"], utc=True).to_numpy()})
+        members = lookup(entity)
+        return [dict(m.actor_affinity) if m is not None else {} for m in members], "feast"
+    return [{} for _ in range(len(frame))], "none"
+
+
+def candidate_matrix(
+    logged_x: np.ndarray,
+    index: CatalogIndex,
+    image_rows: np.ndarray,
+    segment: np.ndarray,
+    actor_maps: list[dict[str, float]] | None,
+) -> np.ndarray:
+    """Feature rows of candidate images rebuilt from logged feature vectors.
+
+    Args:
+        logged_x: shape (n, len(FEATURE_NAMES)), logged vector of each decision.
+        image_rows: shape (m,), `index.image_matrix` row of each candidate.
+        segment: shape (m,), decision (row of logged_x) of each candidate.
+        actor_maps: per decision, actor -> affinity (None or {}: cast crosses 0).
+    """
+    x = logged_x[:, : len(MEMBER_FEATURES) + len(TITLE_FEATURES)][segment]
+    out = np.empty((len(image_rows), len(FEATURE_NAMES)), dtype=np.float32)
+    out[:, : x.shape[1]] = x
+    out[:, IMAGE_COLS] = index.image_matrix[image_rows]
+    genre = logged_x[:, GENRE_COLS][segment]
+    out[:, COL["tone_affinity"]] = genre[np.arange(len(image_rows)), index.image_tone[image_rows]]
+    small_codes = [code("device", d) for d in SMALL_SCREENS]
+    small = np.isin(logged_x[:, COL["device"]][segment], small_codes).astype(np.float32)
+    out[:, COL["small_screen_group"]] = out[:, COL["group_size"]] * small
+    cast_sum = np.zeros(len(image_rows), dtype=np.float32)
+    cast_max = np.zeros(len(image_rows), dtype=np.float32)
+    if actor_maps is not None:
+        for k, (r, s) in enumerate(zip(image_rows, segment)):
+            actors = actor_maps[s]
+            if actors:
+                ws = [actors.get(a, 0.0) for a in index.image_cast[r]]
+                cast_sum[k] = sum(ws)
+                cast_max[k] = max(ws, default=0.0)
+    out[:, COL["cast_affinity"]] = cast_sum
+    out[:, COL["max_cast_affinity"]] = cast_max
+    return out
+
+
+def keyart_bandit_data(
+    frame: pd.DataFrame,
+    index: CatalogIndex,
+    min_minutes: float,
+    attribution_window: timedelta | None = None,
+    lookup: HistoricalLookup | None = None,
+    source: str = "log",
+) -> tuple[BanditData, dict[str, int]]:
+    """BanditData (with rebuilt candidate features) from logged Keyart decisions."""
+    has = frame["features"].map(lambda v: v is not None and len(v) > 0).to_numpy()
+    fallback = frame["fallback_reason"].fillna("").astype(str).ne("").to_numpy() if (
+        "fallback_reason" in frame.columns) else np.zeros(len(frame), bool)
+    catalog = index.catalog
+    pools = {t: [i for i in info.image_ids if i in catalog.images and catalog.images[i].active]
+             for t, info in catalog.titles.items()}
+    in_pool = np.array([img in pools.get(t, ()) for t, img in zip(frame["title_id"], frame["image_id"])], bool)
+    keep = has & ~fallback & in_pool
+    dropped = {"fallback_or_no_features": int((~has | fallback).sum()),
+               "image_not_in_pool": int((has & ~fallback & ~in_pool).sum())}
+    sub = frame[keep].reset_index(drop=True)
+    bad = sub.index[sub["feature_schema"] != FEATURE_SCHEMA]
+    if len(bad):
+        raise DatasetError(f"{source}: column feature_schema, row {int(np.flatnonzero(keep)[bad[0]])}: "
+                           f"{sub.loc[bad[0], 'feature_schema']!r} is not {FEATURE_SCHEMA!r}; re-featurize first")
+    logged_x = np.stack(sub["features"].to_numpy()).astype(np.float32) if len(sub) else np.zeros(
+        (0, len(FEATURE_NAMES)), np.float32)
+    if logged_x.shape[1] != len(FEATURE_NAMES):
+        raise DatasetError(f"{source}: column features has {logged_x.shape[1]} values, "
+                           f"expected {len(FEATURE_NAMES)}")
+    cand_lists = [pools[t] for t in sub["title_id"]]
+    sizes = np.array([len(c) for c in cand_lists], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    flat_ids = np.array([i for c in cand_lists for i in c], dtype=object)
+    logged = offsets[:-1] + np.array([c.index(img) for c, img in zip(cand_lists, sub["image_id"])], np.int64)
+    segment = np.repeat(np.arange(len(sub)), sizes)
+    actor_maps, actor_source = _actor_maps(sub, lookup)
+    image_rows = np.array([index.image_row[i] for i in flat_ids], dtype=np.int64)
+    x = candidate_matrix(logged_x, index, image_rows, segment, actor_maps)
+    notes = []
+    if actor_source == "none":
+        notes.append("cast_affinity/max_cast_affinity set to 0 for all candidates: member actor "
+                     "affinities were neither logged (top_actors/top_actor_weights) nor looked up in Feast")
+    groups = pd.DataFrame({
+        "country": sub["country"].astype(str) if "country" in sub else "",
+        "device": sub["device"].astype(str) if "device" in sub else "",
+        "title_interacted": np.where(logged_x[:, COL["title_interacted"]] > 0, "interacted", "not_interacted"),
+        "title_id": sub["title_id"].astype(str),
+        "member_id": sub["member_id"].astype(str),
+    })
+    data = BanditData(
+        reward=quality_labels(sub, min_minutes, attribution_window),
+        propensity=sub["propensity"].to_numpy(float),
+        offsets=offsets,
+        logged=logged,
+        candidates=flat_ids,
+        uniform=(sub["policy"].astype(str) == "uniform").to_numpy(),
+        groups=groups,
+        x=x,
+        time=pd.to_datetime(sub["decided_at"], utc=True).to_numpy(),
+        notes=notes,
+    )
+    return data, dropped
+
+
+def fit_noncontextual(frame: pd.DataFrame, min_minutes: float, window: timedelta | None,
+                      prior_rows: float = 20.0) -> dict:
+    """Per-image take rates from a logged frame: the non-contextual bandit's estimates.
+
+    Per image, self-normalized IPS over the decisions that showed it:
+    sum(r / p) / sum(1 / p) (the plain take rate under uniform logging), shrunk
+    toward its title's mean take rate by `prior_rows` pseudo-decisions of typical
+    weight. Only the logged image, propensity and outcome are needed.
+    """
+    y = quality_labels(frame, min_minutes, window)
+    inv = 1.0 / frame["propensity"].to_numpy(float)
+    df = pd.DataFrame({"title": frame["title_id"].astype(str).to_numpy(),
+                       "image": frame["image_id"].astype(str).to_numpy(), "wr": y * inv, "w": inv, "r": y})
+    per_title = df.groupby("title").agg(mean=("r", "mean"), typical_w=("w", "median"))
+    per_image = df.groupby(["title", "image"])[["wr", "w"]].sum().reset_index().join(per_title, on="title")
+    prior = prior_rows * per_image["typical_w"]
+    scores = (per_image["wr"] + prior * per_image["mean"]) / (per_image["w"] + prior)
+    out: dict = dict(zip(per_image["image"], scores.astype(float)))
+    out["__title_mean__"] = per_title["mean"].to_dict()
+    return out
+
+
+def noncontextual_flat_scores(fitted: dict, data: BanditData) -> np.ndarray:
+    """Flat candidate scores of the non-contextual bandit (unseen images: title mean)."""
+    title_mean = fitted.get("__title_mean__", {})
+    titles = data.groups["title_id"].to_numpy()[data.segment]
+    return np.array([fitted.get(i, title_mean.get(t, 0.0)) for i, t in zip(data.candidates, titles)])
+
+
+def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: int = 0, num_threads: int = 1):
+    """LightGBM P(quality play) for DR's direct-method term; returns predict(x)."""
+    from keyart_training.train import TrainConfig, train_quality_model
+
+    cfg = TrainConfig(ensemble_size=0, max_rounds=200, num_leaves=15, learning_rate=0.08,
+                      min_data_in_leaf=max(5, min(50, len(y) // 50)), seed=seed, num_threads=num_threads)
+    booster = train_quality_model(x, y, decided, config=cfg).booster
+    return lambda z: np.asarray(booster.predict(z), dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class PolicyView:
+    """A target policy as the estimators see it."""
+
+    name: str
+    probs: np.ndarray  # flat over candidates
+    rhat: np.ndarray | None  # flat DM predictions used for this policy
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def estimate_policies(
+    data: BanditData,
+    policies: list[PolicyView],
+    cfg: EvalConfig,
+    compare: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Estimates (overall and per breakdown) for each policy, with paired lifts."""
+    counts = bootstrap_counts(data.n, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
+    overall: dict[str, dict[str, Any]] = {}
+    raw: dict[str, dict] = {}
+    for pol in policies:
+        est = estimate(data, pol.probs, pol.rhat, counts, cfg.clip, cfg.confidence, cfg.estimators)
+        raw[pol.name] = est
+        overall[pol.name] = {k: v.as_dict() for k, v in est.items()}
+    logged = {"value": float(np.mean(data.reward)) if data.n else float("nan"), "n": data.n}
+    lifts: dict[str, Any] = {}
+    names = [p.name for p in policies]
+    pairs = [compare] if compare else []
+    pairs += [(a, "random") for a in names if a != "random" and "random" in names]
+    for a, b in pairs:
+        if a in raw and b in raw:
+            lifts[f"{a}_vs_{b}"] = {k: difference(raw[a][k], raw[b][k], cfg.confidence)
+                                    for k in raw[a] if k in raw[b]}
+    breakdowns: dict[str, dict[str, Any]] = {}
+    for col, value, rows in iter_groups(data, list(cfg.breakdowns)):
+        cell = breakdowns.setdefault(col, {}).setdefault(value, {"n": int(len(rows)), "policies": {}})
+        for pol in policies:
+            est = estimate(data, pol.probs, pol.rhat, counts, cfg.clip, cfg.confidence, cfg.estimators,
+                           rows=rows)
+            cell["policies"][pol.name] = {k: v.as_dict() for k, v in est.items()}
+    return {
+        "rows": data.n,
+        "uniform_rows": int(data.uniform.sum()),
+        "logged_policy": logged,
+        "policies": overall,
+        "policy_info": {p.name: p.info for p in policies},
+        "lifts": lifts,
+        "breakdowns": breakdowns,
+        "notes": list(data.notes),
+    }
+
+
+def evaluate_log(
+    frame: pd.DataFrame,
+    index: CatalogIndex,
+    models: dict[str, QualityPlayModel],
+    cfg: EvalConfig | None = None,
+    lookup: HistoricalLookup | None = None,
+    source: str = "log",
+) -> dict[str, Any]:
+    """Estimate random, non-contextual and each model's greedy policy on a logged frame.
+
+    `models` maps a policy name (e.g. "current", "candidate") to a loaded model.
+    """
+    cfg = cfg or EvalConfig()
+    frame = frame.copy()
+    frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
+    frame = frame.sort_values("decided_at", kind="stable").reset_index(drop=True)
+    cut = int(len(frame) * cfg.fit_share)
+    fit, held = (frame.iloc[:cut], frame.iloc[cut:]) if cut > 0 else (frame, frame)
+    data, dropped = keyart_bandit_data(held.reset_index(drop=True), index, cfg.min_minutes, cfg.window,
+                                       lookup, source)
+    if data.n == 0:
+        raise DatasetError(f"{source}: no usable logged decisions to evaluate (dropped: {dropped})")
+    fit_usable = fit[fit["features"].map(lambda v: v is not None and len(v) > 0)]
+    nc = fit_noncontextual(fit_usable, cfg.min_minutes, cfg.window, cfg.prior_rows)
+    rhat_lgb = None
+    if cfg.reward_model == "lightgbm" or not models:
+        fx = np.stack(fit_usable["features"].to_numpy()).astype(np.float32)
+        fy = quality_labels(fit_usable, cfg.min_minutes, cfg.window)
+        rhat_lgb = fit_reward_model(fx, fy, fit_usable["decided_at"].to_numpy(), cfg.seed)(data.x)
+    assert data.x is not None  # built with candidate features above
+    model_preds = {name: m.predict(data.x) for name, m in models.items()}
+    default_rhat = rhat_lgb if rhat_lgb is not None else model_preds[list(models)[-1]]
+    policies = [
+        PolicyView("random", uniform_probs(data), default_rhat, {"kind": "uniform over the pool"}),
+        PolicyView("non_contextual", argmax_probs(noncontextual_flat_scores(nc, data), data), default_rhat,
+                   {"kind": "best image per title (IPS take rate on the fit part)"}),
+    ]
+    for name, m in models.items():
+        rhat = model_preds[name] if cfg.reward_model == "self" else default_rhat
+        policies.append(PolicyView(name, argmax_probs(model_preds[name], data), rhat,
+                                   {"kind": "greedy on the model", "version": m.version}))
+    compare = ("candidate", "current") if {"candidate", "current"} <= set(models) else None
+    first = pd.Timestamp(data.time.min()) if data.n and data.time is not None else None
+    for name, m in models.items():
+        until = m.meta.get("data_until")
+        if not until or first is None:
+            continue
+        t = pd.Timestamp(until)
+        t = t.tz_localize("UTC") if t.tzinfo is None else t
+        if t >= first:
+            data.notes.append(f"{name} ({m.version}) was trained on decisions up to {until}, overlapping the "
+                              f"evaluated rows (from {first}): its estimates are in-sample and optimistic")
+    result = estimate_policies(data, policies, cfg, compare)
+    result.update(
+        source=source,
+        config=asdict(cfg),
+        dropped=dropped,
+        fit_rows=int(cut),
+        reward_model=cfg.reward_model,
+        feature_schema=FEATURE_SCHEMA,
+    )
+    return result
+
+
+# ----------------------------------------------------------------------------- profiles (Figure 3)
+
+
+def _vocab(vocab: tuple[str, ...], value: float) -> str:
+    k = int(value)
+    return vocab[k] if 0 <= k < len(vocab) else "?"
+
+
+PROFILE_GENRES: tuple[str, ...] = ("comedy", "romance", "action", "horror")
+
+
+def contrasting_profiles(
+    frame: pd.DataFrame,
+    index: CatalogIndex,
+    model: QualityPlayModel,
+    n_titles: int = 5,
+    genres: tuple[str, ...] = PROFILE_GENRES,
+) -> dict[str, Any]:
+    """The image the model picks for members of contrasting tastes, on the same titles.
+
+    Members: for each genre, the logged member with the largest logged affinity for
+    it (their latest logged vector gives member columns). Titles: the pools with the
+    most distinct tones. Device TV, member's logged country.
+    """
+    usable = frame[frame["features"].map(lambda v: v is not None and len(v) > 0)]
+    if not len(usable):
+        return {"titles": [], "profiles": []}
+    x = np.stack(usable["features"].to_numpy()).astype(np.float32)
+    catalog = index.catalog
+
+    def variety(tid: str) -> tuple[int, int, str]:
+        pool = catalog.titles[tid].image_ids
+        return (len({catalog.images[i].tone for i in pool}), len(pool), tid)
+
+    titles = sorted(catalog.titles, key=variety, reverse=True)[:n_titles]
+    profiles = []
+    for g in genres:
+        share = x[:, COL[f"genre_{g}"]] / np.maximum(x[:, GENRE_COLS].sum(axis=1), 1e-6)
+        k = int(np.argmax(share))
+        base = x[k].copy()
+        base[COL["device"]] = code("device", "TV")
+        row = usable.iloc[k]
+        actors = {}
+        if "top_actors" in usable.columns:
+            actors = {str(a): float(w) for a, w in zip(row["top_actors"], row["top_actor_weights"])}
+        pools = [list(catalog.titles[t].image_ids) for t in titles]
+        flat = [i for p in pools for i in p]
+        seg = np.repeat(np.arange(len(titles)), [len(p) for p in pools])
+        logged = np.repeat(base[None, :], len(titles), axis=0)
+        genre_vec = base[GENRE_COLS]
+        for j, t in enumerate(titles):
+            logged[j, COL["title_interacted"]] = 0.0
+            logged[j, COL["title_genre_affinity"]] = float(index.title_genres[index.title_row[t]] @ genre_vec)
+        rows = np.array([index.image_row[i] for i in flat])
+        cx = candidate_matrix(logged, index, rows, seg, [actors] * len(titles))
+        scores = model.predict(cx)
+        picks = []
+        for j, t in enumerate(titles):
+            idx = np.flatnonzero(seg == j)
+            best = flat[idx[int(np.argmax(scores[idx]))]]
+            im = catalog.images[best]
+            picks.append({"title_id": t, "image_id": best, "tone": im.tone, "style": im.style,
+                          "expression": im.expression, "num_faces": im.num_faces,
+                          "cast_shown": list(im.cast_shown), "score": float(scores[idx].max())})
+        top = sorted(zip(GENRES, genre_vec.tolist()), key=lambda kv: -kv[1])[:2]
+        profiles.append({"taste": g, "member_id": str(row["member_id"]),
+                         "country": _vocab(COUNTRIES, base[COL["country"]]), "device": "TV",
+                         "top_genres": [(a, round(float(b), 2)) for a, b in top], "picks": picks})
+    return {"titles": titles, "profiles": profiles, "model_version": model.version}

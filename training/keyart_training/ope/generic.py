@@ -1,0 +1,167 @@
+"""Off-policy evaluation of any logged bandit feedback (not only Keyart's log).
+
+Parquet schema (one row per logged decision):
+
+=================  =====================  ===============================================
+column             type                   meaning
+=================  =====================  ===============================================
+action             string or integer      the action the logging policy took (required)
+propensity         float, (0, 1]          logging policy's probability of it (required)
+reward             float                  observed reward, e.g. 1.0 take / 0.0 (required)
+actions            list<same as action>   candidate set of the row; must contain `action`
+                                          (needed by random, best_action and DR)
+target_probs       list<float>            evaluation policy's probability of each of
+                                          `actions` (sums to 1)
+target_prob        float, [0, 1]          alternatively: evaluation policy's probability
+                                          of the logged `action` (replay, IPS, SNIPS only)
+reward_hat         list<float>            reward model's prediction for each of `actions`
+                                          (DR's direct-method term)
+features           list<float>            context features; without `reward_hat` a LightGBM
+                                          reward model on (features, action) is fitted
+                                          (in-sample) for DR
+policy             string                 rows with "uniform" form the replay slice
+<anything else>    any                    usable as a breakdown column (`by`)
+=================  =====================  ===============================================
+
+Policies: `target` (when target_probs or target_prob is given), `random` and
+`best_action` (the action with the best self-normalized IPS take rate over all rows:
+a non-contextual bandit fitted in-sample) when `actions` is given.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from keyart_training.data.dataset import DatasetError, read_parquet_columns
+from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies
+from keyart_training.ope.estimators import BanditData, argmax_probs, uniform_probs
+
+REQUIRED: tuple[str, ...] = ("action", "propensity", "reward")
+
+
+def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise DatasetError(f"{source}: column {col}, row {int(bad[0])}: {df[col].iloc[bad[0]]!r} is not a number")
+    return values
+
+
+def read_bandit(path: Path) -> pd.DataFrame:
+    return read_parquet_columns(path, REQUIRED)
+
+
+def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, dict[str, np.ndarray]]:
+    """Validate a generic bandit frame; return BanditData and flat per-candidate extras."""
+    n = len(df)
+    prop = _numeric(df, "propensity", source)
+    bad = np.flatnonzero(~((prop > 0) & (prop <= 1)))
+    if len(bad):
+        raise DatasetError(f"{source}: column propensity, row {int(bad[0])}: {float(prop[bad[0]])} is not in (0, 1]")
+    reward = _numeric(df, "reward", source)
+    actions = df["action"].to_numpy()
+    extras: dict[str, np.ndarray] = {}
+    if "actions" in df.columns:
+        lists = [list(a) if a is not None else [] for a in df["actions"]]
+        logged_pos = []
+        for i, (a, cands) in enumerate(zip(actions, lists)):
+            try:
+                logged_pos.append(cands.index(a))
+            except ValueError:
+                raise DatasetError(f"{source}: column actions, row {i}: does not contain the logged "
+                                   f"action {a!r}") from None
+        sizes = np.array([len(c) for c in lists], dtype=np.int64)
+        flat = np.array([x for c in lists for x in c], dtype=object)
+        for col in ("target_probs", "reward_hat"):
+            if col in df.columns:
+                vals = [np.asarray(v if v is not None else [], dtype=float) for v in df[col]]
+                for i, (v, k) in enumerate(zip(vals, sizes)):
+                    if len(v) != k:
+                        raise DatasetError(f"{source}: column {col}, row {i}: {len(v)} values for {k} actions")
+                    if not np.isfinite(v).all():
+                        raise DatasetError(f"{source}: column {col}, row {i}: not finite")
+                    if col == "target_probs" and (abs(v.sum() - 1.0) > 1e-6 or (v < 0).any()):
+                        raise DatasetError(f"{source}: column target_probs, row {i}: not a probability "
+                                           f"vector (sums to {v.sum():.6f})")
+                extras[col] = np.concatenate(vals) if vals else np.zeros(0)
+    else:
+        sizes = np.ones(n, dtype=np.int64)
+        flat = actions.astype(object)
+        logged_pos = [0] * n
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    if "target_prob" in df.columns and "target_probs" not in extras:
+        tp = _numeric(df, "target_prob", source)
+        bad = np.flatnonzero((tp < 0) | (tp > 1))
+        if len(bad):
+            raise DatasetError(f"{source}: column target_prob, row {int(bad[0])}: {float(tp[bad[0]])} not in [0, 1]")
+        t = np.zeros(offsets[-1])
+        t[offsets[:-1] + np.asarray(logged_pos)] = tp
+        extras["target_prob_logged"] = t
+    groups = df.drop(columns=[c for c in ("actions", "target_probs", "reward_hat", "features") if c in df.columns])
+    data = BanditData(
+        reward=reward, propensity=prop, offsets=offsets,
+        logged=offsets[:-1] + np.asarray(logged_pos, dtype=np.int64), candidates=flat,
+        uniform=(df["policy"].astype(str) == "uniform").to_numpy() if "policy" in df.columns else np.zeros(n, bool),
+        groups=groups.reset_index(drop=True),
+    )
+    return data, extras
+
+
+def _reward_model(df: pd.DataFrame, data: BanditData, seed: int) -> np.ndarray | None:
+    if "features" not in df.columns:
+        return None
+    import lightgbm as lgb
+
+    ctx = np.stack([np.asarray(v, dtype=np.float32) for v in df["features"]])
+    codes = {a: k for k, a in enumerate(pd.unique(data.candidates))}
+    cand_code = np.array([codes[a] for a in data.candidates], dtype=np.float32)
+    x_logged = np.column_stack([ctx, cand_code[data.logged]])
+    params = {"objective": "binary" if set(np.unique(data.reward)) <= {0.0, 1.0} else "regression",
+              "num_leaves": 15, "learning_rate": 0.08, "min_data_in_leaf": 20, "verbosity": -1,
+              "num_threads": 1, "seed": seed}
+    ds = lgb.Dataset(x_logged, data.reward, categorical_feature=[ctx.shape[1]])
+    booster = lgb.train(params, ds, num_boost_round=150)
+    x_flat = np.column_stack([ctx[data.segment], cand_code])
+    return np.asarray(booster.predict(x_flat), dtype=np.float64)
+
+
+def best_action_probs(data: BanditData) -> np.ndarray:
+    """Greedy on each action's self-normalized IPS take rate over all rows."""
+    logged = data.candidates[data.logged]
+    df = pd.DataFrame({"a": logged, "wr": data.reward / data.propensity, "w": 1.0 / data.propensity})
+    agg = df.groupby("a")[["wr", "w"]].sum()
+    rate = (agg["wr"] / agg["w"]).to_dict()
+    scores = np.array([rate.get(a, -np.inf) for a in data.candidates])
+    return argmax_probs(scores, data)
+
+
+def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[str, ...] = (),
+                    source: str = "dataset") -> dict[str, Any]:
+    cfg = cfg or EvalConfig()
+    data, extras = bandit_data(df, source)
+    has_sets = "actions" in df.columns
+    rhat = extras.get("reward_hat")
+    if rhat is None and has_sets:
+        rhat = _reward_model(df, data, cfg.seed)
+    policies: list[PolicyView] = []
+    if "target_probs" in extras:
+        policies.append(PolicyView("target", extras["target_probs"], rhat, {"kind": "given target_probs"}))
+    elif "target_prob_logged" in extras:
+        policies.append(PolicyView("target", extras["target_prob_logged"], None, {"kind": "given target_prob"}))
+    if has_sets:
+        policies.append(PolicyView("random", uniform_probs(data), rhat, {"kind": "uniform over actions"}))
+        policies.append(PolicyView("best_action", best_action_probs(data), rhat,
+                                   {"kind": "best single action (in-sample SNIPS)"}))
+    if not policies:
+        raise DatasetError(f"{source}: nothing to evaluate: give target_probs/target_prob or actions")
+    from dataclasses import replace
+
+    result = estimate_policies(data, policies, replace(cfg, breakdowns=tuple(by)))
+    result["source"] = source
+    result["reward_model"] = "given reward_hat" if "reward_hat" in extras else (
+        "lightgbm on (features, action), in-sample" if rhat is not None else "none (no DR)")
+    return result
