@@ -36,7 +36,7 @@ _DEVICES = (pb.DEVICE_TYPE_TV, pb.DEVICE_TYPE_WEB, pb.DEVICE_TYPE_MOBILE, pb.DEV
 def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5) -> list[pb.RankArtworkRequest]:
     """Pages of 40 titles x 12 candidates for random demo members."""
     from keyart.adapters.catalog.parquet import load_catalog
-    from keyart.jobs.world.synthetic import load_world
+    from keyart.jobs.world.world_model import load_world
 
     catalog = load_catalog(settings.world_dir)
     members = load_world(settings.world_dir).members
@@ -149,32 +149,34 @@ def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies:
 
 
 def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400) -> dict[str, Any]:
-    """In-process cost of one page through the handler, with and without decision logging.
+    """In-process cost of one page through the page service, with and without decision logging.
 
     The two variants alternate request by request so machine noise hits both alike.
     """
+    from keyart.adapters.grpc.servicer import RankerCalls
     from keyart.app.runtime import Runtime
 
     runtime = Runtime.start(settings, watch_interval_s=0)
-    handler, sink = runtime.handler, runtime.handler.sink
+    page, sink = runtime.page, runtime.page.sink
+    calls = RankerCalls(page)
     try:
         for r in requests[:20]:
-            handler.rank(r)  # warm caches and the feature thread
+            calls.rank(r)  # warm caches and the feature thread
         timings: dict[str, list[float]] = {"with_log": [], "without_log": []}
         for k in range(pages):
             for variant in ("with_log", "without_log") if k % 2 == 0 else ("without_log", "with_log"):
-                handler.sink = sink if variant == "with_log" else None
+                page.sink = sink if variant == "with_log" else None
                 t0 = time.perf_counter()
-                handler.rank(requests[k % len(requests)])
+                calls.rank(requests[k % len(requests)])
                 timings[variant].append(time.perf_counter() - t0)
-        handler.sink = sink
+        page.sink = sink
         out: dict[str, Any] = {}
         for variant, values in timings.items():
             arr = np.array(values) * 1000.0
             out[variant] = {"p50_ms": round(float(np.percentile(arr, 50)), 3),
                             "p99_ms": round(float(np.percentile(arr, 99)), 3)}
         out["pages_per_s_one_core"] = round(1000.0 / out["with_log"]["p50_ms"], 1)
-        out["log_writer"] = runtime.writer.stats() if runtime.writer is not None else {}  # type: ignore[attr-defined]
+        out["log_writer"] = runtime.writer.stats() if runtime.writer is not None else {}
         return out
     finally:
         runtime.close()

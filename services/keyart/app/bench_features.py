@@ -1,6 +1,6 @@
 """`keyart bench-features`: latency of the per-request feature step, in process.
 
-What one RankArtwork page costs before the model runs (services/keyart/api/handler.py
+What one RankArtwork page costs before the model runs (services/keyart/core/page.py
 and core/ranker.py): one member lookup in the Feast online store
 (``MemberFeatureSource.get``, a single batched read of the member_context_v1
 feature service), resolving the page's candidates to rows of the in-process
@@ -51,12 +51,11 @@ def bench_features(
 
     Raises KeyartError when the world or the feature store is not built.
     """
-    from keyart.app.build import resolve_feature_repo
-    from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
-    from keyart.domain import RequestContext
     from keyart.adapters.catalog.parquet import load_catalog
     from keyart.adapters.feast.online import MemberFeatureSource
-    from keyart.adapters.feast.repo import open_store
+    from keyart.adapters.feast.repo import open_store, resolve_feature_repo
+    from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
+    from keyart.domain import RequestContext
 
     if pages < 1:
         raise KeyartError("bench-features: --pages must be at least 1")

@@ -9,27 +9,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from keyart.adapters.feast.repo import resolve_feature_repo
 from keyart.settings import KeyartSettings
 
-FEATURE_STORE_FILE = "feature_store.yaml"
 MATERIALIZED_MARKER = ".materialized"
-
-
-def resolve_feature_repo(settings: KeyartSettings) -> Path:
-    """The Feast repo serving this data dir.
-
-    The embedded `features/` repo points at `<repo root>/var`; any other data dir
-    gets its own generated copy under `<data_dir>/feast_repo`.
-    """
-    embedded = settings.feature_repo_dir
-    if (embedded / FEATURE_STORE_FILE).is_file() and (
-        (embedded.resolve().parent / "var") == settings.data_dir.resolve()
-    ):
-        return embedded
-    return settings.data_dir / "feast_repo"
 
 
 def build_world_and_features(
@@ -40,8 +25,8 @@ def build_world_and_features(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Build the synthetic world (history ending at `now`, default today 00:00 UTC) and its features."""
-    from keyart.jobs.world.synthetic import build_world
     from keyart.jobs.world.features import build_features
+    from keyart.jobs.world.synthetic import build_world
 
     world_dir = build_world(settings.world_dir, seed=seed, members=members, titles=titles, now=now)
     build_features(world_dir)
@@ -51,7 +36,7 @@ def build_world_and_features(
 
 def apply_features(settings: KeyartSettings) -> dict[str, Any]:
     """Feast apply + materialize for the world in settings.world_dir."""
-    from keyart.adapters.feast.repo import apply_and_materialize, prepare_feature_repo
+    from keyart.adapters.feast.repo import apply_and_materialize, prepare_feature_repo, resolve_feature_repo
 
     meta = json.loads((settings.world_dir / "world.json").read_text())
     end = datetime.fromisoformat(meta["now"]) + timedelta(days=1)
@@ -65,66 +50,31 @@ def apply_features(settings: KeyartSettings) -> dict[str, Any]:
     return {"repo": str(repo), "materialized_until": end.isoformat()}
 
 
-def historical_lookup(settings: KeyartSettings) -> Callable:
-    """entity rows -> MemberFeatures as of each row's event_timestamp (Feast offline store)."""
-    import pandas as pd
-
-    from keyart.adapters.feast.online import MemberFeatureSource, row_to_member_features
-    from keyart.adapters.feast.repo import open_store
-
-    source = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
-
-    def lookup(entity_df: pd.DataFrame) -> list:
-        df = source.historical(entity_df).drop(columns=["event_timestamp"])
-        rows = []
-        for r in df.to_dict("records"):
-            # Feast's offline store gives NaN for unknown values and arrays for lists.
-            rows.append({k: (v.tolist() if hasattr(v, "tolist") and not isinstance(v, float)
-                             else None if isinstance(v, float) and v != v else v) for k, v in r.items()})
-        return [row_to_member_features(str(r["member_id"]), r) for r in rows]
-
-    return lookup
-
-
-def train(
-    settings: KeyartSettings,
-    log_export: Path | None = None,
-    simulate: bool = False,
-    pages: int = 4000,
-    ips: bool = False,
-    promote_after: bool = True,
-    seed: int = 11,
-) -> dict[str, Any]:
-    """Train from a log export, or from a simulated uniform exploration log."""
-    from keyart.errors import KeyartError
-    from keyart.jobs.world.synthetic import load_world
-    from keyart_training.data.dataset import label, read_logged
+def train_first_model(settings: KeyartSettings, pages: int = 4000, seed: int = 11) -> dict[str, Any]:
+    """Train and promote the first model on a simulated uniform exploration log of the world."""
+    from keyart.jobs.world.world_model import load_world
+    from keyart_training.data.dataset import label
     from keyart_training.job import run_training
 
     min_minutes = load_world(settings.world_dir).params.quality_minutes
-    if simulate:
-        frame = simulate_bootstrap_log(settings, pages=pages, seed=seed)
-        source = f"simulated uniform exploration, {pages} pages, seed {seed}"
-    elif log_export is not None:
-        frame = read_logged(log_export)
-        source = str(log_export)
-    else:
-        raise KeyartError("train: give --log-export PATH or --bootstrap")
+    frame = simulate_bootstrap_log(settings, pages=pages, seed=seed)
+    source = f"simulated uniform exploration, {pages} pages, seed {seed}"
     data = label(frame, min_minutes=min_minutes, source=source)
-    result = run_training(data, settings.models_dir, ips_weights=ips, promote_after=promote_after, source=source)
+    result = run_training(data, settings.models_dir, promote_after=True, source=source)
     return {"version": result.version, "path": str(result.path), "metrics": result.metrics,
             "promoted": result.promoted}
 
 
 def simulate_bootstrap_log(settings: KeyartSettings, pages: int, seed: int):  # -> pd.DataFrame
-    from keyart.core.featurize import CatalogIndex
     from keyart.adapters.catalog.parquet import load_catalog
-    from keyart.jobs.world.synthetic import load_world
+    from keyart.adapters.feast.online import historical_member_lookup
+    from keyart.core.featurize import CatalogIndex
+    from keyart.jobs.world.world_model import load_world
     from keyart_training.simulate import simulate_pages
 
     world = load_world(settings.world_dir)
     index = CatalogIndex.build(load_catalog(settings.world_dir))
-    frame = simulate_pages(world, index, historical_lookup(settings), pages=pages, seed=seed, progress=True)
+    frame = simulate_pages(world, index, historical_member_lookup(resolve_feature_repo(settings)), pages=pages, seed=seed, progress=True)
     out = settings.log_dir / "bootstrap_log.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
@@ -143,5 +93,5 @@ def ensure_built(settings: KeyartSettings, say: Callable[[str], None]) -> None:
         apply_features(settings)
     if current_version(settings.models_dir) is None:
         say("training the first model on a simulated exploration log ...")
-        result = train(settings, simulate=True)
+        result = train_first_model(settings)
         say(f"model {result['version']} promoted (valid AUC {result['metrics']['valid_auc']:.3f})")

@@ -26,7 +26,7 @@ PAGE_SIZE = 6
 
 def _contrasting_members(settings: KeyartSettings) -> list[tuple[str, str]]:
     """(genre, member_id) of the member with the strongest taste for each demo genre."""
-    from keyart.jobs.world.synthetic import load_world
+    from keyart.jobs.world.world_model import load_world
 
     members = load_world(settings.world_dir).members
     taste = np.vstack(members["latent_genre_weights"].to_numpy())
@@ -49,13 +49,12 @@ def _demo_titles(catalog: Any) -> list[str]:
 
 
 def run_demo(settings: KeyartSettings, address: str) -> dict[str, Any]:
-    from keyart.app.build import resolve_feature_repo
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.adapters.feast.online import MemberFeatureSource
+    from keyart.adapters.feast.repo import open_store, resolve_feature_repo
     from keyart.core.featurize import FEATURE_NAMES, CatalogIndex, build_matrix, cold_member
     from keyart.core.model import current_version, load_model
     from keyart.domain import RequestContext
-    from keyart.adapters.catalog.parquet import load_catalog
-    from keyart.adapters.feast.online import MemberFeatureSource
-    from keyart.adapters.feast.repo import open_store
 
     catalog = load_catalog(settings.world_dir)
     index = CatalogIndex.build(catalog)

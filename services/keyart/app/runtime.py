@@ -1,4 +1,4 @@
-"""Wire the handler to its adapters (catalog, Feast, model store, decision log).
+"""Wire the page service to its adapters (catalog, Feast, model store, decision log).
 
 Used by every entry point that serves: the Ray Serve deployment, the bare gRPC
 server and the CLI demo. A background thread watches the model pointer and swaps
@@ -12,9 +12,10 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from keyart.core.page import ArtworkRankerHandler, Metrics
 from keyart.core.featurize import CatalogIndex
 from keyart.core.model import current_version, load_model
+from keyart.core.page import PageService
+from keyart.core.ports import DecisionLog, PageMetrics
 from keyart.core.ranker import PolicyConfig
 from keyart.errors import ModelLoadError
 from keyart.settings import KeyartSettings
@@ -38,11 +39,11 @@ def policy_config(settings: KeyartSettings) -> PolicyConfig:
 
 @dataclass
 class Runtime:
-    """A handler and the resources it owns."""
+    """A page service and the resources it owns."""
 
     settings: KeyartSettings
-    handler: ArtworkRankerHandler
-    writer: object | None = None
+    page: PageService
+    writer: DecisionLog | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     last_model_error: str = ""
@@ -52,15 +53,14 @@ class Runtime:
     def start(
         cls,
         settings: KeyartSettings,
-        metrics: Metrics | None = None,
+        metrics: PageMetrics | None = None,
         with_log: bool = True,
         watch_interval_s: float = 2.0,
     ) -> Runtime:
-        from keyart.app.build import resolve_feature_repo
-        from keyart.adapters.decision_log.factory import open_decision_log
         from keyart.adapters.catalog.parquet import load_catalog
+        from keyart.adapters.decision_log.factory import open_decision_log
         from keyart.adapters.feast.online import MemberFeatureSource
-        from keyart.adapters.feast.repo import open_store
+        from keyart.adapters.feast.repo import open_store, resolve_feature_repo
 
         index = CatalogIndex.build(load_catalog(settings.world_dir))
         members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
@@ -69,16 +69,16 @@ class Runtime:
         except Exception:  # a broken store must not stop serving: pages get default artwork
             log.exception("member feature store unavailable at start")
         writer = open_decision_log(settings) if with_log else None
-        handler = ArtworkRankerHandler(
+        page = PageService(
             index=index,
             members=members,
             policy=policy_config(settings),
-            sink=writer,  # type: ignore[arg-type]
+            sink=writer,
             metrics=metrics,
             feature_timeout_s=settings.feature_timeout_ms / 1000.0,
             request_budget_s=settings.request_budget_ms / 1000.0,
         )
-        runtime = cls(settings=settings, handler=handler, writer=writer)
+        runtime = cls(settings=settings, page=page, writer=writer)
         runtime.reload_model()
         runtime.reload_catalog()  # records the loaded catalog's file stamps
         if watch_interval_s > 0:
@@ -91,15 +91,15 @@ class Runtime:
     def reload_model(self) -> bool:
         """Load the promoted model if it differs from the one serving. True if swapped."""
         version = current_version(self.settings.models_dir)
-        if version is None or version == self.handler.model_version:
+        if version is None or version == self.page.model_version:
             return False
         try:
             model = load_model(self.settings.models_dir / version)
         except ModelLoadError as exc:
             self.last_model_error = str(exc)
-            log.error("model %s refused, keeping %r: %s", version, self.handler.model_version, exc)
+            log.error("model %s refused, keeping %r: %s", version, self.page.model_version, exc)
             return False
-        self.handler.set_model(model)
+        self.page.set_model(model)
         self.last_model_error = ""
         log.info("serving model %s", version)
         return True
@@ -112,8 +112,8 @@ class Runtime:
         if stamp == self._catalog_stamp:
             return False
         if self._catalog_stamp is not None:
-            self.handler.index = CatalogIndex.build(load_catalog(self.settings.world_dir))
-            log.info("catalog reloaded: version %s", self.handler.index.catalog.version)
+            self.page.index = CatalogIndex.build(load_catalog(self.settings.world_dir))
+            log.info("catalog reloaded: version %s", self.page.index.catalog.version)
         self._catalog_stamp = stamp
         return True
 
@@ -127,6 +127,6 @@ class Runtime:
 
     def close(self) -> None:
         self._stop.set()
-        self.handler.close()
+        self.page.close()
         if self.writer is not None:
-            self.writer.close()  # type: ignore[attr-defined]
+            self.writer.close()

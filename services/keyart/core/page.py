@@ -1,9 +1,9 @@
-"""The ArtworkRanker service logic, transport-agnostic.
+"""The page service: one RankArtwork page or ReportOutcome batch, on domain types.
 
-Both the Ray Serve deployment and the bare grpc.aio server delegate here: they
-pass the protobuf request and a deadline, and map KeyartError to a status. The
-handler never lets a failing dependency fail a well-formed page: it serves
-default artwork with `fallback_reason` set instead.
+Transports (the gRPC servicer, the Ray Serve deployment) convert protobuf to a
+`PageRequest` and delegate here. The service never lets a failing dependency fail
+a well-formed page: it serves default artwork with `fallback_reason` set instead,
+and it logs every decision, fallbacks included (propensity 1).
 """
 
 from __future__ import annotations
@@ -14,52 +14,44 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
 
-from keyart.adapters.grpc import convert
 from keyart.core.featurize import FEATURE_SCHEMA, CatalogIndex, cold_member
 from keyart.core.model import QualityPlayModel
+from keyart.core.ports import DecisionSink, MemberLookup, NoMetrics, PageMetrics
 from keyart.core.ranker import (
     FALLBACK_DEADLINE,
     FALLBACK_FEATURES_UNAVAILABLE,
     PolicyConfig,
     Ranker,
 )
-from keyart.domain import Impression, MemberFeatures, Outcome, RequestContext, Selection
-from keyart.v1 import ranking_pb2 as pb
+from keyart.domain import Impression, MemberFeatures, Outcome, RequestContext, Selection, TitleRequest
 
 log = logging.getLogger(__name__)
 
 
-class MemberLookup(Protocol):
-    def get(self, member_id: str) -> MemberFeatures | None: ...
+@dataclass(frozen=True)
+class PageRequest:
+    """A validated RankArtwork request."""
+
+    request_id: str
+    member_id: str
+    context: RequestContext
+    titles: list[TitleRequest]
 
 
-class DecisionSink(Protocol):
-    def submit_impressions(self, records: list[Impression]) -> bool: ...
-    def submit_outcomes(self, records: list[Outcome]) -> bool: ...
+@dataclass(frozen=True)
+class PageResult:
+    """The page's selections, in page order, and what produced them."""
+
+    selections: list[Selection]
+    policy: str  # the member's policy, or "fallback" when the whole page fell back
+    model_version: str
 
 
-class Metrics(Protocol):
-    def observe_page(self, policy: str, selections: list[Selection], seconds: float) -> None: ...
-    def observe_features(self, seconds: float, ok: bool) -> None: ...
-    def observe_outcomes(self, accepted: int) -> None: ...
-
-
-class NoMetrics:
-    def observe_page(self, policy: str, selections: list[Selection], seconds: float) -> None:
-        pass
-
-    def observe_features(self, seconds: float, ok: bool) -> None:
-        pass
-
-    def observe_outcomes(self, accepted: int) -> None:
-        pass
-
-
-class ArtworkRankerHandler:
-    """RankArtwork and ReportOutcome on plain protobuf messages."""
+class PageService:
+    """Ranks pages and takes outcomes; holds the serving model and catalog index."""
 
     def __init__(
         self,
@@ -67,7 +59,7 @@ class ArtworkRankerHandler:
         members: MemberLookup,
         policy: PolicyConfig,
         sink: DecisionSink | None = None,
-        metrics: Metrics | None = None,
+        metrics: PageMetrics | None = None,
         feature_timeout_s: float = 0.05,
         request_budget_s: float = 0.15,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -76,7 +68,7 @@ class ArtworkRankerHandler:
         self.members = members
         self.policy = policy
         self.sink = sink
-        self.metrics = metrics or NoMetrics()
+        self.metrics: PageMetrics = metrics or NoMetrics()
         self.feature_timeout_s = feature_timeout_s
         self.request_budget_s = request_budget_s
         self.clock = clock
@@ -103,20 +95,20 @@ class ArtworkRankerHandler:
         return self.model is not None and bool(self.index.catalog.titles)
 
     # RankArtwork -------------------------------------------------------------------
-    def rank(self, request: pb.RankArtworkRequest, deadline: float | None = None) -> pb.RankArtworkResponse:
-        """Answer a page. deadline: time.monotonic() by which to answer, if the client set one.
+    def rank(self, request: PageRequest, deadline: float | None = None, now: datetime | None = None) -> PageResult:
+        """Choose one image per title of the page.
 
-        Raises:
-            InvalidRequest: the request is structurally wrong.
+        deadline: time.monotonic() by which to answer, if the client set one; the
+        server's own budget applies either way. now: the decision time (default: clock).
         """
         started = time.monotonic()
-        now = self.clock()
-        member_id, context, titles = convert.parse_rank_request(request, now)
+        now = now or self.clock()
+        context, titles = request.context, request.titles
         budget_end = started + self.request_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
         ranker = Ranker(self.index, self.model, self.policy, exposure=self.exposure.__getitem__)
 
-        member = self._member(member_id, context, deadline)
+        member = self._member(request.member_id, context, deadline)
         if member is None:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)
         elif time.monotonic() >= deadline:
@@ -124,10 +116,10 @@ class ArtworkRankerHandler:
         else:
             policy, selections = ranker.rank(member, context, titles, now)
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
-        actors = tuple(member.actor_affinity.items()) if member is not None else ()
-        self._log(request.request_id, member_id, context, policy, ranker.model_version, selections, now, actors)
+        result = PageResult(selections=selections, policy=policy, model_version=ranker.model_version)
+        self._log(request, member, result, now)
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
-        return convert.to_response(selections, ranker.model_version, policy)
+        return result
 
     def _member(self, member_id: str, context: RequestContext, deadline: float) -> MemberFeatures | None:
         """Member features within the time left (None if the store failed or timed out).
@@ -151,32 +143,24 @@ class ArtworkRankerHandler:
         self.metrics.observe_features(time.monotonic() - t0, ok=True)
         return member or cold_member(member_id, context)
 
-    def _log(
-        self,
-        request_id: str,
-        member_id: str,
-        context: RequestContext,
-        policy: str,
-        model_version: str,
-        selections: list[Selection],
-        now: datetime,
-        actors: tuple[tuple[str, float], ...],
-    ) -> None:
+    def _log(self, request: PageRequest, member: MemberFeatures | None, result: PageResult, now: datetime) -> None:
         if self.sink is None:
             return
+        context = request.context
+        actors = tuple(member.actor_affinity.items()) if member is not None else ()
         records = [
             Impression(
                 decision_id=s.decision_id,
-                request_id=request_id,
-                member_id=member_id,
+                request_id=request.request_id,
+                member_id=request.member_id,
                 title_id=s.title_id,
                 image_id=s.image_id,
                 lineage_id=s.lineage_id,
                 propensity=s.propensity,
                 score=s.score,
                 explored=s.explored,
-                policy=policy,
-                model_version=model_version,
+                policy=result.policy,
+                model_version=result.model_version,
                 position=s.position,
                 country=context.country,
                 language=context.language,
@@ -188,22 +172,17 @@ class ArtworkRankerHandler:
                 features=s.features,
                 actor_affinity=actors if s.features else (),
             )
-            for s in selections
+            for s in result.selections
         ]
         self.sink.submit_impressions(records)  # never blocks: a queue feeds the writer
 
     # ReportOutcome -------------------------------------------------------------------
-    def report(self, request: pb.ReportOutcomeRequest) -> pb.ReportOutcomeResponse:
-        """Validate a batch of outcomes and hand it to the log.
-
-        Raises:
-            InvalidRequest: an outcome is malformed (the whole batch is refused, nothing half-taken).
-        """
-        outcomes = convert.parse_outcomes(request, self.clock())
+    def report(self, outcomes: list[Outcome]) -> int:
+        """Hand a validated batch of outcomes to the log; returns how many were accepted."""
         if self.sink is not None:
             self.sink.submit_outcomes(outcomes)
         self.metrics.observe_outcomes(len(outcomes))
-        return pb.ReportOutcomeResponse(accepted=len(outcomes))
+        return len(outcomes)
 
     def close(self) -> None:
         self._feature_pool.shutdown(wait=False, cancel_futures=True)

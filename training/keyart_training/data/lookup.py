@@ -5,7 +5,7 @@ on a busy machine), which dominates simulations. `parquet_lookup` performs the s
 point-in-time join on the same parquet sources the Feast feature views read
 (`keyart.jobs.world.features`): per member and table, the latest row whose `created` is
 at or before the entity's timestamp (what the online store could serve then) and
-whose `event_timestamp` is within the views' TTL. `keyart.app.build.historical_lookup`
+whose `event_timestamp` is within the views' TTL. `keyart.adapters.feast.online.historical_member_lookup`
 (Feast itself) stays the reference and is what `refeaturize` uses by default.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keyart.domain import MemberFeatures
 from keyart.adapters.feast.online import row_to_member_features
+from keyart.domain import MemberFeatures
 
 MEMBER_TABLES: tuple[str, ...] = (
     "member_genre_affinity",

@@ -9,7 +9,8 @@ not know; such members come back as None so the caller serves defaults.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -120,3 +121,16 @@ class MemberFeatureSource:
 def row_to_member_features(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
     """Public name of the row converter (e.g. for rows of `MemberFeatureSource.historical`)."""
     return _to_member(member_id, row)
+
+
+def historical_member_lookup(repo_dir: Path) -> Callable[[pd.DataFrame], list[MemberFeatures | None]]:
+    """entity rows (member_id, event_timestamp) -> MemberFeatures as of each row (Feast offline store)."""
+    from keyart.adapters.feast.repo import open_store
+
+    source = MemberFeatureSource(open_store(repo_dir))
+
+    def lookup(entity_df: pd.DataFrame) -> list[MemberFeatures | None]:
+        df = source.historical(entity_df).drop(columns=["event_timestamp"])
+        return [_to_member(str(r["member_id"]), r) for r in df.to_dict("records")]
+
+    return lookup

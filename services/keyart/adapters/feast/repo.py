@@ -31,6 +31,9 @@ from typing import Any
 import yaml
 from feast import Entity, FeatureService, FeatureStore, FeatureView, OnDemandFeatureView
 
+from keyart.settings import KeyartSettings
+
+FEATURE_STORE_FILE = "feature_store.yaml"
 DEFINITIONS_FILE = "definitions.py"
 PATHS_FILE = "keyart_paths.json"
 # Materialize from this far before `end`: title/image rows are valid from before the
@@ -112,3 +115,17 @@ def apply_and_materialize(repo_dir: Path, end: datetime, start: datetime | None 
     store.apply(feast_objects(load_definitions(repo_dir)))
     store.materialize(start_date=start, end_date=end)
     return store
+
+
+def resolve_feature_repo(settings: KeyartSettings) -> Path:
+    """The Feast repo serving this data dir.
+
+    The embedded `features/` repo points at `<repo root>/var`; any other data dir
+    gets its own generated copy under `<data_dir>/feast_repo`.
+    """
+    embedded = settings.feature_repo_dir
+    if (embedded / FEATURE_STORE_FILE).is_file() and (
+        (embedded.resolve().parent / "var") == settings.data_dir.resolve()
+    ):
+        return embedded
+    return settings.data_dir / "feast_repo"

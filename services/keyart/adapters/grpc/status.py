@@ -20,7 +20,7 @@ _TABLE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
 
 
 def status_for(exc: Exception) -> tuple[grpc.StatusCode, str]:
-    """gRPC status code and details for an exception raised by the handler."""
+    """gRPC status code and details for an exception raised by the page service."""
     for kind, code in _TABLE:
         if isinstance(exc, kind):
             return code, str(exc)

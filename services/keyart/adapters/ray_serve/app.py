@@ -1,9 +1,13 @@
-"""Ray Serve application: one ingress deployment wrapping the plain-Python handler.
+"""Ray Serve application: one ingress deployment wrapping the page service.
 
 The whole request path (validation, features, scoring, policy, log enqueue) runs
 in one replica: every extra deployment hop would cost a serialization and a
 process switch. Replicas scale out by Serve autoscaling. The gRPC ingress also
 answers grpc.health.v1.Health/Check (SERVING once model and features are loaded).
+
+The deployment does not build its runtime: the composition root
+(`keyart.app.serve.build_app`, named by the Serve config) binds a factory, so this
+adapter depends only on the core's types.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -19,15 +24,29 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
+from keyart.adapters.grpc.health import health_status
+from keyart.adapters.grpc.servicer import RankerCalls
+from keyart.adapters.grpc.status import status_for
 from keyart.adapters.ray_serve.metrics import RayExporter
 from keyart.core.metrics import AggregatingMetrics
-from keyart.adapters.grpc.status import status_for
-from keyart.app.runtime import Runtime
+from keyart.core.page import PageService
+from keyart.core.ports import DecisionLog, PageMetrics
 from keyart.settings import KeyartSettings
 from keyart.v1 import ranking_pb2 as pb
 
 log = logging.getLogger(__name__)
 
+
+class ServingRuntime(Protocol):
+    """What a replica serves: a page service and the decision log it writes to."""
+
+    page: PageService
+    writer: DecisionLog | None
+
+    def close(self) -> None: ...
+
+
+RuntimeFactory = Callable[[KeyartSettings, PageMetrics], ServingRuntime]
 
 class AppArgs(BaseModel):
     """Arguments of the Serve application (the `args:` block of the Serve config).
@@ -42,13 +61,25 @@ class AppArgs(BaseModel):
 
 @serve.deployment(name="ArtworkRanker", max_ongoing_requests=32)
 class ArtworkRankerDeployment:
-    """gRPC ingress for keyart.v1.ArtworkRanker and grpc.health.v1.Health."""
+    """gRPC ingress for keyart.v1.ArtworkRanker and grpc.health.v1.Health.
 
-    def __init__(self, args: dict[str, Any]) -> None:
+    RankArtwork and ReportOutcome are synchronous methods: Ray Serve runs them on
+    its thread pool (RAY_SERVE_RUN_SYNC_IN_THREADPOOL, on by default), so the bounded
+    wait for member features never blocks the replica's event loop.
+
+    The client's deadline cannot be honoured here: RayServegRPCContext copies the
+    call's metadata, peer and auth context but not its deadline (ray/serve/grpc_util.py,
+    Ray 2.60), and gRPC strips `grpc-timeout` from the metadata. The server budget
+    (KEYART_REQUEST_BUDGET_MS) bounds every page instead, and the client's own
+    deadline still ends the call on its side.
+    """
+
+    def __init__(self, args: dict[str, Any], start_runtime: RuntimeFactory) -> None:
         app_args = AppArgs.model_validate(args)
         logging.basicConfig(level=logging.INFO)
         self.metrics = AggregatingMetrics()
-        self.runtime = Runtime.start(KeyartSettings(**app_args.settings), metrics=self.metrics)
+        self.runtime = start_runtime(KeyartSettings(**app_args.settings), self.metrics)
+        self.calls = RankerCalls(self.runtime.page)
         self.exporter = RayExporter()
         self._export_task = asyncio.get_event_loop().create_task(self._export_loop())
 
@@ -56,38 +87,33 @@ class ArtworkRankerDeployment:
         while True:
             await asyncio.sleep(1.0)
             try:
-                self.exporter.export(self.metrics, self.runtime)
+                self.exporter.export(self.metrics, self.runtime.page.model_version, self.runtime.writer)
             except Exception:
                 log.exception("metrics export")
 
-    async def RankArtwork(  # noqa: N802 (gRPC method name)
+    def RankArtwork(  # noqa: N802 (gRPC method name)
         self, request: pb.RankArtworkRequest, grpc_context: RayServegRPCContext
     ) -> pb.RankArtworkResponse:
         try:
-            return self.runtime.handler.rank(request, None)
+            return self.calls.rank(request, None)
         except Exception as exc:
             return self._error(exc, grpc_context, pb.RankArtworkResponse())
 
-    async def ReportOutcome(  # noqa: N802
+    def ReportOutcome(  # noqa: N802
         self, request: pb.ReportOutcomeRequest, grpc_context: RayServegRPCContext
     ) -> pb.ReportOutcomeResponse:
         try:
-            return self.runtime.handler.report(request)
+            return self.calls.report(request)
         except Exception as exc:
             return self._error(exc, grpc_context, pb.ReportOutcomeResponse())
 
     async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:  # noqa: N802
-        ready = self.runtime.handler.ready()
-        return health_pb2.HealthCheckResponse(
-            status=health_pb2.HealthCheckResponse.SERVING
-            if ready
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        return health_pb2.HealthCheckResponse(status=health_status(self.runtime.page))  # type: ignore[arg-type]
 
     def check_health(self) -> None:
         """Ray Serve's replica health probe: unhealthy replicas are restarted."""
         if self.runtime.writer is not None:
-            ok, detail = self.runtime.writer.health()  # type: ignore[attr-defined]
+            ok, detail = self.runtime.writer.health()
             if not ok:
                 log.error("decision log unhealthy: %s", detail)
 
@@ -104,10 +130,10 @@ class ArtworkRankerDeployment:
             pass
 
 
-def build_app(args: dict[str, Any]) -> serve.Application:
-    """Typed app builder used by the Serve config (`import_path: keyart.adapters.ray_serve.app:build_app`)."""
+def bind_app(args: dict[str, Any], start_runtime: RuntimeFactory) -> serve.Application:
+    """The Serve application for validated args, with the runtime factory bound."""
     AppArgs.model_validate(args)  # fail at deploy time, with the field named, not in a replica
-    return ArtworkRankerDeployment.bind(dict(args))  # type: ignore[attr-defined]
+    return ArtworkRankerDeployment.bind(dict(args), start_runtime)  # type: ignore[attr-defined]
 
 
 def wait_serving(address: str, timeout_s: float = 120.0) -> None:

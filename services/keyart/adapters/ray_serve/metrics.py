@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Gauge, Histogram
 
-from keyart.app.runtime import Runtime
 from keyart.core.metrics import LATENCY_BUCKETS_S, AggregatingMetrics
+from keyart.core.ports import DecisionLog
 
 
 class RayExporter:
@@ -39,7 +39,7 @@ class RayExporter:
             for name in ("queue_depth", "written", "spooled", "replayed", "dropped")
         }
 
-    def export(self, metrics: AggregatingMetrics, runtime: Runtime) -> None:
+    def export(self, metrics: AggregatingMetrics, model_version: str, writer: DecisionLog | None) -> None:
         d = metrics.drain()
         for (policy, explored), n in d.decisions.items():
             self.decisions.inc(n, tags={"policy": policy, "explored": str(explored).lower()})
@@ -55,11 +55,9 @@ class RayExporter:
             self.feature_failures.inc(d.feature_failures)
         if d.outcomes:
             self.outcomes.inc(d.outcomes)
-        version = runtime.handler.model_version
-        if version:
-            self.model.set(1, tags={"version": version})
-        writer = runtime.writer
+        if model_version:
+            self.model.set(1, tags={"version": model_version})
         if writer is not None:
-            stats = writer.stats()  # type: ignore[attr-defined]
+            stats = writer.stats()
             for name, gauge in self.log_gauges.items():
                 gauge.set(float(stats.get(name, 0)))

@@ -28,9 +28,9 @@ app.add_typer(models_app, name="models")
 
 def _mount_sub_apps() -> None:
     """Commands that live next to the code they drive."""
+    from keyart.app.bench_features import bench_features_command
     from keyart.app.cli.artwork import artwork_app
     from keyart.app.cli.log import log_app
-    from keyart.app.bench_features import bench_features_command
     from keyart.app.cli.world import world_export_command, world_import_command
 
     app.add_typer(artwork_app, name="artwork", help="Artwork analysis: faces, focal points, crops, badges.")
@@ -123,8 +123,8 @@ def up(
     detach: bool = typer.Option(False, help="Return once serving instead of waiting for Ctrl-C."),
 ) -> None:
     """Build what is missing (world, features, first model), then serve on Ray Serve."""
-    from keyart.app import build as bootstrap
     from keyart.adapters.ray_serve.launch import launch
+    from keyart.app import build as bootstrap
 
     logging.basicConfig(level=logging.WARNING)
     s = settings()
@@ -138,7 +138,7 @@ def up(
 @friendly
 def serve_bare(port: int = typer.Option(9001, help="Port of the plain grpc.aio server.")) -> None:
     """Serve the same handler on a plain grpc.aio server (the benchmark's baseline)."""
-    from keyart.adapters.grpc.server import run_bare
+    from keyart.app.serve import run_bare
 
     run_bare(settings(), port)
 

@@ -28,7 +28,7 @@ def _min_minutes(settings, given: Optional[float]) -> float:
     if given is not None:
         return given
     try:
-        from keyart.jobs.world.synthetic import load_world
+        from keyart.jobs.world.world_model import load_world
 
         return float(load_world(settings.world_dir).params.quality_minutes)
     except Exception:
@@ -105,12 +105,14 @@ def train(
     else:
         frame, source = _load_frame(s, log_export, from_store, since, until, days)
     if refeaturize:
-        from keyart.app.build import historical_lookup
-        from keyart.core.featurize import CatalogIndex
         from keyart.adapters.catalog.parquet import load_catalog
+        from keyart.adapters.feast.online import historical_member_lookup
+        from keyart.adapters.feast.repo import resolve_feature_repo
+        from keyart.core.featurize import CatalogIndex
         from keyart_training.data.dataset import refeaturize as refeat
 
-        frame = refeat(frame, CatalogIndex.build(load_catalog(s.world_dir)), historical_lookup(s), progress=True)
+        lookup = historical_member_lookup(resolve_feature_repo(s))
+        frame = refeat(frame, CatalogIndex.build(load_catalog(s.world_dir)), lookup, progress=True)
     window = None if attribution_window_hours is None else timedelta(hours=attribution_window_hours)
     data = label(frame, _min_minutes(s, min_minutes), source=source, attribution_window=window)
     cfg = replace(TrainConfig(), ensemble_size=ensemble_size, num_threads=threads)
@@ -186,9 +188,9 @@ def evaluate(
         _emit(result, as_json, _print_eval)
         return
 
+    from keyart.adapters.catalog.parquet import load_catalog
     from keyart.core.featurize import CatalogIndex
     from keyart.core.model import current_version, load_model
-    from keyart.adapters.catalog.parquet import load_catalog
     from keyart_training.ope.evaluate import contrasting_profiles, evaluate_log
 
     frame, source = _load_frame(s, log_export, from_store, since, until, days)
@@ -202,9 +204,10 @@ def evaluate(
         models["candidate"] = load_model(s.models_dir / cand)
     lookup = None
     if feast_actors:
-        from keyart.app.build import historical_lookup
+        from keyart.adapters.feast.online import historical_member_lookup
+        from keyart.adapters.feast.repo import resolve_feature_repo
 
-        lookup = historical_lookup(s)
+        lookup = historical_member_lookup(resolve_feature_repo(s))
     result = evaluate_log(frame, index, models, cfg, lookup=lookup, source=source)
     if report and models:
         from keyart_training.ope.report import write_report
@@ -259,9 +262,9 @@ def simulate(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Closed loop on the synthetic world: true vs replay take fraction per policy."""
-    from keyart.core.featurize import CatalogIndex
     from keyart.adapters.catalog.parquet import load_catalog
-    from keyart.jobs.world.synthetic import load_world
+    from keyart.core.featurize import CatalogIndex
+    from keyart.jobs.world.world_model import load_world
     from keyart_training.closed_loop import LoopConfig, closed_loop
 
     s = _settings()
@@ -275,9 +278,10 @@ def simulate(
     world = load_world(s.world_dir)
     index = CatalogIndex.build(load_catalog(s.world_dir))
     if feast:
-        from keyart.app.build import historical_lookup
+        from keyart.adapters.feast.online import historical_member_lookup
+        from keyart.adapters.feast.repo import resolve_feature_repo
 
-        lookup = historical_lookup(s)
+        lookup = historical_member_lookup(resolve_feature_repo(s))
     else:
         from keyart_training.data.lookup import parquet_lookup
 

@@ -1,4 +1,4 @@
-"""The handler never fails a well-formed page: slow or broken features give defaults."""
+"""The page service never fails a well-formed page: slow or broken features give defaults."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import time
 
 from tiny import make_member
 
-from keyart.core.page import ArtworkRankerHandler
+from keyart.adapters.grpc.servicer import RankerCalls
+from keyart.core.page import PageService
 from keyart.core.ranker import PolicyConfig
 from keyart.v1 import ranking_pb2 as pb
 
@@ -43,10 +44,10 @@ def request() -> pb.RankArtworkRequest:
     )
 
 
-def handler(tiny_index, tiny_model, members, sink=None, **kw) -> ArtworkRankerHandler:
-    h = ArtworkRankerHandler(tiny_index, members, PolicyConfig(uniform_explore_share=0.0), sink=sink, **kw)
-    h.set_model(tiny_model)
-    return h
+def handler(tiny_index, tiny_model, members, sink=None, **kw) -> RankerCalls:
+    service = PageService(tiny_index, members, PolicyConfig(uniform_explore_share=0.0), sink=sink, **kw)
+    service.set_model(tiny_model)
+    return RankerCalls(service)
 
 
 def test_page_is_ranked_and_every_decision_logged(tiny_index, tiny_model):
@@ -82,7 +83,7 @@ def test_expired_client_deadline_serves_defaults_fast(tiny_index, tiny_model):
 
 
 def test_not_ready_without_model(tiny_index):
-    h = ArtworkRankerHandler(tiny_index, Members(), PolicyConfig())
-    assert not h.ready()
-    reply = h.rank(request())
+    service = PageService(tiny_index, Members(), PolicyConfig())
+    assert not service.ready()
+    reply = RankerCalls(service).rank(request())
     assert {s.fallback_reason for s in reply.selections} == {"model_unavailable"}

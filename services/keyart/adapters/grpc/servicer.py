@@ -1,0 +1,79 @@
+"""keyart.v1.ArtworkRanker on protobuf: convert, delegate to the page service, convert back.
+
+`RankerCalls` holds the two synchronous calls shared by every transport (the
+grpc.aio servicer below and the Ray Serve deployment); errors become a gRPC
+status through the one table in `status.py`. The page itself is CPU work plus a
+bounded wait for member features, so async transports run it on a worker thread,
+never on their event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+from keyart.adapters.grpc import convert
+from keyart.adapters.grpc.status import status_for
+from keyart.core.page import PageRequest, PageService
+from keyart.v1 import ranking_pb2 as pb
+from keyart.v1 import ranking_pb2_grpc
+
+
+class RankerCalls:
+    """RankArtwork and ReportOutcome as plain synchronous calls on protobuf messages."""
+
+    def __init__(self, service: PageService) -> None:
+        self.service = service
+
+    def rank(self, request: pb.RankArtworkRequest, deadline: float | None = None) -> pb.RankArtworkResponse:
+        """deadline: time.monotonic() by which to answer, if the client set one.
+
+        Raises:
+            InvalidRequest: the request is structurally wrong (the field is named).
+        """
+        now = self.service.clock()
+        member_id, context, titles = convert.parse_rank_request(request, now)
+        page = PageRequest(request_id=request.request_id, member_id=member_id, context=context, titles=titles)
+        result = self.service.rank(page, deadline=deadline, now=now)
+        return convert.to_response(result.selections, result.model_version, result.policy)
+
+    def report(self, request: pb.ReportOutcomeRequest) -> pb.ReportOutcomeResponse:
+        """Raises InvalidRequest for a malformed outcome: the whole batch is refused."""
+        accepted = self.service.report(convert.parse_outcomes(request, self.service.clock()))
+        return pb.ReportOutcomeResponse(accepted=accepted)
+
+
+def client_deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The client's deadline as a time.monotonic() instant, if it set one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class ArtworkRankerServicer(ranking_pb2_grpc.ArtworkRankerServicer):
+    """grpc.aio servicer: each call runs on a worker thread; the event loop only does I/O."""
+
+    def __init__(self, calls: RankerCalls, workers: int = 4) -> None:
+        self.calls = calls
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="page")
+
+    async def RankArtwork(self, request, context):  # noqa: N802 (gRPC method name)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self.calls.rank, request, client_deadline(context))
+        except Exception as exc:
+            code, details = status_for(exc)
+            await context.abort(code, details)
+
+    async def ReportOutcome(self, request, context):  # noqa: N802
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self.calls.report, request)
+        except Exception as exc:
+            code, details = status_for(exc)
+            await context.abort(code, details)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
