@@ -48,7 +48,13 @@ lint: $(STAMP) ## ruff and mypy (generated code excluded)
 	$(BIN)/ruff check services training tests
 	$(BIN)/mypy services/keyart training
 
+cassandra: $(STAMP) ## Start a local single-node Cassandra (jars from Maven Central, data in var/cassandra)
+	$(BIN)/python -m keyart.app.cassandra_node start $(CASSANDRA_ARGS)
+
+cassandra-stop: $(STAMP) ## Stop the Cassandra that `make cassandra` started
+	$(BIN)/python -m keyart.app.cassandra_node stop
+
 clean: ## Remove built data (var/), keep the venv
 	rm -rf var
 
-.PHONY: help install protos features model run demo test bench lint clean
+.PHONY: help install protos features model run demo test bench lint cassandra cassandra-stop clean

@@ -40,7 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,9 @@ __all__ = [
     "default_cache_dir",
     "default_home",
     "fetch_jars",
+    "find_java",
     "main",
+    "node_config",
     "node_status",
     "start_node",
     "stop_node",
@@ -220,7 +222,6 @@ class _State:
     auth: bool = False
     tls: bool = False
     heap: str = "1g"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- locations and tools
@@ -367,7 +368,7 @@ def fetch_jars(
         tmp = root / "lib.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         cmd = [
-            mvn, "-B", "-q", "-s", str(work / "settings.xml"), "-f", str(work / "pom.xml"),
+            mvn, "-B", "-q", "-Dstyle.color=never", "-s", str(work / "settings.xml"), "-f", str(work / "pom.xml"),
             f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={tmp}",
         ]  # fmt: skip
         if maven_repo is not None:
@@ -542,6 +543,8 @@ def _jvm_command(java: str, lib: Path, lay: _Layout, st: _State) -> list[str]:
     if os.geteuid() == 0 and setpriv:
         cmd += [setpriv, "--bounding-set", "-ipc_lock"]
     heap_min = "512m" if _size_mb(st.heap) >= 512 else st.heap
+    # C1 only (-XX:TieredStopAtLevel=1): about 1 s faster to CQL on 2 cores and less CPU taken from
+    # tests running beside it; peak throughput does not matter for a dev/test node.
     cmd += [java, f"-Xms{heap_min}", f"-Xmx{st.heap}", "-Xss256k", "-XX:+UseG1GC", "-XX:+ParallelRefProcEnabled",
             "-XX:MaxTenuringThreshold=1", "-XX:+ExitOnOutOfMemoryError", "-XX:TieredStopAtLevel=1"]  # fmt: skip
     cmd += JVM17_MODULE_FLAGS
@@ -712,7 +715,9 @@ def _wait_ready(info: NodeInfo, lay: _Layout, deadline: float, *, launched: floa
             time.sleep(0.5)
     finally:
         drv_log.setLevel(old_level)
-    raise NodeStartError(f"CQL did not answer on {HOST}:{info.port} in time; {lay.system_log}:\n{_tail(lay.system_log)}")
+    raise NodeStartError(
+        f"CQL did not answer on {HOST}:{info.port} in time; {lay.system_log}:\n{_tail(lay.system_log)}"
+    )
 
 
 def _info(lay: _Layout, st: _State, pid: int, *, started: bool, ready: float = 0.0) -> NodeInfo:
@@ -764,9 +769,7 @@ def start_node(
         pid = _read_pid(lay)
         if pid is not None and _is_our_node(pid, lay):
             if st is None or (st.auth, st.tls, st.version) != (auth, tls, version):
-                raise CassandraNodeError(
-                    f"the node of {lay.home} (pid {pid}) runs with other options; stop it first"
-                )
+                raise CassandraNodeError(f"the node of {lay.home} (pid {pid}) runs with other options; stop it first")
             info = _info(lay, st, pid, started=False)
             _wait_ready(info, lay, time.monotonic() + timeout, launched=time.monotonic())
             return info
@@ -886,8 +889,10 @@ def _cmd_start(args: argparse.Namespace) -> int:
     home = Path(args.home) if args.home else None
     cache = Path(args.cache_dir) if args.cache_dir else None
     t0 = time.monotonic()
+    find_java()  # fail fast, before any message, when a tool is missing
     lib = (cache or default_cache_dir()) / args.version / "lib"
     if not (lib / f"cassandra-all-{args.version}.jar").is_file():
+        _require_mvn()
         print(f"fetching cassandra-all {args.version} and its dependencies with Maven into {lib} ...", flush=True)
     info = start_node(
         home,
@@ -916,7 +921,7 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"tls: client encryption required; CA {info.ca_file}")
     print("Point Keyart at it with:")
     print("  " + " ".join(f"{k}={shlex.quote(v)}" for k, v in info.env().items()))
-    print(f"(or: eval \"$(python -m keyart.app.cassandra_node env{' --home ' + args.home if args.home else ''})\")")
+    print(f'(or: eval "$(python -m keyart.app.cassandra_node env{" --home " + args.home if args.home else ""})")')
     return 0
 
 
