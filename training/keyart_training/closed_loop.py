@@ -30,7 +30,7 @@ import pandas as pd
 from keyart.core.featurize import CatalogIndex
 from keyart.core.model import QualityPlayModel
 from keyart.core.ranker import PolicyConfig, Ranker
-from keyart.jobs.world.synthetic import World
+from keyart.jobs.world.world_model import World
 from keyart_training.data.dataset import label
 from keyart_training.ope.evaluate import (
     EvalConfig,

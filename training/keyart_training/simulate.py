@@ -19,7 +19,7 @@ from tqdm import tqdm
 from keyart.core.featurize import FEATURE_SCHEMA, CatalogIndex, build_matrix, cold_member
 from keyart.core.ranker import Ranker
 from keyart.domain import DEVICES, MemberFeatures, RequestContext, TitleRequest
-from keyart.jobs.world.synthetic import World
+from keyart.jobs.world.world_model import World
 
 # entity rows (member_id, event_timestamp) -> member features as of each row's time
 HistoricalLookup = Callable[[pd.DataFrame], list[MemberFeatures | None]]

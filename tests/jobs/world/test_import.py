@@ -14,10 +14,13 @@ import typer
 from typer.testing import CliRunner
 
 from keyart.adapters.catalog.parquet import load_catalog
-from keyart.jobs.world.synthetic import NoGroundTruth, build_world, load_world
 from keyart.app.cli.world import world_import_app
+from keyart.jobs.world.export import export_world
 from keyart.jobs.world.features import FEATURE_TABLES, build_features
-from keyart.jobs.world.importer import WorldImportError, export_world, import_world
+from keyart.jobs.world.import_issues import WorldImportError
+from keyart.jobs.world.import_swap import import_world
+from keyart.jobs.world.synthetic import build_world
+from keyart.jobs.world.world_model import NoGroundTruth, load_world
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

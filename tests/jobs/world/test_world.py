@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 
 from keyart.domain import GENRES, ImageInfo
-from keyart.jobs.world.synthetic import World, build_world, load_world
 from keyart.jobs.world.features import GENRE_COLUMNS, derive_features, snapshot_times
 from keyart.jobs.world.params import WorldParams
+from keyart.jobs.world.synthetic import build_world
+from keyart.jobs.world.world_model import World, load_world
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 N_MEMBERS, N_TITLES = 200, 20

@@ -7,7 +7,7 @@ Mount on the existing world sub-app of keyart.app.cli.main::
     world_app.command("export")(world_export_command)
 
 (or ``app.add_typer(world_import_app, name=...)`` for a stand-alone app holding both).
-The file format is documented in keyart.jobs.world.importer. Errors print one line
+The file format is documented in keyart.jobs.world.import_schema. Errors print one line
 ``error: <file>, column '<col>', row <n>: <problem>`` and exit with status 2.
 """
 
@@ -44,7 +44,8 @@ def world_import_command(
     and its feature tables replace KEYART_DATA_DIR/world in one rename. Run
     `keyart features apply` afterwards to load the online store.
     """
-    from keyart.jobs.world.importer import Issue, WorldImportError, import_world
+    from keyart.jobs.world.import_issues import Issue, WorldImportError
+    from keyart.jobs.world.import_swap import import_world
 
     when = None
     if now is not None:
@@ -78,7 +79,7 @@ def world_export_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Export the current world in the import format (no hidden ground truth)."""
-    from keyart.jobs.world.importer import export_world
+    from keyart.jobs.world.export import export_world
 
     s = _settings()
     result = export_world(s.world_dir, dst)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from keyart.domain import GENRES
-from keyart.jobs.world.synthetic import World, load_world
+from keyart.jobs.world.world_model import World, load_world
 
 FEATURE_TABLES: tuple[str, ...] = (
     "member_genre_affinity",
