@@ -6,7 +6,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from keyart.app.build import apply_features, build_world_and_features, train_first_model
+from keyart.app.build import apply_features, build_world_and_features, train_on_simulated_log
 from keyart.settings import KeyartSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,5 +34,5 @@ def build_platform(data_dir: Path, **overrides) -> KeyartSettings:
     # A fixed end of history: the same commit gives the same world, model and figures on any day.
     build_world_and_features(settings, seed=3, members=300, titles=60, now=WORLD_NOW)
     apply_features(settings)
-    train_first_model(settings, pages=600, seed=5)
+    train_on_simulated_log(settings, pages=600, seed=5)
     return settings

@@ -111,7 +111,7 @@ class TitleInfo:
     genres: tuple[str, ...]
     cast: tuple[str, ...]
     default_image_id: str
-    image_ids: tuple[str, ...]  # the active pool, default included
+    image_ids: tuple[str, ...]  # the title's images in id order (see Catalog.pool for the choosable ones)
     villain_actor: str | None = None
     runtime_minutes: float = 100.0
 
@@ -137,6 +137,19 @@ class Catalog:
     images: dict[str, ImageInfo] = field(default_factory=dict)
     version: str = ""
     crops: dict[str, dict[str, CropInfo]] = field(default_factory=dict)  # image_id -> ratio -> crop
+
+    def pool(self, title_id: str) -> tuple[str, ...]:
+        """The images of a title a policy may choose: known to the catalog and active, in id order.
+
+        This is the one pool rule: serving, simulation and offline evaluation all call it.
+        An inactive default image is not in the pool (artists retired it), but it is
+        still what a fallback serves.
+        """
+        title = self.titles.get(title_id)
+        if title is None:
+            return ()
+        images = self.images
+        return tuple(i for i in title.image_ids if i in images and images[i].active)
 
     def crop_for_device(self, image_id: str, device: str) -> CropInfo | None:
         """The crop of image_id shown on device, if the image has been analysed."""

@@ -7,10 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from keyart.adapters.catalog.parquet import load_catalog
 from keyart.core.featurize import CatalogIndex
 from keyart.core.model import current_version, load_model
 from keyart.core.ranker import PolicyConfig, Ranker
-from keyart.adapters.catalog.parquet import load_catalog
 from keyart.jobs.world.world_model import load_world
 from keyart_training.data.lookup import parquet_lookup
 from keyart_training.simulate import simulate_pages

@@ -8,6 +8,7 @@ import pytest
 
 from keyart_training.closed_loop import true_take_fraction
 from keyart_training.data.dataset import DatasetError
+from keyart_training.ope.estimators import argmax_probs, bootstrap_counts, estimate, uniform_probs
 from keyart_training.ope.evaluate import (
     EvalConfig,
     PolicyView,
@@ -18,7 +19,6 @@ from keyart_training.ope.evaluate import (
     noncontextual_flat_scores,
 )
 from keyart_training.ope.generic import bandit_data, evaluate_bandit
-from keyart_training.ope.estimators import argmax_probs, bootstrap_counts, estimate, uniform_probs
 
 
 def test_generic_known_answer(known_bandit):

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from keyart.core.model import current_version, load_model, promote
 from keyart.app.cli.training import app
+from keyart.core.model import current_version, load_model, promote
 from keyart_training.closed_loop import LoopConfig, closed_loop
 from keyart_training.data.dataset import label
-from keyart_training.ope.evaluate import EvalConfig, contrasting_profiles, evaluate_log
 from keyart_training.job import run_training
-from keyart_training.promotion import PromotionError, promote_if_better, rollback
+from keyart_training.ope.evaluate import EvalConfig, contrasting_profiles, evaluate_log
 from keyart_training.ope.report import write_report
+from keyart_training.promotion import PromotionError, promote_if_better, rollback
 from keyart_training.train import TrainConfig
 
 SMALL_LOOP = LoopConfig(rounds=2, pages_first=2000, pages_per_round=1500, pages_last=5000, bootstrap=100,

@@ -32,6 +32,7 @@ from keyart.core.model import QualityPlayModel
 from keyart.core.ranker import PolicyConfig, Ranker
 from keyart.jobs.world.world_model import World
 from keyart_training.data.dataset import label
+from keyart_training.ope.estimators import argmax_probs, segment_sum, uniform_probs
 from keyart_training.ope.evaluate import (
     EvalConfig,
     PolicyView,
@@ -41,7 +42,6 @@ from keyart_training.ope.evaluate import (
     keyart_bandit_data,
     noncontextual_flat_scores,
 )
-from keyart_training.ope.estimators import argmax_probs, segment_sum, uniform_probs
 from keyart_training.simulate import CachedLookup, HistoricalLookup, planned_entities, simulate_pages
 from keyart_training.train import TrainConfig, train_quality_model
 

@@ -153,7 +153,7 @@ def _uniform_page(
     catalog = index.catalog
     picks = []
     for title_id in page:
-        pool = [i for i in catalog.titles[title_id].image_ids if catalog.images[i].active]
+        pool = catalog.pool(title_id)
         picks.append((title_id, pool[rng.integers(len(pool))], 1.0 / len(pool)))
     rows = np.array([index.image_row[i] for _, i, _ in picks], dtype=np.int64)
     x = build_matrix(index, member, ctx, page, rows, np.arange(len(page)))

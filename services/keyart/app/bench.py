@@ -40,7 +40,7 @@ def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5) -> lis
 
     catalog = load_catalog(settings.world_dir)
     members = load_world(settings.world_dir).members
-    big = sorted((t for t in catalog.titles.values() if len(t.image_ids) >= CANDIDATES_PER_TITLE),
+    big = sorted((t for t in catalog.titles.values() if len(catalog.pool(t.title_id)) >= CANDIDATES_PER_TITLE),
                  key=lambda t: t.title_id)
     if len(big) < TITLES_PER_PAGE:
         raise RuntimeError(

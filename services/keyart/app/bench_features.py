@@ -81,11 +81,12 @@ def bench_features(
     profiles = profiles.drop_duplicates("member_id", keep="last").reset_index(drop=True)
     if profiles.empty:
         raise KeyartError(f"bench-features: no members in {world / 'member_profile.parquet'}")
-    titles = sorted(index.catalog.titles.values(), key=lambda t: (-min(len(t.image_ids), 12), t.title_id))
-    titles = [t for t in titles if t.image_ids]
+    pools = {t: index.catalog.pool(t) for t in index.catalog.titles}
+    titles = sorted(index.catalog.titles.values(), key=lambda t: (-min(len(pools[t.title_id]), 12), t.title_id))
+    titles = [t for t in titles if pools[t.title_id]]
     if not titles:
         raise KeyartError("bench-features: the catalog has no title with images")
-    pool = [t for t in titles if len(t.image_ids) >= CANDIDATES_PER_TITLE] or titles
+    pool = [t for t in titles if len(pools[t.title_id]) >= CANDIDATES_PER_TITLE] or titles
     if len(pool) < TITLES_PER_PAGE:
         pool = titles  # small catalogs: fill the page with smaller pools
     per_page = min(TITLES_PER_PAGE, len(pool))
@@ -116,7 +117,7 @@ def bench_features(
         if member is None:
             unknown += 1
             member = cold_member(member_id, ctx)
-        candidates = [t.image_ids[:CANDIDATES_PER_TITLE] for t in page_titles]
+        candidates = [pools[t.title_id][:CANDIDATES_PER_TITLE] for t in page_titles]
         sizes = np.fromiter((len(c) for c in candidates), dtype=np.int64, count=len(candidates))
         rows = np.fromiter((image_row[i] for c in candidates for i in c), dtype=np.int64,
                            count=int(sizes.sum()))

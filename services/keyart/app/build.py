@@ -50,8 +50,10 @@ def apply_features(settings: KeyartSettings) -> dict[str, Any]:
     return {"repo": str(repo), "materialized_until": end.isoformat()}
 
 
-def train_first_model(settings: KeyartSettings, pages: int = 4000, seed: int = 11) -> dict[str, Any]:
-    """Train and promote the first model on a simulated uniform exploration log of the world."""
+def train_on_simulated_log(
+    settings: KeyartSettings, pages: int = 4000, seed: int = 11, promote: bool = True
+) -> dict[str, Any]:
+    """Train a model on a simulated uniform exploration log of the world (the first model)."""
     from keyart.jobs.world.world_model import load_world
     from keyart_training.data.dataset import label
     from keyart_training.job import run_training
@@ -60,7 +62,7 @@ def train_first_model(settings: KeyartSettings, pages: int = 4000, seed: int = 1
     frame = simulate_bootstrap_log(settings, pages=pages, seed=seed)
     source = f"simulated uniform exploration, {pages} pages, seed {seed}"
     data = label(frame, min_minutes=min_minutes, source=source)
-    result = run_training(data, settings.models_dir, promote_after=True, source=source)
+    result = run_training(data, settings.models_dir, promote_after=promote, source=source)
     return {"version": result.version, "path": str(result.path), "metrics": result.metrics,
             "promoted": result.promoted}
 
@@ -74,7 +76,8 @@ def simulate_bootstrap_log(settings: KeyartSettings, pages: int, seed: int):  # 
 
     world = load_world(settings.world_dir)
     index = CatalogIndex.build(load_catalog(settings.world_dir))
-    frame = simulate_pages(world, index, historical_member_lookup(resolve_feature_repo(settings)), pages=pages, seed=seed, progress=True)
+    lookup = historical_member_lookup(resolve_feature_repo(settings))
+    frame = simulate_pages(world, index, lookup, pages=pages, seed=seed, progress=True)
     out = settings.log_dir / "bootstrap_log.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
@@ -93,5 +96,5 @@ def ensure_built(settings: KeyartSettings, say: Callable[[str], None]) -> None:
         apply_features(settings)
     if current_version(settings.models_dir) is None:
         say("training the first model on a simulated exploration log ...")
-        result = train_first_model(settings)
+        result = train_on_simulated_log(settings)
         say(f"model {result['version']} promoted (valid AUC {result['metrics']['valid_auc']:.3f})")

@@ -41,8 +41,8 @@ def _contrasting_members(settings: KeyartSettings) -> list[tuple[str, str]]:
 def _demo_titles(catalog: Any) -> list[str]:
     """Titles with the most varied pools (most distinct tones), where choice matters most."""
     def variety(t: Any) -> tuple[int, int]:
-        tones = {catalog.images[i].tone for i in t.image_ids}
-        return (len(tones), len(t.image_ids))
+        pool = catalog.pool(t.title_id)
+        return (len({catalog.images[i].tone for i in pool}), len(pool))
 
     ranked = sorted(catalog.titles.values(), key=lambda t: (variety(t), t.title_id), reverse=True)
     return [t.title_id for t in ranked[:PAGE_SIZE]]

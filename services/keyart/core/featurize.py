@@ -9,6 +9,7 @@ and the personalization crosses are computed, vectorized over all candidates.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -73,9 +74,16 @@ FEATURE_SCHEMA: str = hashlib.sha256(
     ("|".join(FEATURE_NAMES) + "#" + repr(sorted(VOCABULARIES.items()))).encode()
 ).hexdigest()[:16]
 
-_COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-_GENRE_COLS = [_COL[f"genre_{g}"] for g in GENRES]
+# Columns shared by every candidate of a title (member, request, title), logged per decision.
+CONTEXT_WIDTH: int = len(MEMBER_FEATURES) + len(TITLE_FEATURES)
+
+# Column of each feature in the matrix (for explanations, evaluation and tests).
+FEATURE_INDEX: dict[str, int] = {name: i for i, name in enumerate(FEATURE_NAMES)}
+GENRE_COLUMNS: tuple[int, ...] = tuple(FEATURE_INDEX[f"genre_{g}"] for g in GENRES)
+_COL = FEATURE_INDEX
+_GENRE_COLS_ARR = np.array(GENRE_COLUMNS, dtype=np.int64)
 _IMAGE_COLS = [_COL[n] for n in IMAGE_FEATURES]
+_SMALL_SCREEN_CODES = np.array([DEVICES.index(d) for d in sorted(SMALL_SCREENS)], dtype=np.float32)
 
 
 def code(vocabulary: str, value: str) -> int:
@@ -171,6 +179,69 @@ def member_vector(member: MemberFeatures, context: RequestContext) -> np.ndarray
     )
 
 
+def context_columns(
+    index: CatalogIndex, member: MemberFeatures, context: RequestContext, title_ids: list[str]
+) -> np.ndarray:
+    """Member, request and title columns of each title, shape (len(title_ids), CONTEXT_WIDTH).
+
+    These are the columns every candidate image of a title shares; they are logged with
+    each decision, so offline evaluation can rebuild the other candidates' rows from them.
+    """
+    mvec = member_vector(member, context)
+    genre_vec = mvec[: len(GENRES)]
+    t_rows = np.array([index.title_row.get(t, -1) for t in title_ids], dtype=np.int64)
+    t_genre = np.where(t_rows >= 0, index.title_genres[np.maximum(t_rows, 0)] @ genre_vec, 0.0)
+    t_seen = np.array([t in member.interacted_titles for t in title_ids], dtype=np.float32)
+    out = np.empty((len(title_ids), CONTEXT_WIDTH), dtype=np.float32)
+    out[:, : len(MEMBER_FEATURES)] = mvec
+    out[:, _COL["title_interacted"]] = t_seen
+    out[:, _COL["title_genre_affinity"]] = t_genre
+    return out
+
+
+def candidate_rows(
+    index: CatalogIndex,
+    contexts: np.ndarray,
+    segment: np.ndarray,
+    image_rows: np.ndarray,
+    actor_maps: Sequence[Mapping[str, float]] | None,
+) -> np.ndarray:
+    """Complete feature rows: context columns, image columns and their crosses.
+
+    The one place the model's crosses are computed: serving, training and offline
+    evaluation all build candidate rows here.
+
+    Args:
+        contexts: shape (k, >= CONTEXT_WIDTH), context columns (a logged vector works too).
+        segment: shape (n,), row of `contexts` each candidate belongs to.
+        image_rows: shape (n,), rows of `index.image_matrix`, one per candidate.
+        actor_maps: per row of `contexts`, actor -> affinity (None: cast crosses are 0).
+
+    Returns:
+        float32 array, shape (n, len(FEATURE_NAMES)).
+    """
+    n = len(image_rows)
+    x = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
+    ctx = contexts[:, :CONTEXT_WIDTH][segment]
+    x[:, :CONTEXT_WIDTH] = ctx
+    x[:, _IMAGE_COLS] = index.image_matrix[image_rows]
+    cast_sum = np.zeros(n, dtype=np.float32)
+    cast_max = np.zeros(n, dtype=np.float32)
+    if actor_maps is not None:
+        for k, (r, s) in enumerate(zip(image_rows, segment)):
+            actors = actor_maps[s]
+            if actors:
+                weights = [actors.get(a, 0.0) for a in index.image_cast[r]]
+                cast_sum[k] = sum(weights)
+                cast_max[k] = max(weights, default=0.0)
+    x[:, _COL["cast_affinity"]] = cast_sum
+    x[:, _COL["max_cast_affinity"]] = cast_max
+    x[:, _COL["tone_affinity"]] = ctx[np.arange(n), _GENRE_COLS_ARR[index.image_tone[image_rows]]]
+    small = np.isin(ctx[:, _COL["device"]], _SMALL_SCREEN_CODES).astype(np.float32)
+    x[:, _COL["small_screen_group"]] = x[:, _COL["group_size"]] * small
+    return x
+
+
 def build_matrix(
     index: CatalogIndex,
     member: MemberFeatures,
@@ -179,7 +250,7 @@ def build_matrix(
     image_rows: np.ndarray,
     title_of_row: np.ndarray,
 ) -> np.ndarray:
-    """Feature matrix for candidates.
+    """Feature matrix for the candidates of one page.
 
     Args:
         title_ids: the titles the candidates belong to.
@@ -189,35 +260,6 @@ def build_matrix(
     Returns:
         float32 array, shape (n, len(FEATURE_NAMES)).
     """
-    n = len(image_rows)
-    x = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
-    mvec = member_vector(member, context)
-    x[:, : len(MEMBER_FEATURES)] = mvec
-    genre_vec = mvec[: len(GENRES)]
-
-    # Title columns, computed per title then broadcast to its candidates.
-    t_rows = np.array([index.title_row.get(t, -1) for t in title_ids], dtype=np.int64)
-    t_genre = np.where(t_rows >= 0, index.title_genres[np.maximum(t_rows, 0)] @ genre_vec, 0.0)
-    t_seen = np.array([t in member.interacted_titles for t in title_ids], dtype=np.float32)
-    x[:, _COL["title_interacted"]] = t_seen[title_of_row]
-    x[:, _COL["title_genre_affinity"]] = t_genre[title_of_row]
-
-    x[:, _IMAGE_COLS] = index.image_matrix[image_rows]
-
-    actors = member.actor_affinity
-    if actors:
-        weights = [[actors.get(a, 0.0) for a in index.image_cast[r]] for r in image_rows]
-        x[:, _COL["cast_affinity"]] = [sum(w) for w in weights]
-        x[:, _COL["max_cast_affinity"]] = [max(w, default=0.0) for w in weights]
-    else:
-        x[:, _COL["cast_affinity"]] = 0.0
-        x[:, _COL["max_cast_affinity"]] = 0.0
-    x[:, _COL["tone_affinity"]] = genre_vec[index.image_tone[image_rows]]
-    small = float(context.device in SMALL_SCREENS)
-    x[:, _COL["small_screen_group"]] = x[:, _COL["group_size"]] * small
-    return x
-
-
-def genre_columns() -> list[int]:
-    """Columns of the member's genre affinities (for explanations and tests)."""
-    return list(_GENRE_COLS)
+    contexts = context_columns(index, member, context, title_ids)
+    actors = [member.actor_affinity] * len(title_ids)
+    return candidate_rows(index, contexts, np.asarray(title_of_row), np.asarray(image_rows), actors)

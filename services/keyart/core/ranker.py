@@ -119,7 +119,7 @@ class Ranker:
                 if image is None or image.title_id != title.title_id:
                     return [], f"{FALLBACK_UNKNOWN_IMAGE}:{image_id}"
             return list(dict.fromkeys(request.candidate_image_ids)), ""
-        pool = [i for i in title.image_ids if i in catalog.images and catalog.images[i].active]
+        pool = list(catalog.pool(title.title_id))
         return (pool, "") if pool else ([], FALLBACK_NO_CANDIDATES)
 
     def rank(

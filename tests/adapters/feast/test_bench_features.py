@@ -10,11 +10,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from keyart.app.bench_features import bench_features, bench_features_command
 from keyart.adapters.feast.repo import apply_and_materialize, prepare_feature_repo
-from keyart.settings import KeyartSettings
-from keyart.jobs.world.synthetic import build_world
+from keyart.app.bench_features import bench_features, bench_features_command
 from keyart.jobs.world.features import build_features
+from keyart.jobs.world.synthetic import build_world
+from keyart.settings import KeyartSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

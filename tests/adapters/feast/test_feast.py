@@ -11,13 +11,13 @@ import pytest
 import yaml
 from feast import FeatureStore
 
-from keyart.domain import GENRES, MemberFeatures
 from keyart.adapters.catalog.parquet import load_catalog
 from keyart.adapters.feast.online import MemberFeatureSource
 from keyart.adapters.feast.repo import apply_and_materialize, load_definitions, prepare_feature_repo
+from keyart.domain import GENRES, MemberFeatures
+from keyart.jobs.world.features import build_features
 from keyart.jobs.world.synthetic import build_world
 from keyart.jobs.world.world_model import load_world
-from keyart.jobs.world.features import build_features
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "features"

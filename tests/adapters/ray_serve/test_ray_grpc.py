@@ -180,11 +180,11 @@ def test_metrics_endpoint_exports_keyart_metrics(stub, platform_settings):
 
 
 def test_promoted_model_is_served_without_restart_and_a_bad_one_is_refused(stub, platform_settings):
-    from keyart.app.build import train as train_model
+    from keyart.app.build import train_on_simulated_log
     from keyart.core.model import promote
 
     before = stub.RankArtwork(page_request(platform_settings), timeout=10).model_version
-    new = train_model(platform_settings, simulate=True, pages=300, seed=99, promote_after=False)["version"]
+    new = train_on_simulated_log(platform_settings, pages=300, seed=99, promote=False)["version"]
     # A broken artifact: schema mismatch. Promotion itself refuses it...
     broken = platform_settings.models_dir / "m-broken"
     broken.mkdir()

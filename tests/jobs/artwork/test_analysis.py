@@ -15,6 +15,7 @@ import pytest
 import skimage.data
 from PIL import Image
 
+from keyart.domain import EXPRESSIONS, PALETTES, STYLES, TONES, ImageInfo
 from keyart.jobs.artwork.analyze import (
     ArtworkError,
     ImageAnalysis,
@@ -24,7 +25,6 @@ from keyart.jobs.artwork.analyze import (
     style_for,
     to_image_row,
 )
-from keyart.domain import EXPRESSIONS, PALETTES, STYLES, TONES, ImageInfo
 
 NEGATIVES = ("coffee", "rocket", "chelsea")  # no human face (chelsea is a cat)
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyart.domain import DEVICES
 from keyart.jobs.artwork.analyze import ImageAnalysis
 from keyart.jobs.artwork.badges import ANCHORS, place_badge
 from keyart.jobs.artwork.crops import (
@@ -21,7 +22,6 @@ from keyart.jobs.artwork.crops import (
     ratio_for_device,
     variant_id,
 )
-from keyart.domain import DEVICES
 
 Box = tuple[int, int, int, int]
 

@@ -10,10 +10,10 @@ import cv2
 import pandas as pd
 from typer.testing import CliRunner
 
-from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis
 from keyart.app.cli.artwork import artwork_app
-from keyart.jobs.artwork.sheet import draw_analysis, write_contact_png, write_contact_sheet
 from keyart.domain import ImageInfo
+from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis
+from keyart.jobs.artwork.sheet import draw_analysis, write_contact_png, write_contact_sheet
 
 
 def test_contact_sheet_has_one_img_per_image(

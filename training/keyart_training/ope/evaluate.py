@@ -41,18 +41,16 @@ import numpy as np
 import pandas as pd
 
 from keyart.core.featurize import (
+    FEATURE_INDEX,
     FEATURE_NAMES,
     FEATURE_SCHEMA,
-    GENRES,
-    IMAGE_FEATURES,
-    MEMBER_FEATURES,
-    SMALL_SCREENS,
-    TITLE_FEATURES,
+    GENRE_COLUMNS,
     CatalogIndex,
+    candidate_rows,
     code,
 )
 from keyart.core.model import QualityPlayModel
-from keyart.domain import COUNTRIES
+from keyart.domain import COUNTRIES, GENRES
 from keyart_training.data.dataset import DatasetError, HistoricalLookup, quality_labels
 from keyart_training.ope.estimators import (
     ESTIMATORS,
@@ -65,9 +63,8 @@ from keyart_training.ope.estimators import (
     uniform_probs,
 )
 
-COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
-GENRE_COLS = [COL[f"genre_{g}"] for g in GENRES]
-IMAGE_COLS = [COL[n] for n in IMAGE_FEATURES]
+COL = FEATURE_INDEX
+GENRE_COLS = list(GENRE_COLUMNS)
 BREAKDOWNS: tuple[str, ...] = ("country", "device", "title_interacted")
 
 
@@ -121,33 +118,16 @@ def candidate_matrix(
 ) -> np.ndarray:
     """Feature rows of candidate images rebuilt from logged feature vectors.
 
+    The logged vector's context columns are kept and the rest is built by
+    `keyart.core.featurize.candidate_rows`, the code that built the served rows.
+
     Args:
         logged_x: shape (n, len(FEATURE_NAMES)), logged vector of each decision.
         image_rows: shape (m,), `index.image_matrix` row of each candidate.
         segment: shape (m,), decision (row of logged_x) of each candidate.
         actor_maps: per decision, actor -> affinity (None or {}: cast crosses 0).
     """
-    x = logged_x[:, : len(MEMBER_FEATURES) + len(TITLE_FEATURES)][segment]
-    out = np.empty((len(image_rows), len(FEATURE_NAMES)), dtype=np.float32)
-    out[:, : x.shape[1]] = x
-    out[:, IMAGE_COLS] = index.image_matrix[image_rows]
-    genre = logged_x[:, GENRE_COLS][segment]
-    out[:, COL["tone_affinity"]] = genre[np.arange(len(image_rows)), index.image_tone[image_rows]]
-    small_codes = [code("device", d) for d in SMALL_SCREENS]
-    small = np.isin(logged_x[:, COL["device"]][segment], small_codes).astype(np.float32)
-    out[:, COL["small_screen_group"]] = out[:, COL["group_size"]] * small
-    cast_sum = np.zeros(len(image_rows), dtype=np.float32)
-    cast_max = np.zeros(len(image_rows), dtype=np.float32)
-    if actor_maps is not None:
-        for k, (r, s) in enumerate(zip(image_rows, segment)):
-            actors = actor_maps[s]
-            if actors:
-                ws = [actors.get(a, 0.0) for a in index.image_cast[r]]
-                cast_sum[k] = sum(ws)
-                cast_max[k] = max(ws, default=0.0)
-    out[:, COL["cast_affinity"]] = cast_sum
-    out[:, COL["max_cast_affinity"]] = cast_max
-    return out
+    return candidate_rows(index, logged_x, segment, image_rows, actor_maps)
 
 
 def keyart_bandit_data(
@@ -163,8 +143,7 @@ def keyart_bandit_data(
     fallback = frame["fallback_reason"].fillna("").astype(str).ne("").to_numpy() if (
         "fallback_reason" in frame.columns) else np.zeros(len(frame), bool)
     catalog = index.catalog
-    pools = {t: [i for i in info.image_ids if i in catalog.images and catalog.images[i].active]
-             for t, info in catalog.titles.items()}
+    pools = {t: catalog.pool(t) for t in catalog.titles}
     in_pool = np.array([img in pools.get(t, ()) for t, img in zip(frame["title_id"], frame["image_id"])], bool)
     keep = has & ~fallback & in_pool
     dropped = {"fallback_or_no_features": int((~has | fallback).sum()),
@@ -403,7 +382,7 @@ def contrasting_profiles(
     catalog = index.catalog
 
     def variety(tid: str) -> tuple[int, int, str]:
-        pool = catalog.titles[tid].image_ids
+        pool = catalog.pool(tid)
         return (len({catalog.images[i].tone for i in pool}), len(pool), tid)
 
     titles = sorted(catalog.titles, key=variety, reverse=True)[:n_titles]
@@ -417,7 +396,7 @@ def contrasting_profiles(
         actors = {}
         if "top_actors" in usable.columns:
             actors = {str(a): float(w) for a, w in zip(row["top_actors"], row["top_actor_weights"])}
-        pools = [list(catalog.titles[t].image_ids) for t in titles]
+        pools = [list(catalog.pool(t)) for t in titles]
         flat = [i for p in pools for i in p]
         seg = np.repeat(np.arange(len(titles)), [len(p) for p in pools])
         logged = np.repeat(base[None, :], len(titles), axis=0)

@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 
 from keyart_training.data.dataset import DatasetError, read_parquet_columns
-from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies
 from keyart_training.ope.estimators import BanditData, argmax_probs, uniform_probs
+from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies
 
 REQUIRED: tuple[str, ...] = ("action", "propensity", "reward")
 

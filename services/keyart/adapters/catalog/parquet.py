@@ -59,8 +59,8 @@ def _image(row: dict[str, Any]) -> ImageInfo:
 def load_catalog(world_dir: Path) -> Catalog:
     """Read titles.parquet and images.parquet of a world into a `Catalog`.
 
-    A title's pool is its active images sorted by id; the default image is always in
-    it. `version` is a content hash of the two files.
+    A title's `image_ids` are all its images sorted by id (the choosable pool is
+    `Catalog.pool`). `version` is a content hash of the files.
     """
     d = Path(world_dir)
     t_path, i_path = d / "titles.parquet", d / "images.parquet"
@@ -72,8 +72,7 @@ def load_catalog(world_dir: Path) -> Catalog:
     images = {r["image_id"]: _image(r) for r in images_df.to_dict("records")}
     pools: dict[str, list[str]] = {}
     for img in images.values():
-        if img.active:
-            pools.setdefault(img.title_id, []).append(img.image_id)
+        pools.setdefault(img.title_id, []).append(img.image_id)
     titles: dict[str, TitleInfo] = {}
     for r in titles_df.to_dict("records"):
         tid = str(r["title_id"])

@@ -148,8 +148,8 @@ def ingest_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Analyse images and add them (attributes and crops) to a title's pool in the catalog."""
-    from keyart.jobs.artwork.ingest import ingest_artwork
     from keyart.errors import KeyartError
+    from keyart.jobs.artwork.ingest import ingest_artwork
     from keyart.settings import KeyartSettings
 
     try:

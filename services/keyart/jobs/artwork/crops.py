@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keyart.jobs.artwork.analyze import Box, ImageAnalysis
 from keyart.domain import DEVICE_ASPECT, DEVICES
+from keyart.jobs.artwork.analyze import Box, ImageAnalysis
 
 
 @dataclass(frozen=True)
