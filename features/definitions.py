@@ -7,9 +7,10 @@ A repository prepared by `keyart.adapters.feast.repo.prepare_feature_repo` carri
 `keyart_paths.json` next to this file naming its own world directory (it wins);
 otherwise the environment variable KEYART_FEAST_WORLD_DIR overrides the default.
 
-The on-demand view `request_context` derives request-time context features (small
-screen, cyclic hour, weekend) from a RequestSource; it is NOT part of the member
-feature service, so online member lookups do not need request data.
+Only member features live here: the ranker reads them online through the versioned
+service below. Titles and images come from the validated catalog files
+(`keyart world import`), held in process by the ranker; request context (device,
+time) is computed per request by the featurizer.
 """
 
 from __future__ import annotations
@@ -20,9 +21,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from feast import Entity, FeatureService, FeatureView, Field, FileSource, RequestSource, ValueType
-from feast.on_demand_feature_view import on_demand_feature_view
-from feast.types import Array, Bool, Float64, Int64, String
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Array, Float64, String
 
 GENRES = (
     "action", "comedy", "crime", "documentary", "drama",
@@ -55,10 +55,6 @@ def _source(name: str) -> FileSource:
 
 member = Entity(name="member", join_keys=["member_id"], value_type=ValueType.STRING,
                 description="A streaming member.")
-title = Entity(name="title", join_keys=["title_id"], value_type=ValueType.STRING,
-               description="A catalog title.")
-image = Entity(name="image", join_keys=["image_id"], value_type=ValueType.STRING,
-               description="One artwork image of a title.")
 
 member_genre_affinity = FeatureView(
     name="member_genre_affinity",
@@ -107,87 +103,6 @@ member_title_interaction = FeatureView(
     description="Titles the member watched or started.",
 )
 
-title_metadata = FeatureView(
-    name="title_metadata",
-    entities=[title],
-    ttl=timedelta(0),  # 0: never expires
-    schema=[
-        Field(name="name", dtype=String),
-        Field(name="genres", dtype=Array(String)),
-        Field(name="cast", dtype=Array(String)),
-        Field(name="villain_actor", dtype=String),
-        Field(name="default_image_id", dtype=String),
-        Field(name="runtime_minutes", dtype=Float64),
-    ],
-    source=_source("title_metadata"),
-    online=True,
-)
-
-image_attributes = FeatureView(
-    name="image_attributes",
-    entities=[image],
-    ttl=timedelta(0),
-    schema=[
-        Field(name="title_id", dtype=String),
-        Field(name="lineage_id", dtype=String),
-        Field(name="num_faces", dtype=Int64),
-        Field(name="face_area", dtype=Float64),
-        Field(name="expression", dtype=String),
-        Field(name="villain_shown", dtype=Bool),
-        Field(name="cast_shown", dtype=Array(String)),
-        Field(name="group_size", dtype=Int64),
-        Field(name="brightness", dtype=Float64),
-        Field(name="warmth", dtype=Float64),
-        Field(name="contrast", dtype=Float64),
-        Field(name="tone", dtype=String),
-        Field(name="style", dtype=String),
-        Field(name="palette", dtype=String),
-        Field(name="text_present", dtype=Bool),
-        Field(name="theme_tags", dtype=Array(String)),
-        Field(name="active", dtype=Bool),
-    ],
-    source=_source("image_attributes"),
-    online=True,
-    description="Artwork analysis attributes (the ground-truth clickbait flag is never here).",
-)
-
-request_context_source = RequestSource(
-    name="request_context",
-    schema=[
-        Field(name="device", dtype=String),
-        Field(name="hour", dtype=Int64),
-        Field(name="weekday", dtype=Int64),
-    ],
-)
-
-@on_demand_feature_view(
-    sources=[request_context_source],
-    schema=[
-        Field(name="is_small_screen", dtype=Int64),
-        Field(name="hour_sin", dtype=Float64),
-        Field(name="hour_cos", dtype=Float64),
-        Field(name="is_weekend", dtype=Int64),
-    ],
-    mode="python",
-)
-def request_context_features(inputs: dict[str, Any]) -> dict[str, Any]:
-    """Request-time context: small screen flag, cyclic hour of day, weekend flag.
-
-    Feast serializes this function's source and runs it without this module's globals:
-    everything it uses is imported or defined inside it.
-    """
-    import math
-
-    small_screens = ("MOBILE", "TABLET")
-    hours = inputs["hour"]
-    return {
-        "is_small_screen": [int(d in small_screens) for d in inputs["device"]],
-        "hour_sin": [math.sin(2 * math.pi * h / 24.0) for h in hours],
-        "hour_cos": [math.cos(2 * math.pi * h / 24.0) for h in hours],
-        "is_weekend": [int(w >= 5) for w in inputs["weekday"]],
-    }
-
-
 # The member features the ranker reads online, versioned: a new feature set gets a new
 # service (member_context_v2) so running rankers keep reading the set they were trained on.
 member_context_v1 = FeatureService(
@@ -197,9 +112,7 @@ member_context_v1 = FeatureService(
 )
 
 ALL_OBJECTS: list[Any] = [
-    member, title, image,
+    member,
     member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction,
-    title_metadata, image_attributes,
-    request_context_features,
     member_context_v1,
 ]

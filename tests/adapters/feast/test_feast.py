@@ -69,7 +69,7 @@ def test_prepared_repo_is_isolated(data_dir: Path, store: FeatureStore) -> None:
     names = {fv.name for fv in store.list_feature_views()}
     assert names == {
         "member_genre_affinity", "member_actor_affinity", "member_profile",
-        "member_title_interaction", "title_metadata", "image_attributes",
+        "member_title_interaction",
     }
     svc = store.get_feature_service("member_context_v1")
     assert {p.name for p in svc.feature_view_projections} == {
@@ -165,17 +165,6 @@ def test_historical_matches_snapshots(data_dir: Path, source: MemberFeatureSourc
     for genre in GENRES:
         assert out[f"genre_{genre}"].iloc[0] == pytest.approx(expect[f"genre_{genre}"])
     assert "watched_titles" in out.columns and "country" in out.columns
-
-
-def test_request_context_on_demand_view(store: FeatureStore) -> None:
-    feats = [f"request_context_features:{n}" for n in ("is_small_screen", "hour_sin", "hour_cos", "is_weekend")]
-    out = store.get_online_features(
-        features=feats, entity_rows=[{"device": "MOBILE", "hour": 6, "weekday": 6},
-                                     {"device": "TV", "hour": 0, "weekday": 1}],
-    ).to_dict()
-    assert out["is_small_screen"] == [1, 0]
-    assert out["is_weekend"] == [1, 0]
-    assert out["hour_sin"][0] == pytest.approx(1.0) and out["hour_cos"][1] == pytest.approx(1.0)
 
 
 def test_catalog_loads(data_dir: Path) -> None:

@@ -22,7 +22,7 @@ MEMBER_SERVICE = "member_context_v1"
 _GENRE_COLS = tuple(f"genre_{g}" for g in GENRES)
 
 
-FEATURE_NAMES: tuple[str, ...] = (
+MEMBER_SERVICE_FEATURES: tuple[str, ...] = (
     *_GENRE_COLS, "top_actors", "top_actor_weights",
     "country", "language", "main_device", "tenure_days", "watched_titles",
 )
@@ -45,7 +45,7 @@ def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
     Only the feature columns are looked at, so extra entity columns are harmless; NaN
     (offline store) and None (online store) both mean missing.
     """
-    r = {k: _clean(row.get(k)) for k in FEATURE_NAMES}
+    r = {k: _clean(row.get(k)) for k in MEMBER_SERVICE_FEATURES}
     if all(v is None for v in r.values()):
         return None
     actors = r["top_actors"] or []

@@ -46,7 +46,7 @@ _mount_sub_apps()
 def _mount_training() -> None:
     from keyart.app.cli.training import register
 
-    register(app)  # evaluate, simulate, train-job, rollback
+    register(app)  # train, evaluate, simulate, rollback
 
 
 _mount_training()

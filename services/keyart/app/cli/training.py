@@ -1,7 +1,7 @@
 """Training, offline evaluation and simulation commands (a typer sub-app).
 
-Mount into `keyart` (services/keyart/cli.py) with `register(app)`, which adds the
-top-level commands `evaluate`, `simulate`, `train-job` and `rollback`; or run
+Mount into `keyart` (keyart.app.cli.main) with `register(app)`, which adds the
+top-level commands `train`, `evaluate`, `simulate` and `rollback`; or run
 standalone: `python -m keyart.app.cli.training --help`. Every command takes `--json`;
 bad input prints one line naming file, column and row and exits with status 2.
 """

@@ -3,7 +3,6 @@
 Member tables are point-in-time snapshots taken every `snapshot_every_days` days,
 ending at the world's `now`. A snapshot with event_timestamp S uses only viewing
 events with event_timestamp <= S, so point-in-time retrieval never sees the future.
-Title and image tables hold one row per entity, valid from before the history.
 
 Every table has `event_timestamp` and `created` (tz-aware UTC). Tables are written as
 parquet next to the world (same directory) unless `out_dir` says otherwise:
@@ -14,9 +13,8 @@ parquet next to the world (same directory) unless `out_dir` says otherwise:
   list<float> (share of recency-weighted viewing featuring the actor, in [0, 1])
 - member_profile.parquet: member_id, country, language, main_device, tenure_days
 - member_title_interaction.parquet: member_id, watched_titles list<str>
-- title_metadata.parquet: title_id, name, genres, cast, villain_actor, default_image_id,
-  runtime_minutes
-- image_attributes.parquet: image_id and every ImageInfo attribute (never `clickbait`)
+
+Titles and images are not feature tables: the ranker reads them from the catalog files.
 """
 
 from __future__ import annotations
@@ -35,18 +33,8 @@ FEATURE_TABLES: tuple[str, ...] = (
     "member_actor_affinity",
     "member_profile",
     "member_title_interaction",
-    "title_metadata",
-    "image_attributes",
 )
 GENRE_COLUMNS: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES)
-IMAGE_FEATURE_COLUMNS: tuple[str, ...] = (
-    "title_id", "lineage_id", "num_faces", "face_area", "expression", "villain_shown",
-    "cast_shown", "group_size", "brightness", "warmth", "contrast", "tone", "style",
-    "palette", "text_present", "theme_tags", "active",
-)
-TITLE_FEATURE_COLUMNS: tuple[str, ...] = (
-    "name", "genres", "cast", "villain_actor", "default_image_id", "runtime_minutes",
-)
 # Feature rows become available this long after their snapshot (pipeline delay).
 CREATED_DELAY = timedelta(minutes=30)
 
@@ -75,7 +63,7 @@ def derive_features(
 ) -> dict[str, pd.DataFrame]:
     """Compute every feature table in memory (see the module docstring)."""
     p = world.params
-    members, titles, images, viewing = world.members, world.titles, world.images, world.viewing
+    members, titles, viewing = world.members, world.titles, world.viewing
     snaps = snapshot_times(world.now, p.history_days, snapshot_every_days)
     n_m = len(members)
     m_ids = members["member_id"].to_numpy()
@@ -171,14 +159,6 @@ def derive_features(
         prof["created"] = created
         profile_rows.append(prof)
 
-    static_ts = snaps[0] - pd.Timedelta(days=365)
-    tm = titles[["title_id", *TITLE_FEATURE_COLUMNS]].copy()
-    tm["event_timestamp"] = static_ts
-    tm["created"] = static_ts
-    ia = images[["image_id", *IMAGE_FEATURE_COLUMNS]].copy()  # never `clickbait`
-    ia["event_timestamp"] = static_ts
-    ia["created"] = static_ts
-
     def _cat(parts: list[pd.DataFrame]) -> pd.DataFrame:
         df = pd.concat(parts, ignore_index=True)
         for c in ("event_timestamp", "created"):
@@ -190,8 +170,6 @@ def derive_features(
         "member_actor_affinity": _cat(actor_rows),
         "member_profile": _cat(profile_rows),
         "member_title_interaction": _cat(inter_rows),
-        "title_metadata": _cat([tm]),
-        "image_attributes": _cat([ia]),
     }
 
 
