@@ -44,9 +44,10 @@ test: $(STAMP) ## Run the whole suite (unit + integration on loopback)
 bench: $(STAMP) ## Throughput and latency, Ray Serve vs bare grpc.aio; writes bench/results/latest.json
 	$(BIN)/keyart bench --json
 
-lint: $(STAMP) ## ruff and mypy (generated code excluded)
+lint: $(STAMP) ## ruff, mypy (generated code excluded) and the import-layer contracts
 	$(BIN)/ruff check services training tests
 	$(BIN)/mypy services/keyart training
+	$(BIN)/lint-imports
 
 cassandra: $(STAMP) ## Start a local single-node Cassandra (jars from Maven Central, data in var/cassandra)
 	$(BIN)/python -m keyart.app.cassandra_node start $(CASSANDRA_ARGS)
