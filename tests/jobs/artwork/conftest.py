@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from keyart.jobs.artwork.analyze import ImageAnalysis, analyze_image
+from keyart.jobs.artwork.analysis import ImageAnalysis, analyze_image
 
 # name -> file suffix; astronaut has one human face, the others none (chelsea is a cat)
 PHOTOS = {"astronaut": ".png", "coffee": ".jpg", "rocket": ".jpg", "chelsea": ".png"}

@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image
 
 from keyart.domain import EXPRESSIONS, PALETTES, STYLES, TONES, ImageInfo
-from keyart.jobs.artwork.analyze import (
+from keyart.jobs.artwork.analysis import (
     ArtworkError,
     ImageAnalysis,
     analyze_image,
@@ -261,7 +261,7 @@ def test_huge_jpeg_is_decoded_reduced(tmp_path: Path) -> None:
     # peak memory of the analysis, measured in a fresh process
     code = (
         "import re, sys\n"
-        "from keyart.jobs.artwork.analyze import analyze_image\n"
+        "from keyart.jobs.artwork.analysis import analyze_image\n"
         "def kib(key):\n"
         "    return int(re.search(key + r':\\s+(\\d+)', open('/proc/self/status').read()).group(1))\n"
         "before = kib('VmRSS')\n"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyart.domain import DEVICES
-from keyart.jobs.artwork.analyze import ImageAnalysis
+from keyart.jobs.artwork.analysis import ImageAnalysis
 from keyart.jobs.artwork.badges import ANCHORS, place_badge
 from keyart.jobs.artwork.crops import (
     DEVICE_RATIO,

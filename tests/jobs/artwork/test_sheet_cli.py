@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from keyart.app.cli.artwork import artwork_app
 from keyart.domain import ImageInfo
-from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis
+from keyart.jobs.artwork.analysis import ArtworkError, ImageAnalysis
 from keyart.jobs.artwork.sheet import draw_analysis, write_contact_png, write_contact_sheet
 
 

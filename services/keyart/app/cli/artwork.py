@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis, analyze_paths, to_image_row
+from keyart.jobs.artwork.analysis import ArtworkError, ImageAnalysis, analyze_paths, to_image_row
 from keyart.jobs.artwork.crops import crops_for
 
 artwork_app = typer.Typer(

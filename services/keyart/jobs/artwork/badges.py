@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from keyart.jobs.artwork.analyze import Box, ImageAnalysis
+from keyart.jobs.artwork.analysis import Box, ImageAnalysis
 from keyart.jobs.artwork.crops import Crop
 
 ANCHORS: tuple[str, ...] = (

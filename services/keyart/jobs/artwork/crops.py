@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from keyart.domain import DEVICE_ASPECT, DEVICES
-from keyart.jobs.artwork.analyze import Box, ImageAnalysis
+from keyart.jobs.artwork.analysis import Box, ImageAnalysis
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from keyart.adapters.catalog.parquet import CROPS_FILE
 from keyart.errors import KeyartError
-from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis, analyze_paths, to_image_row
+from keyart.jobs.artwork.analysis import ArtworkError, ImageAnalysis, analyze_paths, to_image_row
 from keyart.jobs.artwork.crops import crop_variants
 
 CROP_COLUMNS = ("image_id", "aspect_ratio", "variant_image_id", "x", "y", "width", "height", "cuts_face")

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from keyart.jobs.artwork.analyze import ArtworkError, ImageAnalysis, load_image
+from keyart.jobs.artwork.analysis import ArtworkError, ImageAnalysis, load_image
 from keyart.jobs.artwork.badges import ANCHORS, BadgePlacement, place_badge
 from keyart.jobs.artwork.crops import RATIOS, Crop, Ratio, crops_for
 
