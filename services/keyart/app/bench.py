@@ -1,6 +1,6 @@
 """`make bench`: RankArtwork over gRPC, Ray Serve against a bare grpc.aio server.
 
-Both servers run the same handler (same world, features, model, decision log)
+Both servers run the same page service (same world, features, model, decision log)
 in their own processes, one after the other, driven by the same closed-loop
 load generator at several concurrencies; then an open-loop run at half the best
 rate measures the tail latency at a realistic load. Pages are 40 titles x 12

@@ -9,7 +9,7 @@ feature service), resolving the page's candidates to rows of the in-process
 devices; titles with fewer than 12 images offer their whole pool.
 
 Not included: the gRPC/Ray Serve hop, request parsing, the model, the policy draw,
-the decision log and the handler's thread hop to the feature pool (see `keyart bench`
+the decision log and the page service's thread hop to the feature pool (see `keyart bench`
 for end-to-end figures). Target: p99 <= 3 ms on the embedded (SQLite) online store.
 
 Mount with ``app.command("bench-features")(bench_features_command)``.

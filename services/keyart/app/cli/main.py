@@ -137,7 +137,7 @@ def up(
 @app.command("serve-bare")
 @friendly
 def serve_bare(port: int = typer.Option(9001, help="Port of the plain grpc.aio server.")) -> None:
-    """Serve the same handler on a plain grpc.aio server (the benchmark's baseline)."""
+    """Serve the same page service on a plain grpc.aio server (the benchmark's baseline)."""
     from keyart.app.serve import run_bare
 
     run_bare(settings(), port)
