@@ -11,7 +11,7 @@ from tiny import NOW, make_context, make_member, make_model
 from keyart.core.featurize import FEATURE_NAMES, build_matrix, cold_member
 from keyart.core.ranker import (
     FALLBACK_MODEL_ERROR,
-    FALLBACK_MODEL_UNAVAILABLE,
+    FALLBACK_NO_CANDIDATES,
     FALLBACK_UNKNOWN_IMAGE,
     FALLBACK_UNKNOWN_TITLE,
     PolicyConfig,
@@ -89,11 +89,70 @@ def test_unknown_title_and_image_get_defaults_without_failing_the_page(tiny_inde
     assert sels[3].fallback_reason == f"{FALLBACK_UNKNOWN_IMAGE}:t0-i1"  # image of another title
 
 
-def test_no_model_serves_defaults(tiny_index):
-    _, sels = Ranker(tiny_index, None, CONFIG).rank(make_member(), make_context(), _page(3), NOW)
-    assert all(s.fallback_reason == FALLBACK_MODEL_UNAVAILABLE for s in sels)
-    assert [s.image_id for s in sels] == ["t0-i0", "t1-i0", "t2-i0"]
-    assert all(s.propensity == 1.0 for s in sels)
+def test_no_model_explores_uniformly_and_logs_features(tiny_index):
+    """Day one: no model, yet every title is explored over its pool with propensity 1/k."""
+    member, ctx = make_member(), make_context()
+    page = _page(3) + [TitleRequest("t4", ("t4-i1", "t4-i3"))]
+    policy, sels = Ranker(tiny_index, None, CONFIG).rank(member, ctx, page, NOW)
+    assert policy == "uniform"
+    assert [s.title_id for s in sels] == ["t0", "t1", "t2", "t4"]
+    assert all(s.fallback_reason == "" and s.explored and s.score == 0.0 for s in sels)
+    assert [s.propensity for s in sels] == [1 / 5] * 3 + [1 / 2]
+    assert sels[3].image_id in ("t4-i1", "t4-i3")
+    assert len({s.decision_id for s in sels}) == 4
+    for s in sels:  # the logged row is the chosen candidate's, built by the serving featurizer
+        x = build_matrix(tiny_index, member, ctx, [s.title_id], np.array([tiny_index.image_row[s.image_id]]),
+                         np.zeros(1, int))
+        assert s.features == tuple(x[0].tolist())
+
+
+def test_no_model_choice_is_stable_within_a_window(tiny_index):
+    ranker = Ranker(tiny_index, None, CONFIG)
+    _, a = ranker.rank(make_member(), make_context(), _page(), NOW)
+    _, b = ranker.rank(make_member(), make_context(), _page(), NOW + timedelta(minutes=30))
+    assert [s.image_id for s in a] == [s.image_id for s in b]
+    days = {ranker.rank(make_member(), make_context(), _page(1), NOW + timedelta(days=d))[1][0].image_id
+            for d in range(20)}
+    assert len(days) > 1  # a new window draws again
+
+
+def test_no_model_choice_is_uniform_over_the_pool(tiny_index):
+    """Chi-square over 4000 members (a fixed set, so the test is deterministic): each of
+    the k images of a pool is chosen 1/k of the time, for k = 5 (whole pool) and k = 3
+    (the request's candidates), and the propensity logged is exactly 1/k."""
+    from scipy.stats import chisquare
+
+    ranker = Ranker(tiny_index, None, replace(CONFIG, uniform_explore_share=0.5))
+    subset = ("t2-i0", "t2-i2", "t2-i4")
+    counts = {"t1": dict.fromkeys(tiny_index.catalog.pool("t1"), 0), "t2": dict.fromkeys(subset, 0)}
+    n = 4000
+    for m in range(n):
+        _, sels = ranker.rank(make_member(f"member-{m}"), make_context(), [TitleRequest("t1"),
+                              TitleRequest("t2", subset)], NOW)
+        for s in sels:
+            counts[s.title_id][s.image_id] += 1
+            assert s.propensity == 1 / len(counts[s.title_id])
+    for title, c in counts.items():
+        observed = list(c.values())
+        assert sum(observed) == n and min(observed) > 0, (title, c)
+        assert chisquare(observed).pvalue > 0.01, (title, c)
+
+
+def test_no_model_defaults_only_for_real_failures(tiny_catalog):
+    """Unknown title or image and a pool with no active image still get the default."""
+    import dataclasses
+
+    from keyart.core.featurize import CatalogIndex
+
+    retired = {i: dataclasses.replace(im, active=False) for i, im in tiny_catalog.images.items()
+               if im.title_id == "t3"}
+    index = CatalogIndex.build(dataclasses.replace(tiny_catalog, images={**tiny_catalog.images, **retired}))
+    page = [TitleRequest("t0"), TitleRequest("nope"), TitleRequest("t2", ("ghost",)), TitleRequest("t3")]
+    _, sels = Ranker(index, None, CONFIG).rank(make_member(), make_context(), page, NOW)
+    assert [s.fallback_reason for s in sels] == ["", FALLBACK_UNKNOWN_TITLE, f"{FALLBACK_UNKNOWN_IMAGE}:ghost",
+                                                 FALLBACK_NO_CANDIDATES]
+    assert sels[0].propensity == 1 / 5 and sels[0].features
+    assert all(s.propensity == 1.0 and not s.features for s in sels[1:])
 
 
 def test_failing_model_serves_defaults(tiny_index, tiny_model):

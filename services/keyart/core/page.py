@@ -91,8 +91,8 @@ class PageService:
         return model.version if model else ""
 
     def ready(self) -> bool:
-        """SERVING once a model and the catalog are loaded."""
-        return self.model is not None and bool(self.index.catalog.titles)
+        """SERVING once the catalog is loaded; without a model the pages explore uniformly."""
+        return bool(self.index.catalog.titles)
 
     # RankArtwork -------------------------------------------------------------------
     def rank(self, request: PageRequest, deadline: float | None = None, now: datetime | None = None) -> PageResult:

@@ -4,6 +4,7 @@ Plain Python and numpy; the gRPC servicer and the Ray Serve deployment wrap it.
 Steps: resolve each title's candidates, score every candidate of the page in one
 LightGBM call, then walk the page in order, penalising images similar to those
 already chosen, and draw from the policy's distribution with a stable uniform.
+Before a first model exists, the draw is uniform over each title's candidates.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, 
 FALLBACK_UNKNOWN_TITLE = "unknown_title"
 FALLBACK_UNKNOWN_IMAGE = "unknown_image"
 FALLBACK_NO_CANDIDATES = "no_active_images"
-FALLBACK_MODEL_UNAVAILABLE = "model_unavailable"
 FALLBACK_MODEL_ERROR = "model_error"
 FALLBACK_FEATURES_UNAVAILABLE = "features_unavailable"
 FALLBACK_DEADLINE = "deadline_exceeded"
+# The policy of every member while no model is loaded (day one of a new catalog).
+POLICY_NO_MODEL = "uniform"
 
 
 @dataclass(frozen=True)
@@ -131,13 +133,14 @@ class Ranker:
     ) -> tuple[str, list[Selection]]:
         """Choose one image per title, in page order.
 
+        With no model loaded every member gets the "uniform" policy: each title's image is
+        drawn uniformly over its candidates (propensity 1/k) and its features are logged,
+        so the first model has data to learn from. Default artwork is only for titles that
+        cannot be served (unknown title or image, no active image).
+
         Returns:
             (policy name used for this member, selections in page order)
         """
-        policy = self.config.policy_for(member.member_id)
-        if self.model is None:
-            return policy, self.fallback_page(titles, FALLBACK_MODEL_UNAVAILABLE, context.device)
-
         selections: list[Selection | None] = [None] * len(titles)
         scored_titles: list[int] = []  # positions of titles that have candidates
         candidates: list[list[str]] = []
@@ -148,6 +151,10 @@ class Ranker:
             else:
                 scored_titles.append(pos)
                 candidates.append(ids)
+        if self.model is None:  # day one: no model yet, so explore (and log features to learn from)
+            self._explore_uniformly(member, context, titles, decided_at, scored_titles, candidates, selections)
+            return POLICY_NO_MODEL, [s for s in selections if s is not None]
+        policy = self.config.policy_for(member.member_id)
         if not scored_titles:
             return policy, [s for s in selections if s is not None]
 
@@ -197,6 +204,49 @@ class Ranker:
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
+
+    def _explore_uniformly(
+        self,
+        member: MemberFeatures,
+        context: RequestContext,
+        titles: list[TitleRequest],
+        decided_at: datetime,
+        scored_titles: list[int],
+        candidates: list[list[str]],
+        selections: list[Selection | None],
+    ) -> None:
+        """Without a model: each title's image uniformly over its k candidates, propensity 1/k.
+
+        The draw uses the same stable uniform as the model's policies (one image per member
+        and title within a window), every choice counts as explored, the score is 0 (there
+        is no prediction), and the chosen image's feature row is built so it is logged.
+        Neither the new-image floor nor diversity applies: uniform already treats every
+        candidate alike, and either would make the propensity differ from 1/k.
+        """
+        if not scored_titles:
+            return
+        window = time_window(decided_at, self.config.window_hours)
+        chosen: list[str] = []
+        for pos, ids in zip(scored_titles, candidates):
+            u = stable_uniform(member.member_id, titles[pos].title_id, window, self.config.salt)
+            chosen.append(ids[policies.draw(policies.uniform(len(ids)), u)])
+        title_ids = [titles[p].title_id for p in scored_titles]
+        rows = np.array([self.index.image_row[i] for i in chosen], dtype=np.int64)
+        x = build_matrix(self.index, member, context, title_ids, rows, np.arange(len(chosen)))
+        for k, (pos, ids, image_id) in enumerate(zip(scored_titles, candidates, chosen)):
+            image = self.index.catalog.images[image_id]
+            selections[pos] = Selection(
+                title_id=titles[pos].title_id,
+                image_id=image.image_id,
+                lineage_id=image.lineage_id,
+                propensity=1.0 / len(ids),
+                score=0.0,
+                explored=True,
+                decision_id=self.new_id(),
+                position=pos,
+                features=tuple(x[k].tolist()),
+                crop=self.index.catalog.crop_for_device(image.image_id, context.device),
+            )
 
     def _diversity_factor(self, ids: list[str], chosen: list[ImageInfo]) -> np.ndarray | float:
         """Multiplier in [0, 1] per candidate, shrinking images like ones already on the page."""

@@ -82,8 +82,21 @@ def test_expired_client_deadline_serves_defaults_fast(tiny_index, tiny_model):
     assert {s.fallback_reason for s in reply.selections} <= {"features_unavailable", "deadline_exceeded"}
 
 
-def test_not_ready_without_model(tiny_index):
-    service = PageService(tiny_index, Members(), PolicyConfig())
-    assert not service.ready()
+def test_serving_and_exploring_without_model(tiny_index):
+    """Day one of a catalog: SERVING with no model, every title explored and logged."""
+    sink = Sink()
+    service = PageService(tiny_index, Members(), PolicyConfig(), sink=sink)
+    assert service.ready()
     reply = RankerCalls(service).rank(request())
-    assert {s.fallback_reason for s in reply.selections} == {"model_unavailable"}
+    assert reply.policy == "uniform" and reply.model_version == ""
+    assert [s.fallback_reason for s in reply.selections] == [""] * 3
+    assert all(s.propensity == 1 / 5 and s.explored and s.score == 0.0 for s in reply.selections)
+    assert all(i.features and i.feature_schema and i.policy == "uniform" and i.model_version == ""
+               for i in sink.impressions)
+
+
+def test_not_ready_without_catalog():
+    from keyart.core.featurize import CatalogIndex
+    from keyart.domain import Catalog
+
+    assert not PageService(CatalogIndex.build(Catalog(version="empty")), Members(), PolicyConfig()).ready()

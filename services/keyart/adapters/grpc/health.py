@@ -1,4 +1,4 @@
-"""grpc.health.v1.Health for the bare server: SERVING only once model and catalog are loaded."""
+"""grpc.health.v1.Health for the bare server: SERVING once the catalog is loaded (a model is not needed)."""
 
 from __future__ import annotations
 

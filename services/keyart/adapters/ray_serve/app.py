@@ -3,7 +3,8 @@
 The whole request path (validation, features, scoring, policy, log enqueue) runs
 in one replica: every extra deployment hop would cost a serialization and a
 process switch. Replicas scale out by Serve autoscaling. The gRPC ingress also
-answers grpc.health.v1.Health/Check (SERVING once model and features are loaded).
+answers grpc.health.v1.Health/Check (SERVING once the catalog is loaded; with
+no model yet the pages explore uniformly).
 
 The deployment does not build its runtime: the composition root
 (`keyart.app.serve.build_app`, named by the Serve config) binds a factory, so this
