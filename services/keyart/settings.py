@@ -29,7 +29,16 @@ class KeyartSettings(BaseSettings):
     http_port: int = Field(8000, description="Port of Ray Serve's HTTP ingress (bound by Serve, unused by Keyart).")
 
     # Decision policy.
-    policy: PolicyName = Field("epsilon_greedy", description="Exploration policy.")
+    policy: PolicyName = Field(
+        "epsilon_greedy",
+        description=(
+            "Exploration policy: epsilon_greedy (the model's best image, with epsilon spread uniformly), "
+            "softmax (on the predicted quality-play probability), thompson (bootstrap-ensemble Thompson "
+            "sampling with an epsilon floor), greedy (the best image only: no exploration, for evaluation), "
+            "uniform (every image of the title's pool equally likely, propensity 1/k). While no model is "
+            "loaded (a newly imported catalog) every member gets uniform, whatever this says."
+        ),
+    )
     epsilon: float = Field(0.05, ge=0.0, le=1.0, description="Epsilon-greedy exploration share.")
     softmax_temperature: float = Field(
         0.02, gt=0.0, description="Softmax temperature on predicted quality-play probability."

@@ -1,7 +1,8 @@
 """Build what the platform needs, once: world, features, first model.
 
 `make run` calls `ensure_built`, which skips every step whose output exists, so a
-second `make run` goes straight to serving.
+second `make run` goes straight to serving. An imported catalog gets no first model
+here (it has no ground truth to simulate outcomes): it is served exploring uniformly.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from keyart.adapters.feast.repo import resolve_feature_repo
@@ -84,8 +86,28 @@ def simulate_bootstrap_log(settings: KeyartSettings, pages: int, seed: int):  # 
     return frame
 
 
+def has_ground_truth(world_dir: Path) -> bool:
+    """Whether the world carries hidden ground truth (the synthetic world does, an imported
+    catalog does not), read from the Parquet schemas only."""
+    import pyarrow.parquet as pq
+
+    from keyart.jobs.world.world_model import LATENT_COLUMNS
+
+    for table, columns in LATENT_COLUMNS.items():
+        path = world_dir / f"{table}.parquet"
+        if not path.is_file() or not set(columns) <= set(pq.read_schema(path).names):
+            return False
+    return True
+
+
 def ensure_built(settings: KeyartSettings, say: Callable[[str], None]) -> None:
-    """World, features and a promoted model: build each one that is missing."""
+    """World, features and a first model: build each one that is missing.
+
+    Without a world, the demo world is built. A world without ground truth (a catalog
+    brought in with `keyart world import`) cannot simulate a first model's training log:
+    it is served without a model, exploring uniformly, until a model trained on its own
+    decision log is promoted.
+    """
     from keyart.core.model import current_version
 
     if not (settings.world_dir / "world.json").is_file():
@@ -94,7 +116,13 @@ def ensure_built(settings: KeyartSettings, say: Callable[[str], None]) -> None:
     if not (settings.data_dir / "feast" / MATERIALIZED_MARKER).is_file():
         say("applying and materializing Feast features ...")
         apply_features(settings)
-    if current_version(settings.models_dir) is None:
-        say("training the first model on a simulated exploration log ...")
-        result = train_on_simulated_log(settings)
-        say(f"model {result['version']} promoted (valid AUC {result['metrics']['valid_auc']:.3f})")
+    if current_version(settings.models_dir) is not None:
+        return
+    if not has_ground_truth(settings.world_dir):
+        say("no model yet: exploring uniformly (an imported catalog has no ground truth to simulate a first "
+            "model's log; train one on the decision log: keyart log export, keyart train --log-export, "
+            "keyart models promote)")
+        return
+    say("training the first model on a simulated exploration log ...")
+    result = train_on_simulated_log(settings)
+    say(f"model {result['version']} promoted (valid AUC {result['metrics']['valid_auc']:.3f})")

@@ -107,25 +107,34 @@ def _kill_orphaned_haproxy() -> None:
 
 
 def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = True) -> None:
-    """`make run`: serve until interrupted, after one ready line with an example call."""
+    """`make run`: serve until interrupted (SIGINT or SIGTERM), after one ready line with an example call.
+
+    block=False returns once serving; the server then lives only as long as this process
+    (the local Ray instance belongs to its driver): `keyart up --detach` runs a blocking
+    `keyart up` in a process of its own instead.
+    """
+    if block:
+        def _interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # `kill`, `keyart down` and Kubernetes stop cleanly too; SIGINT is restored in case
+        # this process was started with it ignored (a background job of a script).
+        signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
-    address = start_serve(settings)
-    say(
-        f"READY keyart.v1.ArtworkRanker on {address} (Ray Serve gRPC, metrics on :{settings.metrics_port}/metrics, "
-        f"{time.monotonic() - started:.0f} s). Try: .venv/bin/keyart demo   or   "
-        f".venv/bin/python -m keyart.app.example {address}"
-    )
-    if not block:
-        return
-
-    def _interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` and Kubernetes stop cleanly too
     try:
+        address = start_serve(settings)
+        say(
+            f"READY keyart.v1.ArtworkRanker on {address} (Ray Serve gRPC, metrics on "
+            f":{settings.metrics_port}/metrics, {time.monotonic() - started:.0f} s). Try: .venv/bin/keyart demo   "
+            f"or   .venv/bin/python -m keyart.app.example {address}"
+        )
+        if not block:
+            return
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         say("stopping")
     finally:
-        stop_serve()
+        if block:
+            stop_serve()

@@ -120,18 +120,48 @@ def models_promote(version: str = typer.Argument(..., help="Model version to ser
 @friendly
 def up(
     port: int | None = typer.Option(None, help="gRPC port (default KEYART_GRPC_PORT, 9000)."),
-    detach: bool = typer.Option(False, help="Return once serving instead of waiting for Ctrl-C."),
+    detach: bool = typer.Option(
+        False, help="Start the server in the background, return once it is SERVING; `keyart down` stops it."),
+    timeout: float = typer.Option(300.0, help="With --detach: seconds to wait for SERVING."),
 ) -> None:
-    """Build what is missing (world, features, first model), then serve on Ray Serve."""
-    from keyart.adapters.ray_serve.launch import launch
+    """Build what is missing (world, features, first model), then serve on Ray Serve.
+
+    An imported catalog has no first model: it is served exploring uniformly until a
+    model trained on its decision log is promoted.
+    """
     from keyart.app import build as bootstrap
+    from keyart.app import detach as daemon
 
     logging.basicConfig(level=logging.WARNING)
     s = settings()
     if port is not None:
         s = s.model_copy(update={"grpc_port": port})
+    daemon.refuse_if_running(s)
     bootstrap.ensure_built(s, say=lambda m: console.print(m))
-    launch(s, say=lambda m: console.print(m), block=not detach)
+    if detach:
+        record = daemon.start_detached(s, say=lambda m: console.print(m), timeout_s=timeout)
+        console.print(
+            f"READY keyart.v1.ArtworkRanker on 127.0.0.1:{record.port} (Ray Serve gRPC, in the background: "
+            f"pid {record.pid}, log {daemon.log_path(s)}). Stop it with: .venv/bin/keyart down"
+        )
+        return
+    from keyart.adapters.ray_serve.launch import launch
+
+    with daemon.recorded(s, s.grpc_port):
+        launch(s, say=lambda m: console.print(m), block=True)
+
+
+@app.command("down")
+@friendly
+def down(
+    timeout: float = typer.Option(60.0, help="Seconds to wait for a clean stop before SIGTERM, then SIGKILL."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Stop the server `keyart up` (or `keyart up --detach`) started for this data dir."""
+    from keyart.app import detach as daemon
+
+    out = daemon.stop_server(settings(), timeout_s=timeout)
+    emit(out, as_json, lambda r: console.print(r["message"]))
 
 
 @app.command("serve-bare")

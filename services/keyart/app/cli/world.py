@@ -41,8 +41,9 @@ def world_import_command(
 
     Every file is validated first (types, required columns, vocabularies, unique ids,
     references, tz-aware timestamps); on any problem nothing changes. Then the world
-    and its feature tables replace KEYART_DATA_DIR/world in one rename. Run
-    `keyart features apply` afterwards to load the online store.
+    and its feature tables replace KEYART_DATA_DIR/world in one rename. Then
+    `keyart up` loads the online store (`keyart features apply`) and serves, exploring
+    uniformly until a first model is trained on the decision log and promoted.
     """
     from keyart.jobs.world.import_issues import Issue, WorldImportError
     from keyart.jobs.world.import_swap import import_world
@@ -60,7 +61,8 @@ def world_import_command(
     marker = s.data_dir / "feast" / ".materialized"
     if marker.is_file():
         marker.unlink()  # the online store holds the previous world: `keyart up` re-applies
-    result["next"] = "keyart features apply"
+    # `keyart up` applies the features, then serves with no model yet: exploring uniformly.
+    result["next"] = "keyart up (or keyart up --detach; README: First week of a new customer)"
 
     def human(r: dict[str, Any]) -> None:
         Console(highlight=False).print(

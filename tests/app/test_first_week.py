@@ -1,0 +1,308 @@
+"""The first week of a new customer (README, "First week of a new customer"), end to end.
+
+On a fresh data dir holding a catalog made here by hand (not the demo world: other
+titles, genres, countries, pools of 2 to 6 images, no ground truth): `keyart world
+import`, serve with no model (exploring uniformly, propensity 1/k, features logged),
+report outcomes, `keyart log export`, `keyart train --log-export`, `keyart evaluate`,
+`keyart models promote`, and the served pages then carry the model's version.
+
+Serving runs on the bare grpc.aio server in this process (fast); one more test starts
+Ray Serve once with `keyart up --detach` and stops it with `keyart down`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from platform_data import REPO_ROOT, free_port
+from typer.testing import CliRunner
+
+from keyart.settings import KeyartSettings
+from keyart.v1 import ranking_pb2 as pb
+from keyart.v1 import ranking_pb2_grpc
+
+pytestmark = pytest.mark.integration
+
+GENRES = ("documentary", "family", "comedy", "crime", "scifi")
+MEMBERS = 48
+TITLES = 14
+QUALITY_MINUTES = 20.0
+TIMINGS: dict[str, float] = {}
+
+
+def pool_size(t: int) -> int:
+    return 2 + t % 5  # 2..6 images: pools of unequal size
+
+
+def write_catalog(out: Path, now: datetime, seed: int = 4) -> None:
+    """A customer's catalog in the import format, written with plain pyarrow."""
+    rng = np.random.default_rng(seed)
+    titles, images = [], []
+    for t in range(TITLES):
+        tid = f"doc-{t:03d}"
+        cast = [f"voice-{(t + j) % 9}" for j in range(3)]
+        ids = [f"{tid}-art{k}" for k in range(pool_size(t))]
+        titles.append({"title_id": tid, "name": f"Film {t}", "genres": [GENRES[t % len(GENRES)]], "cast": cast,
+                       "villain_actor": None, "default_image_id": ids[0], "runtime_minutes": 50.0 + t})
+        for k, iid in enumerate(ids):
+            faces = k % 3
+            images.append({
+                "image_id": iid, "title_id": tid, "lineage_id": f"{tid}-src{k // 2}", "num_faces": faces,
+                "face_area": 0.15 * faces, "expression": ("none", "happy", "complex")[faces], "villain_shown": False,
+                "cast_shown": cast[:faces], "group_size": faces, "brightness": 0.3 + 0.1 * (k % 4),
+                "warmth": -0.4 + 0.2 * (k % 4), "contrast": 0.5, "tone": GENRES[(t + k) % len(GENRES)],
+                "style": ("closeup", "scene", "title_card")[k % 3], "palette": ("teal", "orange", "mono")[k % 3],
+                "text_present": k % 2 == 1,
+            })
+    members = [{"member_id": f"viewer-{m:04d}", "country": ("GB", "DE", "JP")[m % 3],
+                "language": ("en", "de", "ja")[m % 3], "main_device": ("TV", "MOBILE", "WEB")[m % 3],
+                "tenure_days": float(30 + 11 * m)} for m in range(MEMBERS)]
+    viewing = [{"member_id": f"viewer-{m:04d}", "title_id": f"doc-{int(rng.integers(TITLES)):03d}",
+                "event_timestamp": now - timedelta(days=float(rng.uniform(1, 50))),
+                "minutes_watched": float(rng.uniform(5, 60))} for m in range(MEMBERS) for _ in range(8)]
+    s, f, i, b, lst = pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.list_(pa.string())
+    schemas = {
+        "members": [("member_id", s), ("country", s), ("language", s), ("main_device", s), ("tenure_days", f)],
+        "titles": [("title_id", s), ("name", s), ("genres", lst), ("cast", lst), ("villain_actor", s),
+                   ("default_image_id", s), ("runtime_minutes", f)],
+        "images": [("image_id", s), ("title_id", s), ("lineage_id", s), ("num_faces", i), ("face_area", f),
+                   ("expression", s), ("villain_shown", b), ("cast_shown", lst), ("group_size", i),
+                   ("brightness", f), ("warmth", f), ("contrast", f), ("tone", s), ("style", s), ("palette", s),
+                   ("text_present", b)],
+        "viewing": [("member_id", s), ("title_id", s), ("event_timestamp", pa.timestamp("us", tz="UTC")),
+                    ("minutes_watched", f)],
+    }
+    out.mkdir(parents=True)
+    for name, rows in (("members", members), ("titles", titles), ("images", images), ("viewing", viewing)):
+        pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(schemas[name])), out / f"{name}.parquet")
+    (out / "manifest.json").write_text(json.dumps({"format": "keyart-world/1", "now": now.isoformat(),
+                                                   "history_days": 60, "quality_minutes": QUALITY_MINUTES}))
+
+
+def keyart(env: dict[str, str], *args: str, stream: str = "stdout") -> str:
+    """Run a `keyart` command in this process; returns its stdout or stderr (asserting success)."""
+    from keyart.app.cli.main import app
+
+    started = time.monotonic()
+    result = CliRunner().invoke(app, list(args), env=env, catch_exceptions=False)
+    TIMINGS[" ".join(args[:2])] = round(time.monotonic() - started, 1)
+    assert result.exit_code == 0, f"keyart {' '.join(args)}: {result.output}"
+    return str(getattr(result, stream))
+
+
+@pytest.fixture(scope="module")
+def customer(tmp_path_factory):
+    """A fresh data dir with the customer's catalog imported and Feast applied, no model."""
+    from keyart.app.build import ensure_built
+    from keyart.core.model import current_version
+
+    root = tmp_path_factory.mktemp("first-week")
+    world_now = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    write_catalog(root / "catalog", world_now)
+    env = {
+        "KEYART_DATA_DIR": str(root / "var"),
+        "KEYART_FEATURE_REPO_DIR": str(REPO_ROOT / "features"),
+        "KEYART_GRPC_PORT": str(free_port()),
+        "KEYART_METRICS_PORT": str(free_port()),
+        "KEYART_HTTP_PORT": str(free_port()),
+        "KEYART_FEATURE_TIMEOUT_MS": "2000",  # generous budgets: CI machines are shared
+        "KEYART_REQUEST_BUDGET_MS": "4000",
+    }
+    imported = json.loads(keyart(env, "world", "import", str(root / "catalog"), "--json"))
+    assert imported["sizes"]["titles"] == TITLES and imported["sizes"]["members"] == MEMBERS
+    settings = KeyartSettings(**{k.removeprefix("KEYART_").lower(): v for k, v in env.items()})
+    said: list[str] = []
+    started = time.monotonic()
+    ensure_built(settings, said.append)  # what `keyart up` and `make run` do first
+    TIMINGS["ensure_built (features apply)"] = round(time.monotonic() - started, 1)
+    assert any("applying and materializing" in m for m in said), said
+    assert any(m.startswith("no model yet: exploring uniformly") for m in said), said
+    assert current_version(settings.models_dir) is None  # nothing was trained on a simulated log
+    yield env, settings
+    print("\nfirst week timings (s):", json.dumps(TIMINGS))
+
+
+class BareServer:
+    """The page service of a Runtime behind a grpc.aio server on its own event-loop thread."""
+
+    def __init__(self, settings: KeyartSettings) -> None:
+        from keyart.adapters.grpc.server import start_bare_server
+        from keyart.app.runtime import Runtime
+
+        self.runtime = Runtime.start(settings, watch_interval_s=0.5)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="bare-grpc", daemon=True)
+        self.thread.start()
+        start = start_bare_server(self.runtime.page, "127.0.0.1:0")
+        self.server, port = asyncio.run_coroutine_threadsafe(start, self.loop).result(30)
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        self.stub = ranking_pb2_grpc.ArtworkRankerStub(self.channel)
+
+    def close(self) -> None:
+        self.channel.close()
+        asyncio.run_coroutine_threadsafe(self.server.stop(0), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.runtime.close()
+
+
+def page(member: str, titles: list[str], when: datetime, device: int = pb.DEVICE_TYPE_TV) -> pb.RankArtworkRequest:
+    request = pb.RankArtworkRequest(
+        request_id=f"{member}-{when.timestamp():.0f}", member_id=member,
+        context=pb.RequestContext(country="GB", language="en", device=device, surface="home"),
+        titles=[pb.TitleCandidates(title_id=t) for t in titles],
+    )
+    request.context.client_time.FromDatetime(when)
+    return request
+
+
+def outcomes_for(reply: pb.RankArtworkResponse, member: str, when: datetime, rng: np.random.Generator,
+                 take: Callable[[str, str], float]) -> list[pb.Outcome]:
+    """What the member did: a play of at least QUALITY_MINUTES with probability take(member, image)."""
+    out = []
+    for s in reply.selections:
+        u = rng.random()
+        if u >= take(member, s.image_id) + 0.15:
+            continue  # not played
+        minutes = 35.0 if u < take(member, s.image_id) else 4.0  # a quality play, or a short one
+        for kind, mins, after in ((pb.OUTCOME_KIND_PLAY_STARTED, 0.0, 2), (pb.OUTCOME_KIND_PLAYBACK_PROGRESS,
+                                                                           minutes, 2 + minutes)):
+            o = pb.Outcome(decision_id=s.decision_id, member_id=member, title_id=s.title_id, image_id=s.image_id,
+                           kind=kind, minutes_played=mins)
+            o.event_time.FromDatetime(when + timedelta(minutes=after))
+            out.append(o)
+    return out
+
+
+def test_up_detach_serves_the_imported_catalog_until_down(customer, monkeypatch):
+    """`keyart up --detach` returns once Ray Serve is SERVING and leaves it running;
+    `keyart down` stops it (PID file removed), and says so when nothing runs."""
+    from keyart.app import detach
+    from keyart.core.model import current_version
+
+    env, settings = customer
+    # HAProxy's own ports too: a `make run` on this machine must not clash (inherited by the server).
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
+    model = current_version(settings.models_dir)  # None unless the workflow test ran first
+    started = time.monotonic()
+    try:
+        said = keyart(env, "up", "--detach", "--timeout", "420", stream="stderr")
+        TIMINGS["up --detach (Ray Serve SERVING)"] = round(time.monotonic() - started, 1)
+        assert "READY" in said and ("no model yet: exploring uniformly" in said or model is not None), said
+        record, _ = detach.read_record(settings)
+        assert record is not None and record.port == settings.grpc_port
+        assert detach.serving_status(f"127.0.0.1:{settings.grpc_port}") == "SERVING"  # the CLI has returned
+        with grpc.insecure_channel(f"127.0.0.1:{settings.grpc_port}") as channel:
+            stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
+            titles = [f"doc-{t:03d}" for t in range(6)]
+            reply = stub.RankArtwork(page("walk-in-ray", titles, datetime.now(UTC)), timeout=30)
+        assert [s.fallback_reason for s in reply.selections] == [""] * len(titles)
+        if model is None:  # day one on Ray Serve too
+            assert reply.policy == "uniform" and reply.model_version == ""
+            assert [s.propensity for s in reply.selections] == pytest.approx([1 / pool_size(t) for t in range(6)])
+        else:
+            assert reply.model_version == model
+    finally:
+        stopped = time.monotonic()
+        down = keyart(env, "down", "--json")
+        TIMINGS["down"] = round(time.monotonic() - stopped, 1)
+    assert json.loads(down)["stopped"] is True
+    assert not detach.pid_path(settings).exists()
+    assert detach.serving_status(f"127.0.0.1:{settings.grpc_port}", timeout_s=1) != "SERVING"
+    assert "nothing is running" in json.loads(keyart(env, "down", "--json"))["message"]
+
+
+def test_first_week_of_a_new_customer(customer):
+    from keyart.core.model import current_version
+
+    env, settings = customer
+    rng = np.random.default_rng(17)
+    titles = [f"doc-{t:03d}" for t in range(TITLES)]
+    faces = {f"doc-{t:03d}-art{k}": k % 3 for t in range(TITLES) for k in range(pool_size(t))}
+
+    def take(member: str, image_id: str) -> float:  # half the members like faces, half do not
+        likes_faces = int(member.rsplit("-", 1)[1]) % 2 == 0
+        return 0.08 + 0.5 * ((faces[image_id] > 0) == likes_faces)
+
+    server = BareServer(settings)
+    try:
+        # Day one: no model, SERVING, every title explored over its pool.
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(server.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+        # A week of traffic, compressed: decisions spread over six hours (the server's
+        # clock is set per call), members known to Feast and walk-ins it has never seen.
+        started = time.monotonic()
+        start = datetime.now(UTC) - timedelta(hours=7)
+        pages, served = 240, 0
+        for k in range(pages):
+            when = start + timedelta(hours=6) * k / pages
+            server.runtime.page.clock = lambda when=when: when
+            m = int(rng.integers(MEMBERS + 12))
+            member = f"viewer-{m:04d}" if m < MEMBERS else f"walk-in-{m:04d}"
+            shown = list(rng.choice(titles, size=6, replace=False))
+            device = (pb.DEVICE_TYPE_TV, pb.DEVICE_TYPE_MOBILE, pb.DEVICE_TYPE_WEB)[k % 3]
+            reply = server.stub.RankArtwork(page(member, shown, when, device), timeout=10)
+            assert reply.policy == "uniform" and reply.model_version == ""
+            for s, t in zip(reply.selections, shown):
+                assert s.title_id == t and s.fallback_reason == "" and s.explored and s.score == 0.0
+                assert s.propensity == pytest.approx(1 / pool_size(titles.index(t)), abs=1e-12)
+            served += len(reply.selections)
+            outcomes = outcomes_for(reply, member, when, rng, take)
+            if outcomes:
+                accepted = server.stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=outcomes), timeout=10)
+                assert accepted.accepted == len(outcomes)
+        server.runtime.page.clock = lambda: datetime.now(UTC)
+        assert server.runtime.writer is not None and server.runtime.writer.flush(30)
+        TIMINGS["serve and explore"] = round(time.monotonic() - started, 1)
+
+        # The log: every decision explored, with its features and exact propensity.
+        log = settings.data_dir / "exports" / "week1.parquet"
+        keyart(env, "log", "export", "--since", "1d", "--out", str(log), "--json")
+        frame = pd.read_parquet(log)
+        assert len(frame) >= served  # with the few pages Ray Serve answered in the test above
+        assert (frame["policy"] == "uniform").all() and (frame["model_version"].fillna("") == "").all()
+        assert (frame["fallback_reason"].fillna("") == "").all()
+        assert all(len(x) > 0 for x in frame["features"])
+        pools = frame["title_id"].map(lambda t: pool_size(titles.index(t)))
+        assert np.allclose(frame["propensity"], 1 / pools)
+        assert frame["played"].any() and (frame["max_minutes"] >= QUALITY_MINUTES).any()
+
+        # Train on it, evaluate, promote.
+        trained = json.loads(keyart(env, "train", "--log-export", str(log), "--ensemble-size", "2",
+                                    "--threads", "1", "--json"))
+        version = trained["version"]
+        assert trained["promoted"] is False and current_version(settings.models_dir) is None
+        evaluated = json.loads(keyart(env, "evaluate", "--log-export", str(log), "--bootstrap", "50",
+                                      "--no-report", "--json"))
+        assert "candidate" in evaluated["policies"] and "random" in evaluated["policies"]
+        keyart(env, "models", "promote", version)
+        assert current_version(settings.models_dir) == version
+
+        # The running server picks the model up without a restart.
+        deadline = time.monotonic() + 20
+        while True:
+            reply = server.stub.RankArtwork(page("viewer-0002", titles[:5], datetime.now(UTC)), timeout=10)
+            if reply.model_version == version or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reply.model_version == version
+        assert all(s.fallback_reason == "" and 0 < s.propensity <= 1 and s.score > 0 for s in reply.selections)
+    finally:
+        server.close()
+
