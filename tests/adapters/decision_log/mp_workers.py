@@ -31,12 +31,12 @@ def crashing_writer(root: str, n: int) -> None:
     """A shared-spool writer whose store is down: spool n records, then die (os._exit)."""
     from adapters.decision_log.dlog_helpers import FakeStore, make_impression
 
-    from keyart.adapters.decision_log.writer import DecisionLogWriter
+    from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 
     store = FakeStore()
     store.down = True
-    w = DecisionLogWriter(store, Path(root), queue_size=10_000, batch_size=50,
-                          spool_max_bytes=50_000_000, flush_interval_s=0.01, shared_spool=True)
+    config = WriterConfig(queue_size=10_000, batch_size=50, spool_max_bytes=50_000_000, flush_interval_s=0.01)
+    w = DecisionLogWriter(store, Path(root), config, shared_spool=True)
     w.submit_impressions([make_impression(i) for i in range(n)])
     assert w.flush(10)
     sys.stdout.write(str(w.spool_dir) + "\n")

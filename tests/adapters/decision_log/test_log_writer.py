@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from adapters.decision_log.dlog_helpers import T0, FakeStore, make_impression, make_outcome
 
+from keyart.adapters.decision_log.spool_dirs import DEAD_LETTER_FILE
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
-from keyart.adapters.decision_log.writer import DEAD_LETTER_FILE, DecisionLogWriter
+from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def writer_for(store, tmp_path, **kw) -> DecisionLogWriter:
         "max_retry_interval_s": 0.05,
     }
     args.update(kw)
-    return DecisionLogWriter(store, tmp_path / "spool", **args)
+    opts = {k: args.pop(k) for k in ("close_store", "start") if k in args}
+    return DecisionLogWriter(store, tmp_path / "spool", WriterConfig(**args), **opts)
 
 
 def test_batches_are_bounded_and_everything_is_written(fake_store: FakeStore, tmp_path) -> None:

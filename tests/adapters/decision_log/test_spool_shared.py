@@ -12,18 +12,19 @@ from pathlib import Path
 from adapters.decision_log.dlog_helpers import T0, FakeStore, make_impression
 
 from keyart.adapters.decision_log.records import record_to_json
+from keyart.adapters.decision_log.spool_dirs import LOCK_FILE, spool_status
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
-from keyart.adapters.decision_log.writer import LOCK_FILE, DecisionLogWriter, spool_status
+from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 
 TESTS = Path(__file__).resolve().parents[2]
 
 
 def shared(store, root: Path, **kw) -> DecisionLogWriter:
     args = {"queue_size": 10_000, "batch_size": 50, "spool_max_bytes": 50_000_000,
-                "flush_interval_s": 0.02, "retry_interval_s": 0.02, "max_retry_interval_s": 0.05,
-                "shared_spool": True}
+                "flush_interval_s": 0.02, "retry_interval_s": 0.02, "max_retry_interval_s": 0.05}
     args.update(kw)
-    return DecisionLogWriter(store, root, **args)
+    opts = {k: args.pop(k) for k in ("close_store", "start") if k in args}
+    return DecisionLogWriter(store, root, WriterConfig(**args), shared_spool=True, **opts)
 
 
 def wait_for(pred, timeout: float = 10.0) -> None:
@@ -112,7 +113,7 @@ def test_orphan_adopted_periodically_and_dead_letters_kept(tmp_path) -> None:
 
 
 def test_locked_orphan_lookalike_is_left_alone(tmp_path) -> None:
-    from keyart.adapters.decision_log.writer import _try_lock
+    from keyart.adapters.decision_log.spool_dirs import _try_lock
 
     root = tmp_path / "spool"
     busy = root / "host-2-alive"
@@ -125,19 +126,4 @@ def test_locked_orphan_lookalike_is_left_alone(tmp_path) -> None:
     os.close(fd)
     assert w.adopt_orphans() == 1
     assert w.flush(5) and store.order == ["dec-000001"]
-    w.close()
-
-
-def test_legacy_root_segments_adopted_after_grace(tmp_path) -> None:
-    root = tmp_path / "spool"
-    root.mkdir()
-    seg = root / "spool-0000000001.jsonl"
-    seg.write_bytes(record_to_json(make_impression(5)))
-    store = FakeStore()
-    w = shared(store, root, legacy_grace_s=3600)
-    assert w.flush(5) and store.order == [] and seg.exists()  # maybe still in use
-    old = time.time() - 7200
-    os.utime(seg, (old, old))
-    w.adopt_orphans()
-    assert w.flush(5) and store.order == ["dec-000005"] and not seg.exists()
     w.close()

@@ -6,13 +6,13 @@ cluster is down: the writer spools until it answers); anything else gives the
 embedded SQLite store at ``settings.log_dir / "decisions.sqlite"`` (WAL, safe for
 several processes on one machine). The spool root is ``settings.log_dir / "spool"``,
 shared by every process on the machine: each writer spools in its own locked
-subdirectory and adopts those of writers that died (see keyart.adapters.decision_log.writer).
+subdirectory and adopts those of writers that died (see keyart.adapters.decision_log.spool_dirs).
 """
 
 from __future__ import annotations
 
 from keyart.adapters.decision_log.store import LogStore
-from keyart.adapters.decision_log.writer import DecisionLogWriter
+from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.settings import KeyartSettings
 
 SQLITE_FILE = "decisions.sqlite"
@@ -40,11 +40,9 @@ def open_log_store(settings: KeyartSettings) -> LogStore:
 
 def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:
     """A started DecisionLogWriter over the configured store; close() closes both."""
-    return DecisionLogWriter(
-        store=open_log_store(settings),
-        spool_dir=settings.log_dir / SPOOL_DIR,
+    config = WriterConfig(
         queue_size=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         spool_max_bytes=settings.log_spool_max_bytes,
-        shared_spool=True,
     )
+    return DecisionLogWriter(open_log_store(settings), settings.log_dir / SPOOL_DIR, config, shared_spool=True)

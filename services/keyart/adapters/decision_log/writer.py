@@ -1,417 +1,75 @@
-"""Asynchronous, loss-accounted writer in front of a LogStore.
+"""The decision log's front door: request threads hand records over without ever blocking
+on I/O, and nothing is lost silently (store down: spool to disk; full: count and alarm).
 
-Request threads call ``submit_impressions`` / ``submit_outcomes``; these never block on
-I/O: records go into a bounded in-memory queue (counted in records, not calls). One
-background thread drains the queue in batches of up to ``batch_size`` records
-(waiting at most ``flush_interval_s`` to fill a batch) and writes them to the store.
-
-Failure handling, so that nothing is lost silently:
-
-* the store raises (LogStoreUnavailable or anything else): the batch is appended to an
-  on-disk spool (JSON lines in numbered segment files under ``spool_dir``, fsync'd per
-  batch). While the spool holds anything, new batches are appended behind it, so the
-  store receives records in submission order.
-* the spool is full (``spool_max_bytes``): records stay in the memory queue until
-  there is room; they are only dropped at submit time (below).
-* the writer pings the store every ``retry_interval_s`` (doubling up to
-  ``max_retry_interval_s``; ``flush()`` pings at once); once the ping succeeds the
-  spool is replayed in order, a batch at a time, then deleted segment by segment.
-  A spool left by a previous process is replayed the same way at start-up.
-* a batch that keeps failing with a non-availability error while the store answers
-  pings is split and the records that still fail go to ``dead-letter.jsonl`` in the
-  spool directory (counted in ``dead_lettered``), so one bad record cannot wedge the log;
-  if every record of the batch fails, the store is treated as down instead.
-* the queue is full: the caller appends the records to the spool itself, but only if
-  the spool lock is free right away and the spool is under budget (a buffered write, no
-  fsync; the writer thread fsyncs it shortly after). Such overflow records may be
-  stored ahead of older records still in the queue (writes are idempotent upserts, so
-  only the order, not the content, is affected).
-* queue full and spool full (or busy): the records are counted in ``dropped``, an ERROR
-  is logged (at most once a second, with totals) and ``health()`` reports unhealthy
-  for ``drop_alarm_s`` after the last drop.
-
-Several processes on one machine (Ray Serve replicas) share one spool root
-(``settings.log_dir / "spool"``). With ``shared_spool=True`` (what
-:func:`keyart.adapters.decision_log.factory.open_decision_log` uses) ``spool_dir`` is that root
-and each writer spools in its own subdirectory ``<hostname>-<pid>-<random>``, holding
-an exclusive ``fcntl.flock`` on ``<subdir>/.lock`` for its lifetime (the kernel
-releases it when the process dies, however it dies). The subdirectory is made under a
-``.new-`` name, locked, then renamed, so no other writer ever sees it unlocked.
-
-At start and every ``adopt_interval_s`` (30 s) a writer *adopts* orphaned sibling
-directories, those whose lock it can take (their owner is dead): their segments are
-renamed, in order, to the tail of its own spool (same file system: no copy, no
-extra disk) and replayed into the store like its own records; dead-letter files move
-along; then the orphan's lock file and directory are removed. An adopter that dies
-half way leaves the rest in the orphan (adopted again later) and what it took in its
-own directory (an orphan in turn): nothing is lost, and a record replayed twice is
-harmless (impressions are upserts, outcomes are deduplicated by key). Two live
-writers never read, write or delete each other's spool. Adopted bytes count against
-the adopter's ``spool_max_bytes``: over budget, its new records wait in memory until
-the replay makes room. A closing writer removes its directory when it is empty and
-otherwise leaves it (unlocked) for a sibling or the next process.
-
-Segments written directly in the root by the single-directory layout (older
-versions) are adopted too, once untouched for ``legacy_grace_s`` (an older process
-may still be appending to them). Outside that grace nothing in the root is touched.
+This module is the queue/thread/retry state machine, :class:`DecisionLogWriter`, tuned by
+:class:`WriterConfig`. The files it falls back on are :mod:`.spool` (one directory of
+segments) and :mod:`.spool_dirs` (per-process directories under a shared root).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-import secrets
-import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Protocol, Self
 
-from keyart.adapters.decision_log.records import record_from_json, record_to_json
+from keyart.adapters.decision_log.records import record_to_json
+from keyart.adapters.decision_log.spool import Record, SegmentSpool
+from keyart.adapters.decision_log.spool_dirs import adopt_orphans, claim_spool_dir, release_spool_dir
 from keyart.adapters.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
 from keyart.domain import Impression, Outcome
 
 log = logging.getLogger(__name__)
 
-Record = Impression | Outcome
 
-_SEGMENT_PREFIX = "spool-"
-_SEGMENT_SUFFIX = ".jsonl"
-DEAD_LETTER_FILE = "dead-letter.jsonl"
-LOCK_FILE = ".lock"
-_NEW_PREFIX = ".new-"
-_LEGACY_LOCK = ".legacy.lock"
+@dataclass(frozen=True)
+class WriterConfig:
+    """Tuning of a DecisionLogWriter. The defaults of the first three are those of
+    KeyartSettings (``log_queue_size``, ``log_batch_size``, ``log_spool_max_bytes``)."""
 
+    queue_size: int = 100_000
+    """Records held in memory; past it, submits spool on the caller's thread or drop."""
+    batch_size: int = 500
+    """Records per store write (and per spool replay step)."""
+    spool_max_bytes: int = 1_000_000_000
+    """Disk budget of the spool, adopted orphans included."""
+    flush_interval_s: float = 0.2
+    """Longest wait to fill a batch before writing a partial one."""
+    retry_interval_s: float = 1.0
+    """First wait before pinging a store that failed."""
+    max_retry_interval_s: float = 30.0
+    """Cap of the doubling ping back-off."""
+    segment_bytes: int = 64 * 1024 * 1024
+    """Size past which the spool starts a new segment file."""
+    drop_alarm_s: float = 300.0
+    """How long ``health()`` stays unhealthy after records were dropped."""
+    adopt_interval_s: float = 30.0
+    """Period of the orphan adoption pass (``shared_spool`` only)."""
 
-# --- per-process spool directories -----------------------------------------------------
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:  # pragma: no cover - best effort
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _try_lock(path: Path, create: bool = True) -> int | None:
-    """An fd holding an exclusive flock on ``path``, or None if another process (or
-    another open file in this process) holds it, or it cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    def __post_init__(self) -> None:
+        if self.queue_size <= 0 or self.batch_size <= 0:
+            raise ValueError("queue_size and batch_size must be positive")
 
 
-def _seq_of_name(path: Path) -> int:
-    try:
-        return int(path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
-    except ValueError:
-        return -1
+class _DecisionLogSurface(Protocol):
+    """What the decision core asks of a decision log (``keyart.core.ports.DecisionLog``);
+    mypy checks below that the writer provides it."""
 
+    def submit_impressions(self, impressions: list[Impression], /) -> bool: ...
 
-def _segments_in(directory: Path) -> list[Path]:
-    found = [p for p in directory.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}") if p.is_file()]
-    return sorted((p for p in found if _seq_of_name(p) >= 0), key=_seq_of_name)
+    def submit_outcomes(self, outcomes: list[Outcome], /) -> bool: ...
 
+    def flush(self, timeout_s: float = ...) -> bool: ...
 
-def claim_spool_dir(root: Path) -> tuple[Path, int]:
-    """Create and lock this process's own spool directory under ``root``.
+    def stats(self) -> dict[str, int | bool]: ...
 
-    Returns (directory, fd holding the flock on its lock file); closing the fd (or the
-    process dying) releases the claim.
-    """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    host = "".join(c if c.isalnum() or c in "-_" else "_" for c in socket.gethostname())[:40]
-    for _ in range(10):
-        name = f"{host or 'host'}-{os.getpid()}-{secrets.token_hex(4)}"
-        tmp = root / f"{_NEW_PREFIX}{name}"
-        try:
-            tmp.mkdir()
-        except FileExistsError:  # pragma: no cover - 32 random bits
-            continue
-        fd = _try_lock(tmp / LOCK_FILE)
-        if fd is None:  # pragma: no cover - a cleaner removed it in between: retry
-            continue
-        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} at={time.time():.0f}\n".encode())
-        final = root / name
-        try:
-            os.rename(tmp, final)
-        except OSError:  # pragma: no cover
-            os.close(fd)
-            continue
-        _fsync_dir(root)
-        return final, fd
-    raise OSError(f"cannot create a spool directory under {root}")  # pragma: no cover
+    def health(self) -> tuple[bool, str]: ...
 
-
-def spool_status(root: Path) -> list[dict[str, object]]:
-    """Every per-process spool directory under ``root``: name, whether its owner is
-    alive (its lock is held), pending bytes and segment count. Probing an orphan takes
-    its lock for an instant (a writer adopting then simply retries later)."""
-    out: list[dict[str, object]] = []
-    root = Path(root)
-    if not root.is_dir():
-        return out
-    for d in sorted(root.iterdir()):
-        if not d.is_dir() or d.name.startswith("."):
-            continue
-        fd = _try_lock(d / LOCK_FILE, create=False) if (d / LOCK_FILE).exists() else None
-        alive = fd is None and (d / LOCK_FILE).exists()
-        if fd is not None:
-            os.close(fd)
-        segs = _segments_in(d)
-        out.append(
-            {
-                "dir": d.name,
-                "alive": alive,
-                "segments": len(segs),
-                "bytes": sum(p.stat().st_size for p in segs if p.exists()),
-                "dead_letters": sum(1 for _ in d.glob("dead-letter*.jsonl")),
-            }
-        )
-    legacy = _segments_in(root)
-    if legacy:
-        out.append(
-            {
-                "dir": ".",
-                "alive": False,
-                "segments": len(legacy),
-                "bytes": sum(p.stat().st_size for p in legacy if p.exists()),
-                "dead_letters": 0,
-            }
-        )
-    return out
-
-
-# --- spool ------------------------------------------------------------------------------
-
-
-class _Spool:
-    """Append-only JSON-lines segments; read from the oldest, delete when consumed."""
-
-    def __init__(self, directory: Path, max_bytes: int, segment_bytes: int) -> None:
-        self.dir = Path(directory)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.max_bytes = int(max_bytes)
-        self.segment_bytes = int(segment_bytes)
-        self.lock = threading.Lock()
-        self.corrupt = 0
-        found = sorted(self.dir.glob(f"{_SEGMENT_PREFIX}*{_SEGMENT_SUFFIX}"), key=self._seq_of)
-        self._segments: list[Path] = found
-        self._sizes: dict[Path, int] = {p: p.stat().st_size for p in found}
-        self._disk_bytes = sum(self._sizes.values())  # read lock-free by stats()
-        self._next_seq = (self._seq_of(found[-1]) + 1) if found else 1
-        self._active_fd: int | None = None  # appends go to the newest segment we opened
-        self._active: Path | None = None
-        self._head_offset = 0
-        self._dirty = False
-
-    @staticmethod
-    def _seq_of(path: Path) -> int:
-        return int(path.name[len(_SEGMENT_PREFIX) : -len(_SEGMENT_SUFFIX)])
-
-    @property
-    def disk_bytes(self) -> int:
-        return self._disk_bytes
-
-    @property
-    def pending_bytes(self) -> int:
-        return max(0, self.disk_bytes - self._head_offset)
-
-    def is_empty(self) -> bool:
-        return self.pending_bytes == 0
-
-    def _open_new_segment(self) -> None:
-        if self._active_fd is not None:
-            os.fsync(self._active_fd)
-            os.close(self._active_fd)
-        path = self.dir / f"{_SEGMENT_PREFIX}{self._next_seq:010d}{_SEGMENT_SUFFIX}"
-        self._next_seq += 1
-        self._active_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        self._active = path
-        self._segments.append(path)
-        self._sizes[path] = 0
-
-    def append(self, lines: Sequence[bytes], *, fsync: bool, blocking: bool = True) -> bool:
-        """Append whole lines; False (nothing written) when over budget or, if not
-        blocking, when the lock is busy."""
-        data = b"".join(lines)
-        if not data:
-            return True
-        if not self.lock.acquire(blocking=blocking):
-            return False
-        try:
-            if self.disk_bytes + len(data) > self.max_bytes:
-                return False
-            if (
-                self._active is None
-                or self._active_fd is None
-                or self._sizes[self._active] >= self.segment_bytes
-            ):
-                self._open_new_segment()
-            assert self._active_fd is not None and self._active is not None
-            view = memoryview(data)
-            while view:
-                n = os.write(self._active_fd, view)
-                view = view[n:]
-            self._sizes[self._active] += len(data)
-            self._disk_bytes += len(data)
-            # fsync a duplicate outside the lock: callers spooling on overflow only
-            # try the lock, and another thread may rotate (close) the segment meanwhile.
-            fd = os.dup(self._active_fd) if fsync else -1
-            self._dirty = self._dirty or not fsync
-        finally:
-            self.lock.release()
-        if fsync:
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return True
-
-    def sync(self) -> None:
-        """fsync records appended without it (overflow from callers)."""
-        if not self._dirty:
-            return
-        with self.lock:
-            if self._active_fd is None:
-                self._dirty = False
-                return
-            fd = os.dup(self._active_fd)
-            self._dirty = False
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def read(self, max_records: int) -> tuple[list[Record], int]:
-        """Up to max_records from the head, without consuming them; returns the records
-        and the byte length to pass to ``consume``. Corrupt lines are skipped (counted)."""
-        while True:
-            with self.lock:
-                if not self._segments:
-                    return [], 0
-                head = self._segments[0]
-                size = self._sizes[head]
-                active = head == self._active
-            records: list[Record] = []
-            length = 0
-            with open(head, "rb") as fh:
-                fh.seek(self._head_offset)
-                while len(records) < max_records and self._head_offset + length < size:
-                    line = fh.readline()
-                    if not line:
-                        break
-                    if not line.endswith(b"\n"):
-                        if active:
-                            break  # being written; read it next time
-                        length += len(line)  # torn write from a crash
-                        self.corrupt += 1
-                        log.error("decision-log spool: torn record skipped in %s", head.name)
-                        break
-                    length += len(line)
-                    try:
-                        records.append(record_from_json(line))
-                    except Exception:  # noqa: BLE001 - corrupt line, keep going
-                        self.corrupt += 1
-                        log.error("decision-log spool: corrupt record skipped in %s", head.name)
-            if records or length:
-                return records, length
-            # Nothing readable in the head segment: drop it if it is finished.
-            with self.lock:
-                if (
-                    self._segments
-                    and self._segments[0] == head
-                    and head != self._active
-                    and self._head_offset >= self._sizes[head]
-                ):
-                    self._drop_head()
-                    continue
-            return [], 0
-
-    def consume(self, length: int) -> None:
-        with self.lock:
-            self._head_offset += length
-            head = self._segments[0]
-            if self._head_offset >= self._sizes[head]:
-                if head == self._active:
-                    # Caught up with the writer: start over with an empty segment.
-                    assert self._active_fd is not None
-                    os.close(self._active_fd)
-                    self._active_fd, self._active = None, None
-                self._drop_head()
-
-    def _drop_head(self) -> None:
-        head = self._segments.pop(0)
-        self._disk_bytes -= self._sizes.pop(head, 0)
-        self._head_offset = 0
-        try:
-            head.unlink()
-        except FileNotFoundError:  # pragma: no cover
-            pass
-
-    def adopt(self, segments: Sequence[Path]) -> int:
-        """Move other segment files (in order) to the tail of this spool by renaming
-        them (same file system). New appends go to a fresh segment behind them.
-        Returns the bytes adopted."""
-        adopted = 0
-        with self.lock:
-            if self._active_fd is not None:
-                os.fsync(self._active_fd)
-                os.close(self._active_fd)
-                self._active_fd, self._active = None, None
-            for src in segments:
-                try:
-                    size = src.stat().st_size
-                except FileNotFoundError:
-                    continue
-                if size == 0:
-                    src.unlink(missing_ok=True)
-                    continue
-                dest = self.dir / f"{_SEGMENT_PREFIX}{self._next_seq:010d}{_SEGMENT_SUFFIX}"
-                try:
-                    os.rename(src, dest)
-                except FileNotFoundError:
-                    continue
-                self._next_seq += 1
-                self._segments.append(dest)
-                self._sizes[dest] = size
-                self._disk_bytes += size
-                adopted += size
-        if adopted:
-            _fsync_dir(self.dir)
-        return adopted
-
-    def has_files(self) -> bool:
-        """Anything at all in the directory besides the lock file."""
-        return any(p.name != LOCK_FILE for p in self.dir.iterdir())
-
-    def close(self) -> None:
-        with self.lock:
-            if self._active_fd is not None:
-                os.fsync(self._active_fd)
-                os.close(self._active_fd)
-                self._active_fd, self._active = None, None
-
-
-# --- writer -----------------------------------------------------------------------------
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -431,52 +89,63 @@ class _Counters:
 
 
 class DecisionLogWriter:
-    """Non-blocking front of a LogStore with an on-disk spool for outages."""
+    """Non-blocking front of a LogStore with an on-disk spool for outages.
+
+    ``submit_impressions`` / ``submit_outcomes`` put records into a bounded in-memory
+    queue (counted in records, not calls). One background thread drains it in batches of
+    up to ``batch_size`` (waiting at most ``flush_interval_s`` to fill one) and writes
+    them to the store. Failure handling, so that nothing is lost silently:
+
+    * the store raises (LogStoreUnavailable or anything else): the batch is appended to
+      the spool (fsync'd per batch). While the spool holds anything, new batches are
+      appended behind it, so the store receives records in submission order.
+    * the spool is full (``spool_max_bytes``, adopted orphans included): records stay in
+      the memory queue until there is room; they are only dropped at submit time.
+    * the store is pinged every ``retry_interval_s`` (doubling up to
+      ``max_retry_interval_s``; ``flush()`` pings at once); once a ping succeeds the spool
+      is replayed in order, a batch at a time. A spool left by a previous process (or
+      adopted from a dead sibling, ``shared_spool``) is replayed the same way.
+    * a batch that keeps failing with a non-availability error while the store answers
+      pings is split and the records that still fail go to ``dead-letter.jsonl``
+      (counted in ``dead_lettered``), so one bad record cannot wedge the log; if every
+      record of the batch fails, the store is treated as down instead.
+    * the queue is full: the caller appends the records to the spool itself, if the
+      spool lock is free right away and the spool is under budget (a buffered write; the
+      writer thread fsyncs it shortly after). Such overflow records may be stored ahead
+      of older queued ones (writes are idempotent upserts: only the order is affected).
+    * queue full and spool full (or busy): the records are counted in ``dropped``, an
+      ERROR is logged (at most once a second, with totals) and ``health()`` reports
+      unhealthy for ``drop_alarm_s`` after the last drop.
+    """
 
     def __init__(
         self,
         store: LogStore,
         spool_dir: Path,
-        queue_size: int,
-        batch_size: int,
-        spool_max_bytes: int,
-        flush_interval_s: float = 0.2,
+        config: WriterConfig = WriterConfig(),
         *,
-        retry_interval_s: float = 1.0,
-        max_retry_interval_s: float = 30.0,
-        segment_bytes: int = 64 * 1024 * 1024,
-        drop_alarm_s: float = 300.0,
+        shared_spool: bool = False,
         close_store: bool = True,
         start: bool = True,
-        shared_spool: bool = False,
-        adopt_interval_s: float = 30.0,
-        legacy_grace_s: float = 60.0,
     ) -> None:
         """``shared_spool``: ``spool_dir`` is a root shared by several processes; this
         writer spools in its own locked subdirectory and adopts orphaned siblings (see
-        the module docstring). Otherwise ``spool_dir`` is this writer's alone."""
-        if queue_size <= 0 or batch_size <= 0:
-            raise ValueError("queue_size and batch_size must be positive")
+        :mod:`.spool_dirs`). Otherwise ``spool_dir`` is this writer's alone.
+        ``close_store``: ``close()`` closes the store too. ``start``: start the writer
+        thread now (without it nothing drains the queue until ``close()``)."""
         self.store = store
-        self.queue_size = int(queue_size)
-        self.batch_size = int(batch_size)
-        self.flush_interval_s = float(flush_interval_s)
-        self.retry_interval_s = float(retry_interval_s)
-        self.max_retry_interval_s = float(max_retry_interval_s)
-        self.drop_alarm_s = float(drop_alarm_s)
+        self.config = config
         self._close_store = close_store
-        self.adopt_interval_s = float(adopt_interval_s)
-        self.legacy_grace_s = float(legacy_grace_s)
         self._root: Path | None = None
         self._claim_fd: int | None = None
         if shared_spool:
             self._root = Path(spool_dir)
             own_dir, self._claim_fd = claim_spool_dir(self._root)
-            self._spool = _Spool(own_dir, spool_max_bytes, segment_bytes)
         else:
-            self._spool = _Spool(Path(spool_dir), spool_max_bytes, segment_bytes)
+            own_dir = Path(spool_dir)
+        self._spool = SegmentSpool(own_dir, config.spool_max_bytes, config.segment_bytes)
         self.spool_dir = self._spool.dir
-        self._next_adopt = time.monotonic() + self.adopt_interval_s
+        self._next_adopt = time.monotonic() + config.adopt_interval_s
 
         self._cond = threading.Condition()
         self._chunks: deque[list[Record]] = deque()  # each chunk: records of one submit
@@ -485,7 +154,7 @@ class DecisionLogWriter:
         self._handled_seq = 0  # of those, taken and written / spooled / dead-lettered
         self._flush_waiters = 0
         self._close_deadline = float("inf")
-        self._spool_chunk = max(self.batch_size, 10_000)  # records per spool append
+        self._spool_chunk = max(config.batch_size, 10_000)  # records per spool append
         self._ping_epoch = 0  # ping attempts made by the writer thread
         self._closing = False
         self._c = _Counters()
@@ -495,7 +164,7 @@ class DecisionLogWriter:
 
         self._store_up = self._spool.is_empty()
         self._next_ping = 0.0
-        self._backoff = self.retry_interval_s
+        self._backoff = config.retry_interval_s
         self._last_error = ""
         self._last_drop_log = 0.0
         self._last_drop_time: float | None = None
@@ -508,6 +177,14 @@ class DecisionLogWriter:
         self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
         if start:
             self._thread.start()
+
+    @property
+    def queue_size(self) -> int:
+        return self.config.queue_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
 
     # --- producer side ----------------------------------------------------------------
 
@@ -527,13 +204,13 @@ class DecisionLogWriter:
                 overflow = records
                 queued = 0
             else:
-                room = self.queue_size - self._depth
+                room = self.config.queue_size - self._depth
                 queued = min(room, len(records))
                 if queued > 0:
                     self._chunks.append(records[:queued])
                     self._depth += queued
                     self._accepted_seq += queued
-                    if self._depth >= self.batch_size:
+                    if self._depth >= self.config.batch_size:
                         self._cond.notify_all()
                 overflow = records[queued:]
         with self._stats_lock:
@@ -581,7 +258,7 @@ class DecisionLogWriter:
             log.error(
                 "DECISION LOG DROPPING RECORDS: queue full (%d) and spool full or busy "
                 "(%d/%d bytes); dropped %d now, %d in total",
-                self.queue_size,
+                self.config.queue_size,
                 self._spool.disk_bytes,
                 self._spool.max_bytes,
                 n,
@@ -655,21 +332,7 @@ class DecisionLogWriter:
 
     def stats(self) -> dict[str, int | bool]:
         with self._stats_lock:
-            c = self._c
-            out: dict[str, int | bool] = {
-                "submitted": c.submitted,
-                "written": c.written,
-                "spooled": c.spooled,
-                "replayed": c.replayed,
-                "dropped": c.dropped,
-                "overflow_spooled": c.overflow_spooled,
-                "dead_lettered": c.dead_lettered,
-                "store_errors": c.store_errors,
-                "outcomes_duplicate": c.outcomes_duplicate,
-                "outcomes_unknown_decision": c.outcomes_unknown_decision,
-                "adopted_spools": c.adopted_spools,
-                "adopted_bytes": c.adopted_bytes,
-            }
+            out: dict[str, int | bool] = asdict(self._c)
         out["queue_depth"] = self._depth
         out["spool_bytes"] = self._spool.pending_bytes
         out["spool_corrupt"] = self._spool.corrupt
@@ -685,7 +348,7 @@ class DecisionLogWriter:
             problems.append("writer thread is not running")
         recent_drop = (
             self._last_drop_time is not None
-            and time.monotonic() - self._last_drop_time < self.drop_alarm_s
+            and time.monotonic() - self._last_drop_time < self.config.drop_alarm_s
         )
         if recent_drop:
             problems.append(f"dropped {s['dropped']} records (queue and spool full)")
@@ -709,137 +372,35 @@ class DecisionLogWriter:
     def adopt_orphans(self) -> int:
         """Adopt every orphaned sibling spool (lock free: its owner died). Returns the
         number of directories adopted. Runs at start and every ``adopt_interval_s``."""
-        root = self._root
-        if root is None or not root.is_dir():
+        if self._root is None:
             return 0
-        adopted = 0
-        for d in sorted(root.iterdir()):
-            if not d.is_dir() or d == self._spool.dir:
-                continue
-            if d.name.startswith(_NEW_PREFIX):
-                self._remove_stale_new(d)
-                continue
-            if d.name.startswith("."):
-                continue
-            fd = _try_lock(d / LOCK_FILE)
-            if fd is None:
-                continue  # its writer is alive
-            try:
-                if self._adopt_dir(d):
-                    adopted += 1
-            finally:
-                os.close(fd)
-        self._adopt_legacy(root)
-        return adopted
+        return adopt_orphans(self._root, self._spool, self._adopted)
 
-    def _adopt_dir(self, d: Path) -> bool:
-        segments = _segments_in(d)
-        nbytes = self._spool.adopt(segments)
-        for i, dl in enumerate(sorted(d.glob("dead-letter*.jsonl"))):
-            dest = self._spool.dir / f"dead-letter-{d.name}-{i}.jsonl"
-            os.rename(dl, dest)
-        _fsync_dir(self._spool.dir)
-        leftovers = [p for p in d.iterdir() if p.name != LOCK_FILE]
-        if leftovers:
-            log.warning(
-                "decision-log spool %s: left unknown files %s", d, [p.name for p in leftovers]
-            )
-        else:
-            (d / LOCK_FILE).unlink(missing_ok=True)
-            try:
-                d.rmdir()
-            except OSError:  # another adopter re-created its lock file meanwhile
-                pass
-            _fsync_dir(d.parent)
-        if segments:
-            log.warning(
-                "decision-log: adopted orphaned spool %s (%d segments, %d bytes); replaying",
-                d.name, len(segments), nbytes,
-            )
-            with self._stats_lock:
-                self._c.adopted_spools += 1
-                self._c.adopted_bytes += nbytes
-            with self._cond:
-                self._cond.notify_all()
-        return bool(segments)
-
-    def _remove_stale_new(self, d: Path) -> None:
-        """A ``.new-`` directory left by a process that died while creating it."""
-        try:
-            if time.time() - d.stat().st_mtime < 60.0:
-                return
-        except FileNotFoundError:
-            return
-        fd = _try_lock(d / LOCK_FILE, create=False)
-        if fd is None:
-            return
-        try:
-            if not _segments_in(d):
-                for p in d.iterdir():
-                    p.unlink(missing_ok=True)
-                d.rmdir()
-        except OSError:  # pragma: no cover
-            pass
-        finally:
-            os.close(fd)
-
-    def _adopt_legacy(self, root: Path) -> None:
-        """Segments of the single-directory layout, directly in the root."""
-        legacy = _segments_in(root)
-        if not legacy:
-            return
-        now = time.time()
-        fd = _try_lock(root / _LEGACY_LOCK)
-        if fd is None:
-            return
-        try:
-            take: list[Path] = []
-            for p in _segments_in(root):  # again, under the lock
-                try:
-                    if now - p.stat().st_mtime < self.legacy_grace_s:
-                        break  # keep order: stop at the first one still in use
-                except FileNotFoundError:
-                    continue
-                take.append(p)
-            if take:
-                nbytes = self._spool.adopt(take)
-                log.warning("decision-log: adopted %d legacy spool segments (%d bytes)",
-                            len(take), nbytes)
-                with self._stats_lock:
-                    self._c.adopted_spools += 1
-                    self._c.adopted_bytes += nbytes
-        finally:
-            os.close(fd)
+    def _adopted(self, nbytes: int) -> None:
+        with self._stats_lock:
+            self._c.adopted_spools += 1
+            self._c.adopted_bytes += nbytes
+        with self._cond:
+            self._cond.notify_all()
 
     def _release_claim(self) -> None:
         """Give up this writer's spool directory: removed when empty, else left for
         adoption."""
         fd, self._claim_fd = self._claim_fd, None
-        if fd is None:
-            return
-        try:
-            if not self._spool.has_files():
-                (self._spool.dir / LOCK_FILE).unlink(missing_ok=True)
-                try:
-                    self._spool.dir.rmdir()
-                except OSError:
-                    pass
-        except OSError:  # pragma: no cover - best effort
-            log.exception("decision-log: cannot clean the spool directory")
-        finally:
-            os.close(fd)
+        if fd is not None:
+            release_spool_dir(self._spool.dir, fd)
 
     # --- consumer side ----------------------------------------------------------------
 
     def _take(self, wait: bool, limit: int | None = None) -> list[Record]:
         """Up to ``limit`` (default batch_size) records from the queue, waiting up to
         flush_interval_s to fill a batch if asked."""
-        limit = limit or self.batch_size
+        limit = limit or self.config.batch_size
         with self._cond:
             if wait:
-                deadline = time.monotonic() + self.flush_interval_s
+                deadline = time.monotonic() + self.config.flush_interval_s
                 while (
-                    self._depth < self.batch_size and not self._closing and not self._flush_waiters
+                    self._depth < self.config.batch_size and not self._closing and not self._flush_waiters
                 ):
                     if self._depth == 0 and not self._spool.is_empty():
                         break
@@ -879,7 +440,7 @@ class DecisionLogWriter:
         self._spool.sync()
         closing = self._closing
         if self._root is not None and not closing and time.monotonic() >= self._next_adopt:
-            self._next_adopt = time.monotonic() + self.adopt_interval_s
+            self._next_adopt = time.monotonic() + self.config.adopt_interval_s
             try:
                 self.adopt_orphans()
             except Exception:
@@ -1010,7 +571,7 @@ class DecisionLogWriter:
                 log.error("decision log store write failed, spooling: %r", exc)
         self._store_up = False
         self._next_ping = time.monotonic() + self._backoff
-        self._backoff = min(self._backoff * 2, self.max_retry_interval_s)
+        self._backoff = min(self._backoff * 2, self.config.max_retry_interval_s)
 
     def _maybe_ping(self) -> bool:
         if self._store_up:
@@ -1028,7 +589,7 @@ class DecisionLogWriter:
             "decision log store is back; replaying %d spooled bytes", self._spool.pending_bytes
         )
         self._store_up = True
-        self._backoff = self.retry_interval_s
+        self._backoff = self.config.retry_interval_s
         return True
 
     def _pinged(self) -> None:
@@ -1040,7 +601,7 @@ class DecisionLogWriter:
         """Replay up to max_batches from the spool head; True if anything moved."""
         progressed = False
         for _ in range(max_batches):
-            records, length = self._spool.read(self.batch_size)
+            records, length = self._spool.read(self.config.batch_size)
             if not length:
                 break
             try:
@@ -1091,11 +652,7 @@ class DecisionLogWriter:
         for rec, err in bad:
             log.error("decision-log record dead-lettered: %r (%s)", err, rec)
         if bad:
-            path = self._spool.dir / DEAD_LETTER_FILE
-            with open(path, "ab") as fh:
-                fh.write(b"".join(record_to_json(r) for r, _ in bad))
-                fh.flush()
-                os.fsync(fh.fileno())
+            self._spool.dead_letter([record_to_json(r) for r, _ in bad])
             with self._stats_lock:
                 self._c.dead_lettered += len(bad)
                 self._c.replayed -= len(bad)
@@ -1110,3 +667,7 @@ def _runs(records: Iterable[Record]) -> list[list[Record]]:
         else:
             runs.append([rec])
     return runs
+
+
+if TYPE_CHECKING:
+    _surface: type[_DecisionLogSurface] = DecisionLogWriter  # the writer fits the DecisionLog port

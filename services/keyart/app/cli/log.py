@@ -413,7 +413,7 @@ def stats_cmd(
     directory, live or orphaned (awaiting adoption by a live writer).
     """
     from keyart.adapters.decision_log.factory import SPOOL_DIR
-    from keyart.adapters.decision_log.writer import spool_status
+    from keyart.adapters.decision_log.spool_dirs import spool_status
 
     lo, hi = parse_window(since, until)
     settings = load_settings()
