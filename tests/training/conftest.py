@@ -50,6 +50,18 @@ def mixed_log(world, index, lookup, served_model) -> pd.DataFrame:
     return simulate_pages(world, index, lookup, pages=1500, seed=22, ranker=ranker)
 
 
+@pytest.fixture(scope="session")
+def later_log(world, index, lookup, served_model) -> pd.DataFrame:
+    """Like mixed_log, but decided in the 14 days after the served model's training window
+    (which ends at the world's now): the model can be scored on it out of sample."""
+    from datetime import timedelta
+
+    ranker = Ranker(index, served_model, PolicyConfig(name="epsilon_greedy", epsilon=0.3,
+                                                      uniform_explore_share=0.3))
+    return simulate_pages(world, index, lookup, pages=1500, seed=23, ranker=ranker,
+                          end=world.now + timedelta(days=14))
+
+
 def quality_rate(df: pd.DataFrame, minutes: float) -> float:
     return float(np.mean(df["max_minutes"] >= minutes))
 

@@ -6,6 +6,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -34,18 +35,21 @@ def test_closed_loop_orders_policies(world, index, lookup):
 
 
 @pytest.fixture(scope="module")
-def candidate(platform_settings, mixed_log, world):
-    """A candidate trained on the older half of the mixed log (saved, not promoted)."""
-    old = mixed_log.sort_values("decided_at").iloc[: len(mixed_log) // 2]
+def candidate(platform_settings, later_log, world):
+    """A candidate trained on the older half of the later log (saved, not promoted).
+
+    The later log starts after the served model's training window, so both models can
+    be scored out of sample on its newer half."""
+    old = later_log.sort_values("decided_at").iloc[: len(later_log) // 2]
     data = label(old, world.params.quality_minutes)
     cfg = TrainConfig(num_leaves=15, max_rounds=100, ensemble_size=0, num_threads=1)
     return run_training(data, platform_settings.models_dir, cfg, promote_after=False, source="test-candidate")
 
 
 @pytest.fixture(scope="module")
-def evaluation(platform_settings, mixed_log, index, candidate, served_model):
+def evaluation(platform_settings, later_log, index, candidate, served_model):
     models = {"current": served_model, "candidate": load_model(candidate.path)}
-    return evaluate_log(mixed_log, index, models, EvalConfig(bootstrap=100, min_minutes=15.0))
+    return evaluate_log(later_log, index, models, EvalConfig(bootstrap=100, min_minutes=15.0))
 
 
 def test_evaluation_has_policies_breakdowns_and_lifts(evaluation):
@@ -58,8 +62,8 @@ def test_evaluation_has_policies_breakdowns_and_lifts(evaluation):
     assert "candidate_vs_current" in evaluation["lifts"]
 
 
-def test_report_renders_with_embedded_plots(evaluation, mixed_log, index, candidate, tmp_path):
-    profiles = contrasting_profiles(mixed_log, index, load_model(candidate.path), n_titles=3)
+def test_report_renders_with_embedded_plots(evaluation, later_log, index, candidate, tmp_path):
+    profiles = contrasting_profiles(later_log, index, load_model(candidate.path), n_titles=3)
     assert len(profiles["profiles"]) == 4 and all(len(p["picks"]) == 3 for p in profiles["profiles"])
     path = write_report(evaluation, tmp_path / "evaluation", profiles)
     doc = path.read_text()
@@ -103,17 +107,20 @@ def test_cli_help_for_every_command():
         assert res.exit_code == 0 and "--json" in res.output
 
 
-def test_cli_evaluate_json_and_bad_file(platform_settings, mixed_log, candidate, tmp_path):
+def test_cli_evaluate_json_and_bad_file(platform_settings, later_log, candidate, tmp_path):
     path = tmp_path / "log.parquet"
-    mixed_log.to_parquet(path)
+    later_log.to_parquet(path)
     out = tmp_path / "report"
     res = runner.invoke(app, ["evaluate", "--log-export", str(path), "--candidate", candidate.version,
                               "--bootstrap", "30", "--out", str(out), "--json"], env=_env(platform_settings))
     assert res.exit_code == 0, res.output
     result = json.loads(res.stdout)
     assert result["policy_info"]["candidate"]["version"] == candidate.version
+    assert result["in_sample"] is False
+    until = json.loads((candidate.path / "meta.json").read_text())["training_window"]["decided_until"]
+    assert pd.Timestamp(result["sample"]["decided_from"]) > pd.Timestamp(until)
     assert (out / "evaluation.html").is_file()
-    bad = mixed_log.head(20).copy()
+    bad = later_log.head(20).copy()
     bad.loc[bad.index[4], "propensity"] = 2.0
     bad.to_parquet(path)
     res = runner.invoke(app, ["evaluate", "--log-export", str(path), "--json"], env=_env(platform_settings))

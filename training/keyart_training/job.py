@@ -8,9 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from keyart.core.model import promote, save_model
 from keyart_training.data.dataset import LabelledData
+from keyart_training.data.window import TrainingWindow
 from keyart_training.distributed import RayConfig
 from keyart_training.train import TrainConfig, train_quality_model
 
@@ -51,9 +53,15 @@ def run_training(
     source: str = "",
     ips_clip: float | None = None,
     ray: RayConfig | None = None,
+    holdout_from: datetime | None = None,
+    holdout_share: float | None = None,
+    holdout_rows: int | None = None,
 ) -> JobResult:
     """Train on labelled data, save the artifact under models_dir, promote if asked.
 
+    meta.json records the decision-time window of `data` (`training_window`: first and
+    last `decided_at`, rows, source, and where the caller's hold-out starts, if any);
+    offline evaluation scores the model only on decisions after it.
     With `ray`, the same job runs distributed (`distributed.train_quality_model_ray`).
     """
     weights = ips_weights_of(data, ips_clip) if ips_weights else None
@@ -65,6 +73,9 @@ def run_training(
     else:
         result = train_quality_model(data.x, data.y, decided, weights=weights, config=config)
     version = new_version(data)
+    window = TrainingWindow.of_frame(
+        data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,
+        holdout_from=None if holdout_from is None else pd.Timestamp(holdout_from))
     path = save_model(
         models_dir,
         version,
@@ -79,9 +90,11 @@ def run_training(
             "distributed": ray is not None,
             "metrics": result.metrics,
             "label_positive_rate": float(np.mean(data.y)) if len(data.y) else 0.0,
-            # The decision-time range trained on: evaluation flags estimates on these rows as in-sample.
-            "data_from": str(min(decided)) if len(decided) else None,
-            "data_until": str(max(decided)) if len(decided) else None,
+            # The decision-time window trained on: evaluation scores the model only on later decisions.
+            "training_window": None if window is None else window.as_meta(),
+            # Legacy names of the same first and last decision time (older readers).
+            "data_from": None if window is None else window.decided_from.isoformat(),
+            "data_until": None if window is None else window.decided_until.isoformat(),
         },
     )
     if promote_after:

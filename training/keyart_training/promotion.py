@@ -3,10 +3,12 @@
 `promote_if_better` promotes a candidate only when the offline evaluation shows it
 beats the serving model by at least `min_lift` (absolute take fraction) with
 confidence: the LOWER end of the paired bootstrap interval of the lift must clear
-`min_lift`. Every promotion made here is appended to `models/PROMOTIONS.jsonl`, so
-`rollback` knows the previous version; serving replicas poll `models/CURRENT` and
-swap without a restart (keyart.app.runtime). `keyart models promote VERSION` remains the
-manual way to point CURRENT anywhere.
+`min_lift`. It never accepts in-sample evidence: the evaluation must have scored only
+decisions after the training window recorded in the meta.json of the candidate and of
+the serving model (`check_out_of_sample`). Every promotion made here is appended to
+`models/PROMOTIONS.jsonl`, so `rollback` knows the previous version; serving
+replicas poll `models/CURRENT` and swap without a restart (keyart.app.runtime).
+`keyart models promote VERSION` remains the manual way to point CURRENT anywhere.
 """
 
 from __future__ import annotations
@@ -57,6 +59,41 @@ def history(models_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def check_out_of_sample(models_dir: Path, evaluation: dict[str, Any], versions: list[str]) -> None:
+    """Refuse (PromotionError) evidence that is, or may be, in-sample for any of `versions`.
+
+    The evaluation must say it is out of sample, and, independently of what it says,
+    its first scored decision must be later than the end of every version's training
+    window as recorded in models/<version>/meta.json (a model recording no window may
+    have been trained on anything, so it is refused).
+    """
+    from keyart_training.data.window import TrainingWindow, utc
+
+    sample = evaluation.get("sample")
+    if evaluation.get("in_sample", True) or not isinstance(sample, dict) or sample.get("in_sample", True):
+        names = ", ".join((sample or {}).get("in_sample_models") or []) or "unknown models"
+        raise PromotionError(f"refusing to promote on in-sample evidence: the evaluation scored decisions "
+                             f"{names} may have been trained on (evaluate on decisions after the training window, "
+                             f"without --allow-in-sample)")
+    first = sample.get("decided_from")
+    if not first:
+        raise PromotionError("refusing to promote: the evaluation does not say which decisions it scored")
+    for version in versions:
+        meta_path = Path(models_dir) / version / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PromotionError(f"{meta_path}: cannot read the training window ({exc})") from None
+        window = TrainingWindow.of_meta(meta)
+        if window is None:
+            raise PromotionError(f"refusing to promote: {meta_path} records no training window, so the "
+                                 f"evaluation may be in-sample for {version}")
+        if utc(first) <= window.decided_until:
+            raise PromotionError(f"refusing to promote on in-sample evidence: the evaluation scored decisions "
+                                 f"from {utc(first).isoformat()}, within or before the training window "
+                                 f"{window.describe()} of {version}")
+
+
 def promote_if_better(
     models_dir: Path,
     candidate: str,
@@ -68,11 +105,14 @@ def promote_if_better(
 ) -> GateDecision:
     """Promote `candidate` iff the lower CI bound of its lift over `current` exceeds `min_lift`.
 
+    In-sample evidence is refused before anything else (`check_out_of_sample`).
+
     `evaluation` is `evaluate.evaluate_log`'s result with policies "candidate" (and
     "current" when a model serves); with no current model the candidate must beat
     the random policy instead.
     """
     models_dir = Path(models_dir)
+    check_out_of_sample(models_dir, evaluation, [v for v in (candidate, current) if v])
     info = evaluation.get("policy_info", {})
     if info.get("candidate", {}).get("version") != candidate:
         raise PromotionError(f"evaluation is of candidate {info.get('candidate', {}).get('version')!r}, "

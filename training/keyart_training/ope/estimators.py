@@ -14,9 +14,11 @@ candidate (`probs`, flat, aligned with the candidates):
 * SNIPS: sum(w r) / sum(w).
 * DR: mean of DM(x) + w (r - rhat(x, a)), DM(x) = sum_a pi(a|x) rhat(x, a).
 
-Intervals are percentile bootstrap intervals; resamples are Poisson(1) row weights,
-shared by every policy and estimator of one evaluation so differences between
-policies (lifts) are paired. The effective sample size is (sum w)^2 / sum w^2 over
+Intervals are percentile bootstrap intervals; resamples are Poisson(1) weights of
+members (of rows when the data has no member_id): a member's decisions are
+correlated (same tastes, the same stable draw for a title within a day), so they are
+resampled together. The weights are shared by every policy and estimator of one
+evaluation, so differences between policies (lifts) are paired. The effective sample size is (sum w)^2 / sum w^2 over
 the rows the estimator uses.
 """
 
@@ -133,10 +135,28 @@ class Estimate:
         return {"value": self.value, "lo": self.lo, "hi": self.hi, "ess": self.ess, "n": self.n}
 
 
-def bootstrap_counts(n: int, reps: int, seed: int) -> np.ndarray:
-    """Poisson(1) resampling weights, shape (reps, n), float32."""
+def bootstrap_counts(n: int, reps: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
+    """Poisson(1) resampling weights, shape (reps, n), float32.
+
+    With `clusters` (shape (n,), any hashable labels, e.g. member ids) whole clusters
+    are resampled: every row of a cluster gets its cluster's weight, so decisions that
+    are correlated (one member's) enter or leave a resample together.
+    """
     rng = np.random.default_rng(seed)
-    return rng.poisson(1.0, size=(reps, n)).astype(np.float32)
+    if clusters is None:
+        return rng.poisson(1.0, size=(reps, n)).astype(np.float32)
+    codes, uniques = pd.factorize(pd.Series(np.asarray(clusters)).astype(str))
+    if len(codes) != n:
+        raise ValueError(f"clusters has {len(codes)} labels for {n} rows")
+    per_cluster = rng.poisson(1.0, size=(reps, len(uniques))).astype(np.float32)
+    return per_cluster[:, codes]
+
+
+def bootstrap_clusters(data: "BanditData") -> np.ndarray | None:
+    """The resampling unit of `data`: its member_id column when it has one, else None (rows)."""
+    if "member_id" in data.groups.columns and len(data.groups) == data.n:
+        return data.groups["member_id"].astype(str).to_numpy()
+    return None
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

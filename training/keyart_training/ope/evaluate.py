@@ -11,9 +11,21 @@ quality play) would each policy have had?" for:
   the image with the highest predicted quality-play probability;
 * `logged`: the logging policy itself (on-policy mean reward; a sanity line).
 
-The log is split by time: the oldest `fit_share` of decisions fits what the
-evaluation needs (non-contextual bandit, DR's LightGBM reward model); every estimate
-is computed on the newer rows, so neither is judged on the rows it was fitted on.
+No in-sample estimates, by construction (`split_for_evaluation`): every model's
+`meta.json` records the decision-time window it was trained on
+(`keyart_training.data.window`), and only decisions strictly after the latest window
+end are scored. When there are none (or a model records no window) evaluation
+refuses, unless `allow_in_sample`, which scores every row and marks the result
+(`in_sample`, `sample.in_sample_models`, a leading note) so the promotion gate refuses
+it. Without models the oldest `fit_share` of decisions is set aside instead.
+
+Baselines fitted from the log (the non-contextual bandit, DR's LightGBM reward
+model) never see a row they score: they are fitted on the older rows (those up to the
+split) when the log holds at least `min_fit_rows` of them, else cross-fitted in
+`crossfit_folds` member folds of the scored rows (each row's baseline is fitted on
+the other folds, as Open Bandit Pipeline cross-fits DR's regression model). The
+result's `sample` says which rows were scored (dates, rows, members) and how the
+baselines were fitted.
 
 Candidate sets: logged rows hold only the chosen image. The candidates of a row are
 the title's active pool in the catalog (`CatalogIndex`); their feature vectors are
@@ -52,10 +64,12 @@ from keyart.core.featurize import (
 from keyart.core.model import QualityPlayModel
 from keyart.domain import COUNTRIES, GENRES
 from keyart_training.data.dataset import DatasetError, HistoricalLookup, quality_labels
+from keyart_training.data.window import TrainingWindow, decision_times, holdout_split, utc
 from keyart_training.ope.estimators import (
     ESTIMATORS,
     BanditData,
     argmax_probs,
+    bootstrap_clusters,
     bootstrap_counts,
     difference,
     estimate,
@@ -83,6 +97,9 @@ class EvalConfig:
     prior_rows: float = 20.0
     estimators: tuple[str, ...] = ESTIMATORS
     seed: int = 0
+    allow_in_sample: bool = False  # score models on rows that may be their training rows (marked in-sample)
+    min_fit_rows: int = 1000  # fewer older rows than this: baselines are cross-fitted on the scored rows
+    crossfit_folds: int = 3
 
     @property
     def window(self) -> timedelta | None:
@@ -193,19 +210,19 @@ def keyart_bandit_data(
     return data, dropped
 
 
-def fit_noncontextual(frame: pd.DataFrame, min_minutes: float, window: timedelta | None,
-                      prior_rows: float = 20.0) -> dict:
-    """Per-image take rates from a logged frame: the non-contextual bandit's estimates.
+def noncontextual_rates(title: np.ndarray, image: np.ndarray, reward: np.ndarray, propensity: np.ndarray,
+                        prior_rows: float = 20.0) -> dict:
+    """Per-image take rates from logged (title, image, reward, propensity): the non-contextual bandit.
 
     Per image, self-normalized IPS over the decisions that showed it:
     sum(r / p) / sum(1 / p) (the plain take rate under uniform logging), shrunk
     toward its title's mean take rate by `prior_rows` pseudo-decisions of typical
-    weight. Only the logged image, propensity and outcome are needed.
+    weight.
     """
-    y = quality_labels(frame, min_minutes, window)
-    inv = 1.0 / frame["propensity"].to_numpy(float)
-    df = pd.DataFrame({"title": frame["title_id"].astype(str).to_numpy(),
-                       "image": frame["image_id"].astype(str).to_numpy(), "wr": y * inv, "w": inv, "r": y})
+    inv = 1.0 / np.asarray(propensity, dtype=float)
+    y = np.asarray(reward, dtype=float)
+    df = pd.DataFrame({"title": np.asarray(title).astype(str), "image": np.asarray(image).astype(str),
+                       "wr": y * inv, "w": inv, "r": y})
     per_title = df.groupby("title").agg(mean=("r", "mean"), typical_w=("w", "median"))
     per_image = df.groupby(["title", "image"])[["wr", "w"]].sum().reset_index().join(per_title, on="title")
     prior = prior_rows * per_image["typical_w"]
@@ -215,11 +232,31 @@ def fit_noncontextual(frame: pd.DataFrame, min_minutes: float, window: timedelta
     return out
 
 
+def fit_noncontextual(frame: pd.DataFrame, min_minutes: float, window: timedelta | None,
+                      prior_rows: float = 20.0) -> dict:
+    """The non-contextual bandit's per-image take rates from a logged frame (see `noncontextual_rates`).
+
+    Only the logged image, propensity and outcome are needed.
+    """
+    return noncontextual_rates(frame["title_id"].to_numpy(), frame["image_id"].to_numpy(),
+                               quality_labels(frame, min_minutes, window), frame["propensity"].to_numpy(float),
+                               prior_rows)
+
+
+def fit_noncontextual_data(data: BanditData, rows: np.ndarray, prior_rows: float = 20.0) -> dict:
+    """The non-contextual bandit fitted on rows `rows` of bandit data (a cross-fitting fold)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return noncontextual_rates(data.groups["title_id"].to_numpy()[rows], data.candidates[data.logged[rows]],
+                               data.reward[rows], data.propensity[rows], prior_rows)
+
+
 def noncontextual_flat_scores(fitted: dict, data: BanditData) -> np.ndarray:
     """Flat candidate scores of the non-contextual bandit (unseen images: title mean)."""
     title_mean = fitted.get("__title_mean__", {})
-    titles = data.groups["title_id"].to_numpy()[data.segment]
-    return np.array([fitted.get(i, title_mean.get(t, 0.0)) for i, t in zip(data.candidates, titles)])
+    titles = pd.Series(data.groups["title_id"].to_numpy()[data.segment]).astype(str)
+    rates = {k: v for k, v in fitted.items() if k != "__title_mean__"}
+    scores = pd.Series(data.candidates).astype(str).map(rates)
+    return scores.fillna(titles.map(title_mean)).fillna(0.0).to_numpy(np.float64)
 
 
 def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: int = 0, num_threads: int = 1):
@@ -230,6 +267,45 @@ def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: in
                       min_data_in_leaf=max(5, min(50, len(y) // 50)), seed=seed, num_threads=num_threads)
     booster = train_quality_model(x, y, decided, config=cfg).booster
     return lambda z: np.asarray(booster.predict(z), dtype=np.float64)
+
+
+def member_folds(data: BanditData, k: int, seed: int = 0) -> np.ndarray:
+    """Fold (0..k-1) of every row; all decisions of a member fall in one fold.
+
+    Without a member_id breakdown column rows are assigned one by one.
+    """
+    if "member_id" in data.groups.columns and len(data.groups):
+        codes, uniques = pd.factorize(data.groups["member_id"].astype(str))
+        perm = np.random.default_rng(seed).permutation(len(uniques))
+        return (perm[codes] % k).astype(np.int64)
+    return (np.random.default_rng(seed).permutation(data.n) % k).astype(np.int64)
+
+
+def crossfit_noncontextual(data: BanditData, folds: np.ndarray, prior_rows: float = 20.0) -> np.ndarray:
+    """Flat scores of the non-contextual bandit, each row's fitted on the other folds."""
+    out = np.zeros(len(data.candidates))
+    seg = data.segment
+    for j in np.unique(folds):
+        fitted = fit_noncontextual_data(data, np.flatnonzero(folds != j), prior_rows)
+        flat = folds[seg] == j
+        out[flat] = noncontextual_flat_scores(fitted, data)[flat]
+    return out
+
+
+def crossfit_reward_model(data: BanditData, folds: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Flat DR reward-model predictions, each row's from a model fitted on the other folds
+    (cross-fitting, as Open Bandit Pipeline's `RegressionModel.fit_predict(n_folds=k)`)."""
+    assert data.x is not None
+    out = np.zeros(len(data.candidates))
+    seg = data.segment
+    x_logged = data.x[data.logged]
+    times = data.time if data.time is not None else np.arange(data.n)
+    for j in np.unique(folds):
+        train = folds != j
+        predict = fit_reward_model(x_logged[train], data.reward[train], times[train], seed + int(j))
+        flat = folds[seg] == j
+        out[flat] = predict(data.x[flat])
+    return out
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -252,7 +328,7 @@ def estimate_policies(
     compare: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     """Estimates (overall and per breakdown) for each policy, with paired lifts."""
-    counts = bootstrap_counts(data.n, cfg.bootstrap, cfg.seed) if cfg.bootstrap else None
+    counts = bootstrap_counts(data.n, cfg.bootstrap, cfg.seed, bootstrap_clusters(data)) if cfg.bootstrap else None
     overall: dict[str, dict[str, Any]] = {}
     raw: dict[str, dict] = {}
     for pol in policies:
@@ -287,6 +363,87 @@ def estimate_policies(
     }
 
 
+class InSampleError(DatasetError):
+    """Evaluation would score a model on the decisions it learned from."""
+
+
+@dataclass
+class EvalSplit:
+    """Which logged rows are scored and which fit the baselines."""
+
+    held: pd.DataFrame  # rows every estimate is computed on
+    fit: pd.DataFrame  # older rows, disjoint from `held` (may be empty)
+    cutoff: pd.Timestamp | None  # scored rows are decided strictly after it
+    rule: str  # how the split was made
+    in_sample: list[str] = field(default_factory=list)  # models whose training rows may be among `held`
+    windows: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+
+
+def split_for_evaluation(frame: pd.DataFrame, models: dict[str, QualityPlayModel], fit_share: float,
+                         allow_in_sample: bool = False, source: str = "log") -> EvalSplit:
+    """Scored rows: decisions strictly after the training window of every model (meta.json).
+
+    With models, the rows up to the latest window end are not scored; they fit the
+    baselines. Without models, the oldest `fit_share` (by decision time) fits the
+    baselines and the rest is scored. When no decision is later than a model's window,
+    or a model records no window, this refuses (InSampleError) unless
+    `allow_in_sample`, which scores every row and names the models in-sample.
+    """
+    frame = frame.sort_values("decided_at", kind="stable").reset_index(drop=True)
+    t = decision_times(frame)
+    windows = {name: TrainingWindow.of_meta(m.meta) for name, m in models.items()}
+    described: dict[str, dict[str, Any] | None] = {
+        name: None if w is None else {"version": models[name].version, **w.as_meta(), "legacy": w.legacy}
+        for name, w in windows.items()}
+    unknown = [name for name, w in windows.items() if w is None]
+    known = {name: w for name, w in windows.items() if w is not None}
+
+    def everything(why: str) -> EvalSplit:
+        overlapping = unknown + [n for n, w in known.items() if len(t) and w.decided_until >= t.iloc[0]]
+        return EvalSplit(frame, frame.iloc[:0], None, f"all rows, in-sample ({why}; --allow-in-sample)",
+                         overlapping, described)
+
+    if unknown:
+        name = unknown[0]
+        why = (f"{name} model {models[name].version} records no training window in its meta.json, so any "
+               f"decision may be one it learned from")
+        if not allow_in_sample:
+            raise InSampleError(f"{source}: {why}; retrain it with this version of keyart, or pass "
+                                f"--allow-in-sample to score it anyway (marked in-sample)")
+        return everything(why)
+    if known:
+        name, w = max(known.items(), key=lambda kv: kv[1].decided_until)
+        later = (t > w.decided_until).to_numpy()
+        if not later.any():
+            why = (f"no decision is later than {w.decided_until.isoformat()}, the end of the training window "
+                   f"{w.describe()} of the {name} model {models[name].version}")
+            if not allow_in_sample:
+                raise InSampleError(
+                    f"{source}: {why}: every estimate would score it on decisions it may have learned from; "
+                    f"evaluate on newer decisions (keyart train holds out the newest --holdout-share), "
+                    f"or pass --allow-in-sample (marks every output in-sample)")
+            return everything(why)
+        return EvalSplit(frame[later], frame[~later], w.decided_until,
+                         f"decisions after the training window of the {name} model {models[name].version}",
+                         [], described)
+    if fit_share <= 0.0:
+        return EvalSplit(frame, frame.iloc[:0], None, "all rows (no model to score; fit_share 0)", [], described)
+    split = holdout_split(frame, 1.0 - fit_share, source) if fit_share < 1.0 else None
+    if split is None or split.holdout_from is None:
+        raise DatasetError(f"{source}: --fit-share {fit_share} leaves no decisions to evaluate")
+    return EvalSplit(split.holdout, split.train, utc(split.train["decided_at"].max()),
+                     f"newest {1 - fit_share:.0%} of decisions (the oldest {fit_share:.0%} fit the baselines)",
+                     [], described)
+
+
+def _usable(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["features"].map(lambda v: v is not None and len(v) > 0)]
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else utc(value).isoformat()
+
+
 def evaluate_log(
     frame: pd.DataFrame,
     index: CatalogIndex,
@@ -297,56 +454,82 @@ def evaluate_log(
 ) -> dict[str, Any]:
     """Estimate random, non-contextual and each model's greedy policy on a logged frame.
 
-    `models` maps a policy name (e.g. "current", "candidate") to a loaded model.
+    `models` maps a policy name (e.g. "current", "candidate") to a loaded model. Only
+    decisions after every model's training window are scored (`split_for_evaluation`);
+    the non-contextual bandit and DR's reward model are fitted on the older rows of the
+    log when it holds at least `cfg.min_fit_rows` of them, else cross-fitted in
+    `cfg.crossfit_folds` member folds of the scored rows. Either way no baseline is
+    fitted on a row it scores.
     """
     cfg = cfg or EvalConfig()
     frame = frame.copy()
     frame["decided_at"] = pd.to_datetime(frame["decided_at"], utc=True)
-    frame = frame.sort_values("decided_at", kind="stable").reset_index(drop=True)
-    cut = int(len(frame) * cfg.fit_share)
-    fit, held = (frame.iloc[:cut], frame.iloc[cut:]) if cut > 0 else (frame, frame)
-    data, dropped = keyart_bandit_data(held.reset_index(drop=True), index, cfg.min_minutes, cfg.window,
+    split = split_for_evaluation(frame, models, cfg.fit_share, cfg.allow_in_sample, source)
+    data, dropped = keyart_bandit_data(split.held.reset_index(drop=True), index, cfg.min_minutes, cfg.window,
                                        lookup, source)
     if data.n == 0:
-        raise DatasetError(f"{source}: no usable logged decisions to evaluate (dropped: {dropped})")
-    fit_usable = fit[fit["features"].map(lambda v: v is not None and len(v) > 0)]
-    nc = fit_noncontextual(fit_usable, cfg.min_minutes, cfg.window, cfg.prior_rows)
-    rhat_lgb = None
-    if cfg.reward_model == "lightgbm" or not models:
-        fx = np.stack(fit_usable["features"].to_numpy()).astype(np.float32)
-        fy = quality_labels(fit_usable, cfg.min_minutes, cfg.window)
-        rhat_lgb = fit_reward_model(fx, fy, fit_usable["decided_at"].to_numpy(), cfg.seed)(data.x)
+        raise DatasetError(f"{source}: no usable logged decisions to evaluate after "
+                           f"{_iso(split.cutoff) or 'the start'} (dropped: {dropped})")
     assert data.x is not None  # built with candidate features above
+    fit_usable = _usable(split.fit)
+    need_lgb = cfg.reward_model == "lightgbm" or not models
+    if len(fit_usable) >= cfg.min_fit_rows:
+        nc_scores = noncontextual_flat_scores(
+            fit_noncontextual(fit_usable, cfg.min_minutes, cfg.window, cfg.prior_rows), data)
+        rhat_lgb = None
+        if need_lgb:
+            fx = np.stack(fit_usable["features"].to_numpy()).astype(np.float32)
+            fy = quality_labels(fit_usable, cfg.min_minutes, cfg.window)
+            rhat_lgb = fit_reward_model(fx, fy, fit_usable["decided_at"].to_numpy(), cfg.seed)(data.x)
+        baselines: dict[str, Any] = {"fitted_on": "older rows of the log (before every scored decision)",
+                     "rows": int(len(fit_usable)), "decided_from": _iso(fit_usable["decided_at"].min()),
+                     "decided_until": _iso(fit_usable["decided_at"].max())}
+    else:
+        folds = member_folds(data, cfg.crossfit_folds, cfg.seed)
+        nc_scores = crossfit_noncontextual(data, folds, cfg.prior_rows)
+        rhat_lgb = crossfit_reward_model(data, folds, cfg.seed) if need_lgb else None
+        baselines = {"fitted_on": f"cross-fitted in {cfg.crossfit_folds} member folds of the scored rows "
+                                  f"(each row's baselines fitted on the other folds)",
+                     "rows": int(data.n), "older_rows_available": int(len(fit_usable))}
     model_preds = {name: m.predict(data.x) for name, m in models.items()}
     default_rhat = rhat_lgb if rhat_lgb is not None else model_preds[list(models)[-1]]
     policies = [
         PolicyView("random", uniform_probs(data), default_rhat, {"kind": "uniform over the pool"}),
-        PolicyView("non_contextual", argmax_probs(noncontextual_flat_scores(nc, data), data), default_rhat,
-                   {"kind": "best image per title (IPS take rate on the fit part)"}),
+        PolicyView("non_contextual", argmax_probs(nc_scores, data), default_rhat,
+                   {"kind": f"best image per title (IPS take rate, {baselines['fitted_on']})"}),
     ]
     for name, m in models.items():
         rhat = model_preds[name] if cfg.reward_model == "self" else default_rhat
         policies.append(PolicyView(name, argmax_probs(model_preds[name], data), rhat,
                                    {"kind": "greedy on the model", "version": m.version}))
     compare = ("candidate", "current") if {"candidate", "current"} <= set(models) else None
-    first = pd.Timestamp(data.time.min()) if data.n and data.time is not None else None
-    for name, m in models.items():
-        until = m.meta.get("data_until")
-        if not until or first is None:
-            continue
-        t = pd.Timestamp(until)
-        t = t.tz_localize("UTC") if t.tzinfo is None else t
-        if t >= first:
-            data.notes.append(f"{name} ({m.version}) was trained on decisions up to {until}, overlapping the "
-                              f"evaluated rows (from {first}): its estimates are in-sample and optimistic")
+    assert data.time is not None
+    sample = {
+        "in_sample": bool(split.in_sample),
+        "in_sample_models": list(split.in_sample),
+        "rule": split.rule,
+        "after": _iso(split.cutoff),
+        "decided_from": _iso(data.time.min()),
+        "decided_until": _iso(data.time.max()),
+        "rows": int(data.n),
+        "members": int(data.groups["member_id"].nunique()),
+        "model_windows": split.windows,
+        "baselines": baselines,
+    }
+    if split.in_sample:
+        names = ", ".join(f"{n} ({models[n].version})" for n in split.in_sample)
+        data.notes.insert(0, f"IN-SAMPLE: {names} may have been trained on the scored decisions "
+                             f"({split.rule}); these estimates are optimistic and cannot promote a model")
     result = estimate_policies(data, policies, cfg, compare)
     result.update(
         source=source,
         config=asdict(cfg),
         dropped=dropped,
-        fit_rows=int(cut),
+        fit_rows=int(len(fit_usable)),
         reward_model=cfg.reward_model,
         feature_schema=FEATURE_SCHEMA,
+        in_sample=bool(split.in_sample),
+        sample=sample,
     )
     return result
 

@@ -153,6 +153,30 @@ def _lifts(result: dict[str, Any]) -> str:
             f"<th>lift</th><th>CI</th></tr>{''.join(rows)}</table>")
 
 
+def _sample(result: dict[str, Any]) -> str:
+    """What data the numbers come from, and a banner when they are in-sample."""
+    sample = result.get("sample")
+    if not isinstance(sample, dict):
+        return ""
+    rows = [("scored decisions", f"{sample.get('rows')} rows, {sample.get('members')} members, decided "
+                                 f"{sample.get('decided_from')} .. {sample.get('decided_until')}"),
+            ("split", str(sample.get("rule", ""))),
+            ("baselines fitted on", str((sample.get("baselines") or {}).get("fitted_on", "")))]
+    for name, w in (sample.get("model_windows") or {}).items():
+        rows.append((f"{name} trained on", "no window recorded" if not w else
+                     f"{w.get('version')}: {w.get('rows')} rows decided {w.get('decided_from')} .. "
+                     f"{w.get('decided_until')}"))
+    table = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    if sample.get("in_sample"):
+        names = ", ".join(sample.get("in_sample_models") or [])
+        banner = (f'<p class="insample"><b>IN-SAMPLE:</b> {html.escape(names)} may have been trained on the '
+                  f"scored decisions. Every number below is optimistic for them and cannot promote a model.</p>")
+    else:
+        banner = ('<p class="oos">Out of sample: every scored decision is later than the training window of '
+                  "every model evaluated.</p>")
+    return f"{banner}<h2>Data</h2><table>{table}</table>"
+
+
 def render_html(result: dict[str, Any], profiles: dict[str, Any] | None = None) -> tuple[str, dict[str, str]]:
     images = {"policies": plot_policies(result)}
     for col in result.get("breakdowns", {}):
@@ -162,11 +186,14 @@ def render_html(result: dict[str, Any], profiles: dict[str, Any] | None = None) 
     imgs = "".join(f'<h2>{html.escape(k.replace("_", " "))}</h2><img alt="{html.escape(k)}" '
                    f'src="data:image/png;base64,{v}">' for k, v in images.items())
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.get("notes", []))
-    meta = {k: result.get(k) for k in ("source", "rows", "uniform_rows", "fit_rows", "dropped", "reward_model")}
+    meta = {k: result.get(k) for k in ("source", "rows", "uniform_rows", "fit_rows", "dropped", "reward_model",
+                                       "in_sample")}
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Keyart offline evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
-<h1>Offline evaluation: take fraction per policy</h1>
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
+.insample{{background:#fdd;border:2px solid #c00;padding:8px}}.oos{{background:#efe;padding:8px}}</style></head><body>
+<h1>Offline evaluation: take fraction per policy{" (IN-SAMPLE)" if result.get("in_sample") else ""}</h1>
+{_sample(result)}
 <pre>{html.escape(json.dumps(meta, indent=1, default=str))}</pre>
 {_table(result)}{_lifts(result)}
 <ul>{notes}</ul>{imgs}</body></html>"""

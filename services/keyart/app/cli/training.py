@@ -8,6 +8,7 @@ bad input prints one line naming file, column and row and exits with status 2.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Optional
@@ -35,27 +36,47 @@ def _min_minutes(settings, given: Optional[float]) -> float:
         return 15.0
 
 
-def _parse_time(value: Optional[str], default: datetime, what: str) -> datetime:
-    if not value:
-        return default
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise KeyartError(f"--{what}: {value!r} is not an ISO-8601 time") from None
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+def _parse_time(value: Optional[str], default: datetime, what: str, now: datetime) -> datetime:
+    """ISO-8601, `now` or an age like 7d, read by the parser `keyart log` uses."""
+    from keyart.app.cli.log import parse_when
+
+    return parse_when(value, f"--{what}", now) if value else default
 
 
 def _load_frame(settings, log_export: Optional[Path], from_store: bool, since: Optional[str],
                 until: Optional[str], days: float):
+    """The logged frame and a description of its source.
+
+    --since/--until bound decision times: the store query with --from-store, a filter of
+    the rows of --log-export (the export is read whole when neither is given).
+    """
     from keyart_training.data.dataset import read_log_store, read_logged
 
+    now = datetime.now(timezone.utc)
     if log_export is not None:
-        return read_logged(log_export), str(log_export)
+        frame = read_logged(log_export)
+        if not since and not until:
+            return frame, str(log_export)
+        import pandas as pd
+
+        end = _parse_time(until, now, "until", now)
+        start = _parse_time(since, datetime.min.replace(tzinfo=timezone.utc), "since", now)
+        t = pd.to_datetime(frame["decided_at"], utc=True)
+        keep = ((t >= start) & (t < end)).to_numpy()
+        if not keep.any():
+            raise KeyartError(f"{log_export}: no decisions in [{start.isoformat()}, {end.isoformat()}) "
+                              f"(--since/--until); the file holds {t.min().isoformat()} .. {t.max().isoformat()}")
+        return frame[keep].reset_index(drop=True), f"{log_export} [{start.isoformat()}, {end.isoformat()})"
     if from_store:
-        end = _parse_time(until, datetime.now(timezone.utc), "until")
-        start = _parse_time(since, end - timedelta(days=days), "since")
+        end = _parse_time(until, now, "until", now)
+        start = _parse_time(since, end - timedelta(days=days), "since", now)
+        if start >= end:
+            raise KeyartError(f"--since ({start.isoformat()}) must be before --until ({end.isoformat()})")
         return read_log_store(settings, start, end), f"log store [{start.isoformat()}, {end.isoformat()})"
     raise KeyartError("give --log-export PATH, --from-store or --bootstrap")
+
+
+TIME_HELP = "ISO-8601, 'now', or an age before now like 30m, 24h, 7d"
 
 
 # ----------------------------------------------------------------------------- train
@@ -69,9 +90,12 @@ def train(
     bootstrap_log: bool = typer.Option(
         False, "--bootstrap", help="Train on a simulated uniform exploration log of the world (first model)."),
     pages: int = typer.Option(4000, help="With --bootstrap: simulated pages."),
-    since: Optional[str] = typer.Option(None, help="With --from-store: first decision time (ISO-8601)."),
-    until: Optional[str] = typer.Option(None, help="With --from-store: end of decision times (default now)."),
+    since: Optional[str] = typer.Option(None, help=f"First decision time ({TIME_HELP}); filters --log-export too."),
+    until: Optional[str] = typer.Option(None, help=f"End of decision times ({TIME_HELP}; default now)."),
     days: float = typer.Option(14.0, help="With --from-store and no --since: days before --until."),
+    holdout_share: float = typer.Option(
+        0.2, help="Newest share of the log (by decision time) NOT trained on, left for `keyart evaluate` "
+                  "(0: train on everything; evaluation then needs newer decisions)."),
     min_minutes: Optional[float] = typer.Option(None, help="Minutes making a quality play (default: the world's)."),
     attribution_window_hours: Optional[float] = typer.Option(
         None, help="A play counts only if it started within this many hours of the decision."),
@@ -92,6 +116,7 @@ def train(
     from dataclasses import replace
 
     from keyart_training.data.dataset import label
+    from keyart_training.data.window import holdout_split
     from keyart_training.distributed import RayConfig
     from keyart_training.job import run_training
     from keyart_training.train import TrainConfig
@@ -114,16 +139,27 @@ def train(
         lookup = historical_member_lookup(resolve_feature_repo(s))
         frame = refeat(frame, CatalogIndex.build(load_catalog(s.world_dir)), lookup, progress=True)
     window = None if attribution_window_hours is None else timedelta(hours=attribution_window_hours)
-    data = label(frame, _min_minutes(s, min_minutes), source=source, attribution_window=window)
+    split = holdout_split(frame, holdout_share, source)
+    data = label(split.train, _min_minutes(s, min_minutes), source=source, attribution_window=window)
     cfg = replace(TrainConfig(), ensemble_size=ensemble_size, num_threads=threads)
     rc = RayConfig(num_workers=ray_workers, address=ray_address) if ray else None
     result = run_training(data, s.models_dir, cfg, ips_weights=ips, promote_after=promote_model, source=source,
-                          ips_clip=ips_clip, ray=rc)
+                          ips_clip=ips_clip, ray=rc, holdout_from=split.holdout_from,
+                          holdout_share=holdout_share, holdout_rows=int(len(split.holdout)))
+    meta = json.loads((result.path / "meta.json").read_text())
     out = {"version": result.version, "path": str(result.path), "metrics": result.metrics,
-           "promoted": result.promoted, "rows": int(len(data.y))}
-    _emit(out, as_json, lambda r: console.print(
-        f"model {r['version']} trained on {r['rows']} rows (valid AUC {r['metrics']['valid_auc']:.3f}); "
-        f"promoted: {r['promoted']}"))
+           "promoted": result.promoted, "rows": int(len(data.y)), "training_window": meta["training_window"]}
+
+    def human(r: dict[str, Any]) -> None:
+        w = r["training_window"] or {}
+        console.print(f"model {r['version']} trained on {r['rows']} rows decided {w.get('decided_from')} .. "
+                      f"{w.get('decided_until')} (valid AUC {r['metrics']['valid_auc']:.3f}); "
+                      f"promoted: {r['promoted']}")
+        if w.get("holdout_from"):
+            console.print(f"held out {w['holdout_rows']} newer rows (from {w['holdout_from']}): "
+                          f"`keyart evaluate` on the same log scores exactly those")
+
+    _emit(out, as_json, human)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -140,8 +176,8 @@ def _newest_other(models_dir: Path, current: Optional[str]) -> Optional[str]:
 def evaluate(
     log_export: Optional[Path] = typer.Option(None, "--log-export", help="Exported log parquet to evaluate on."),
     from_store: bool = typer.Option(False, "--from-store", help="Read the configured decision log store."),
-    since: Optional[str] = typer.Option(None, help="With --from-store: first decision time (ISO-8601)."),
-    until: Optional[str] = typer.Option(None, help="With --from-store: end of decision times (default now)."),
+    since: Optional[str] = typer.Option(None, help=f"First decision time ({TIME_HELP}); filters --log-export too."),
+    until: Optional[str] = typer.Option(None, help=f"End of decision times ({TIME_HELP}; default now)."),
     days: float = typer.Option(14.0, help="With --from-store and no --since: days before --until."),
     bandit: Optional[Path] = typer.Option(
         None, "--bandit", help="Generic logged bandit parquet (schema: keyart_training.ope.generic)."),
@@ -150,8 +186,13 @@ def evaluate(
     current: Optional[str] = typer.Option(None, help="Serving version (default: models/CURRENT)."),
     min_minutes: Optional[float] = typer.Option(None, help="Minutes making a quality play (default: the world's)."),
     attribution_window_hours: Optional[float] = typer.Option(None, help="Attribution window in hours."),
-    fit_share: float = typer.Option(0.5, help="Oldest share of the log fitting the non-contextual bandit and "
-                                               "DR reward model; estimates use the rest."),
+    fit_share: float = typer.Option(0.5, help="Without models: oldest share of the log fitting the non-contextual "
+                                               "bandit and DR reward model (with models the split is their "
+                                               "training window); estimates use the rest."),
+    allow_in_sample: bool = typer.Option(
+        False, "--allow-in-sample", help="Score models even on decisions within their training window (when no "
+                                         "later ones exist); every output is then marked in-sample and the "
+                                         "promotion gate refuses it."),
     bootstrap: int = typer.Option(200, help="Bootstrap resamples for the intervals."),
     confidence: float = typer.Option(0.95, help="Interval coverage."),
     clip: Optional[float] = typer.Option(None, help="Cap importance weights (biased, lower variance)."),
@@ -175,7 +216,7 @@ def evaluate(
     window_h = attribution_window_hours
     cfg = EvalConfig(min_minutes=_min_minutes(s, min_minutes), attribution_window_hours=window_h,
                      fit_share=fit_share, bootstrap=bootstrap, confidence=confidence, clip=clip,
-                     reward_model=reward_model)
+                     reward_model=reward_model, allow_in_sample=allow_in_sample)
     if bandit is not None:
         from keyart_training.ope.generic import evaluate_bandit, read_bandit
 
@@ -227,7 +268,12 @@ def evaluate(
 def _print_eval(r: dict[str, Any]) -> None:
     from rich.table import Table
 
-    t = Table(title=f"take fraction ({r.get('rows')} rows, {r.get('uniform_rows')} uniform)")
+    sample = r.get("sample") or {}
+    scope = ""
+    if sample:
+        scope = (f", {sample.get('members')} members, decided {sample.get('decided_from')} .. "
+                 f"{sample.get('decided_until')}, {'IN-SAMPLE' if r.get('in_sample') else 'out of sample'}")
+    t = Table(title=f"take fraction ({r.get('rows')} rows, {r.get('uniform_rows')} uniform{scope})")
     ests = sorted({e for p in r["policies"].values() for e in p})
     t.add_column("policy")
     for e in ests:
