@@ -4,6 +4,11 @@ on I/O, and nothing is lost silently (store down: spool to disk; full: count and
 This module is the queue/thread/retry state machine, :class:`DecisionLogWriter`, tuned by
 :class:`WriterConfig`. The files it falls back on are :mod:`.spool` (one directory of
 segments) and :mod:`.spool_dirs` (per-process directories under a shared root).
+
+Why this module is longer than ~450 lines: it is one state machine (queue, batching,
+store retries with back-off, spooling, replay, dead-lettering, flush and close) whose
+states share one lock and one condition variable. Cutting it further would spread
+that shared state over modules and make its invariants harder to read, not easier.
 """
 
 from __future__ import annotations
@@ -15,13 +20,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, Self
 
 from keyart.adapters.decision_log.records import record_to_json
 from keyart.adapters.decision_log.spool import Record, SegmentSpool
 from keyart.adapters.decision_log.spool_dirs import adopt_orphans, claim_spool_dir, release_spool_dir
 from keyart.adapters.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
 from keyart.domain import Impression, Outcome
+
+if TYPE_CHECKING:
+    from keyart.core.ports import DecisionLog
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +61,6 @@ class WriterConfig:
     def __post_init__(self) -> None:
         if self.queue_size <= 0 or self.batch_size <= 0:
             raise ValueError("queue_size and batch_size must be positive")
-
-
-class _DecisionLogSurface(Protocol):
-    """What the decision core asks of a decision log (``keyart.core.ports.DecisionLog``);
-    mypy checks below that the writer provides it."""
-
-    def submit_impressions(self, impressions: list[Impression], /) -> bool: ...
-
-    def submit_outcomes(self, outcomes: list[Outcome], /) -> bool: ...
-
-    def flush(self, timeout_s: float = ...) -> bool: ...
-
-    def stats(self) -> dict[str, int | bool]: ...
-
-    def health(self) -> tuple[bool, str]: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -670,4 +661,4 @@ def _runs(records: Iterable[Record]) -> list[list[Record]]:
 
 
 if TYPE_CHECKING:
-    _surface: type[_DecisionLogSurface] = DecisionLogWriter  # the writer fits the DecisionLog port
+    _surface: type[DecisionLog] = DecisionLogWriter  # mypy checks the writer fits the core's DecisionLog port
