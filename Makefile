@@ -10,7 +10,7 @@ STUBS := services/keyart/v1/ranking_pb2.py
 .DEFAULT_GOAL := help
 
 help: ## List targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -44,6 +44,9 @@ test: $(STAMP) ## Run the whole suite (unit + integration on loopback)
 bench: $(STAMP) ## Throughput and latency, Ray Serve vs bare grpc.aio; writes bench/results/latest.json
 	$(BIN)/keyart bench --json
 
+bench-quality: $(STAMP) ## Decision quality on held-out decisions vs peers; writes bench/results/quality.json
+	PYTHONPATH=bench $(BIN)/python -m quality.run $(QUALITY_ARGS)
+
 lint: $(STAMP) ## ruff, mypy (generated code excluded) and the import-layer contracts
 	$(BIN)/ruff check services training tests
 	$(BIN)/mypy services/keyart training
@@ -58,4 +61,4 @@ cassandra-stop: $(STAMP) ## Stop the Cassandra that `make cassandra` started
 clean: ## Remove built data (var/), keep the venv
 	rm -rf var
 
-.PHONY: help install protos features model run demo test bench lint cassandra cassandra-stop clean
+.PHONY: help install protos features model run demo test bench bench-quality lint cassandra cassandra-stop clean

@@ -1,0 +1,212 @@
+"""True value of policies on held-out decisions, and Keyart's choice distributions.
+
+The value of a policy is the mean over held-out decisions of
+sum_image pi(image | x) * P_true(quality | x, image). Keyart's distributions come
+from its in-process core with the trained model: the real ``Ranker`` (its policies,
+stable draws, new-image floor, diversity) on the imported catalog and the member
+features of the world's Feast online store. The ranker turns every title's choice
+probabilities into a draw through ``keyart.core.policies.draw``; the harness
+watches those calls to read the exact distribution, and falls back to sampling many
+stability windows if a future ranker stops drawing that way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from quality.traffic import Pages
+from quality.world_base import COUNTRIES, DEVICES, LANGUAGE, SyntheticWorld
+
+
+@dataclass
+class Candidates:
+    """Held-out decisions flattened to one row per (decision, candidate image)."""
+
+    decisions: pd.DataFrame  # page, position, member, title, device, country, client_time
+    offsets: np.ndarray  # rows of decision d are offsets[d]:offsets[d+1]
+    image: np.ndarray  # image index per row
+    p_true: np.ndarray  # P_true(quality) per row
+
+    @property
+    def decision_of_row(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.decisions)), np.diff(self.offsets))
+
+    def value_of_choice(self, scores: np.ndarray) -> float:
+        """Value of choosing each decision's argmax of ``scores`` (first best on ties)."""
+        best = [lo + int(np.argmax(scores[lo:hi])) for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
+        return float(self.p_true[best].mean())
+
+    def value_of_distribution(self, probs: np.ndarray) -> float:
+        return float(np.add.reduceat(probs * self.p_true, self.offsets[:-1]).mean())
+
+    def oracle(self) -> float:
+        return float(np.maximum.reduceat(self.p_true, self.offsets[:-1]).mean())
+
+    def random(self) -> float:
+        return float((np.add.reduceat(self.p_true, self.offsets[:-1]) / np.diff(self.offsets)).mean())
+
+
+def candidates(world: SyntheticWorld, pages: Pages) -> Candidates:
+    dec = pages.decisions()
+    pools = [world.pools[t] for t in dec["title"]]
+    sizes = np.array([len(p) for p in pools])
+    d = np.repeat(np.arange(len(dec)), sizes)
+    image = np.concatenate(pools)
+    p = world.p_quality(dec["member"].to_numpy()[d], image, dec["device"].to_numpy()[d],
+                        dec["country"].to_numpy()[d])
+    return Candidates(dec, np.concatenate([[0], np.cumsum(sizes)]), image, p)
+
+
+def default_settings(data_dir: Path, feature_repo_dir: Path):
+    """KeyartSettings with every default (KEYART_* of this shell ignored) on data_dir."""
+    from keyart.settings import KeyartSettings
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("KEYART_")}
+    try:
+        return KeyartSettings(data_dir=data_dir, feature_repo_dir=feature_repo_dir)
+    finally:
+        os.environ.update(saved)
+
+
+class KeyartScorer:
+    """Keyart's in-process core on one imported world, with one trained model."""
+
+    def __init__(self, settings, model, exposure: dict[str, int]) -> None:
+        from keyart.adapters.catalog.parquet import load_catalog
+        from keyart.adapters.feast.online import MemberFeatureSource
+        from keyart.adapters.feast.repo import open_store, resolve_feature_repo
+        from keyart.app.runtime import policy_config
+        from keyart.core.featurize import CatalogIndex
+
+        self.settings = settings
+        self.model = model
+        self.index = CatalogIndex.build(load_catalog(settings.world_dir))
+        self.members = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
+        self.base = policy_config(settings)
+        self.exposure = exposure
+        self.sampled: list[str] = []
+
+    def configs(self) -> dict[str, object]:
+        b = self.base
+        return {
+            "keyart_greedy": replace(b, name="greedy", uniform_explore_share=0.0),
+            "keyart_default": b,
+            "keyart_thompson": replace(b, name="thompson"),
+            "keyart_epsilon_greedy": replace(b, name="epsilon_greedy"),
+        }
+
+    def distributions(self, world: SyntheticWorld, pages: Pages, cands: Candidates, config) -> np.ndarray:
+        """Choice probability of every candidate row of ``cands`` under ``config``."""
+        from keyart.core import policies
+        from keyart.core.featurize import cold_member
+        from keyart.core.ranker import Ranker
+        from keyart.domain import RequestContext, TitleRequest
+
+        ranker = Ranker(self.index, self.model, config, exposure=lambda i: self.exposure.get(i, 0))
+        ids = [world.member_id(int(m)) for m in pages.member]
+        unique = sorted(set(ids))
+        feats = dict(zip(unique, self.members.get_many(unique)))
+        probs = np.zeros(len(cands.image))
+        image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
+        row = 0
+        original = policies.draw
+        for k in range(len(pages)):
+            country = COUNTRIES[pages.country[k]]
+            when = pages.client_time[k].to_pydatetime()
+            ctx = RequestContext(country=country, language=LANGUAGE[country], device=DEVICES[pages.device[k]],
+                                 surface="home", client_time=when)
+            member = feats[ids[k]] or cold_member(ids[k], ctx)
+            titles = [TitleRequest(world.title_id(int(t))) for t in pages.titles[k]]
+            drawn: list[tuple[np.ndarray, int]] = []
+
+            def spy(p, u, _drawn=drawn):
+                i = original(p, u)
+                _drawn.append((np.asarray(p, dtype=float), i))
+                return i
+
+            policies.draw = spy
+            try:
+                _, selections = ranker.rank(member, ctx, titles, when)
+            finally:
+                policies.draw = original
+            dists = self._check(drawn, selections, titles)
+            if dists is None:  # the ranker no longer draws through policies.draw: sample windows
+                dists = self._sample(ranker, member, ctx, titles, when)
+                self.sampled.append(ids[k])
+            for pos, t in enumerate(titles):
+                n = len(world.pools[int(pages.titles[k][pos])])
+                pool = self.index.catalog.pool(t.title_id)
+                assert list(pool) == list(image_ids[row:row + n]), "catalog pool order differs from the world's"
+                probs[row:row + n] = dists[pos]
+                row += n
+        return probs
+
+    def _check(self, drawn, selections, titles) -> list[np.ndarray] | None:
+        pools = [self.index.catalog.pool(t.title_id) for t in titles]
+        if len(drawn) != len(titles) or any(s.fallback_reason for s in selections):
+            return None
+        by_title = {s.title_id: s for s in selections}
+        out = []
+        for (p, i), t, pool in zip(drawn, titles, pools):
+            if len(p) != len(pool) or pool[i] != by_title[t.title_id].image_id:
+                return None
+            out.append(p / p.sum())
+        return out
+
+    def _sample(self, ranker, member, ctx, titles, when, draws: int = 200) -> list[np.ndarray]:
+        pools = [self.index.catalog.pool(t.title_id) for t in titles]
+        counts = [np.zeros(len(p)) for p in pools]
+        step = timedelta(hours=self.base.window_hours)
+        for r in range(draws):
+            _, selections = ranker.rank(member, ctx, titles, when + r * step)
+            for c, pool, s in zip(counts, pools, selections):
+                c[pool.index(s.image_id)] += 1
+        return [c / c.sum() for c in counts]
+
+
+def closure(value: float, nc: float, oracle: float) -> float:
+    return (value - nc) / (oracle - nc) if oracle != nc else float("nan")
+
+
+def share_of_oracle(value: float, random: float, oracle: float) -> float:
+    return (value - random) / (oracle - random) if oracle != random else float("nan")
+
+
+def entry(value: float, nc: float, random: float, oracle: float, **extra) -> dict:
+    return {"value": round(value, 6), "closure": round(closure(value, nc, oracle), 4),
+            "share_of_oracle": round(share_of_oracle(value, random, oracle), 4), **extra}
+
+
+def stability(log: pd.DataFrame, window_hours: float) -> dict:
+    """Share of logged decisions repeating a (member, title) pair within a stability window,
+    i.e. whose image was forced identical to the pair's first one by the stable draw."""
+    ok = log[log["fallback_reason"].fillna("") == ""]
+    t = pd.to_datetime(ok["decided_at"], utc=True)
+    window = (t.astype("int64") // int(window_hours * 3600e9)).to_numpy()
+    key = pd.DataFrame({"m": ok["member_id"].to_numpy(), "t": ok["title_id"].to_numpy(), "w": window,
+                        "img": ok["image_id"].to_numpy(), "at": t.to_numpy()}).sort_values("at", kind="stable")
+    first = key.groupby(["m", "t", "w"])["img"].transform("first")
+    repeat = key.duplicated(["m", "t", "w"])
+    same = repeat & (key["img"] == first)
+    n = max(1, len(key))
+    return {"window_hours": window_hours, "decisions": int(len(key)), "repeats": int(repeat.sum()),
+            "repeat_share": round(float(repeat.sum()) / n, 4),
+            "forced_identical_share": round(float(same.sum()) / n, 4),
+            "pairs_repeated": int(key[repeat][["m", "t"]].drop_duplicates().shape[0])}
+
+
+def keyart_values(scorer: KeyartScorer, world: SyntheticWorld, pages: Pages, cands: Candidates,
+                  say: Callable[[str], None] = print) -> dict[str, tuple[float, str]]:
+    out = {}
+    for name, cfg in scorer.configs().items():
+        probs = scorer.distributions(world, pages, cands, cfg)
+        out[name] = (cands.value_of_distribution(probs), cfg.name)
+        say(f"  {name} ({cfg.name}): {out[name][0]:.4f}")
+    return out
