@@ -162,10 +162,11 @@ class FakeSession:
         assert m, q
         cols = [c.strip() for c in m.group(1).split(",")]
         table = m.group(2)
-        conds = re.findall(r"(\w+) (=|>=|<) \?", m.group(3))
+        conds = re.findall(r"(\w+) (=|>=|<|IN) \?", m.group(3))
         vals = [_cass_value(v) for v in values]
         limit = vals.pop() if m.group(4) else None
-        ops = {"=": lambda a, b: a == b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b}
+        ops = {"=": lambda a, b: a == b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b,
+               "IN": lambda a, b: a in b}
         rows = [
             r
             for r in self.tables[table].values()
@@ -226,6 +227,19 @@ def test_consistency_from_settings(session) -> None:
     assert {p.consistency_level for p in session.prepared} == {ConsistencyLevel.LOCAL_ONE}
     with pytest.raises(ValueError):
         CassandraLogStore(session, consistency="SOMETIMES")
+    for level in ("SERIAL", "LOCAL_SERIAL", "any"):  # Cassandra refuses plain writes / reads at these
+        with pytest.raises(ValueError, match="needs a level valid for reads and writes"):
+            CassandraLogStore(session, consistency=level)
+
+
+def test_a_long_sparse_scan_takes_few_queries(store, session) -> None:
+    """A year of hour buckets (what `keyart log tail` looks back over) in a few hundred
+    multi-partition queries, not one per (bucket, shard): 70,080 took minutes on a real node."""
+    store.write_impressions([make_impression(1, at=T0 - timedelta(days=200))])
+    session.executed.clear()
+    got = list(store.scan_impressions(T0 - timedelta(days=365), T0))
+    assert [i.decision_id for i in got] == ["dec-000001"]
+    assert 365 < len(session.executed) < 400
 
 
 def test_bound_values_encode_features_and_buckets(store, session) -> None:
@@ -473,6 +487,7 @@ def test_build_cluster_from_settings() -> None:
         assert cluster.port == 9142
         assert cluster.auth_provider is not None
         assert cluster.ssl_context is not None
+        assert cluster.reconnection_policy.max_delay == 10.0  # back within seconds of the node
     finally:
         cluster.shutdown()
     plain = build_cluster(KeyartSettings(cassandra_contact_points="127.0.0.1"))

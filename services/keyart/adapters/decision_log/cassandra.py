@@ -198,12 +198,35 @@ def _unavailable_types() -> tuple[type[BaseException], ...]:
 
 _UNAVAILABLE = _unavailable_types()
 
+# Hour buckets one time-range query may cover (x shards partitions: 192 with 8). Cassandra's
+# guardrails partition_keys_in_select / in_select_cartesian_product are off by default; a
+# cluster that sets them needs a fail threshold above this product.
+_SCAN_MAX_BUCKETS = 24
+
+
+# Levels the driver knows but the log cannot use for every statement: one level serves
+# its plain writes and its reads (write_outcomes reads before writing). Found on a real
+# node: Cassandra refuses a plain write at SERIAL/LOCAL_SERIAL and any read at ANY
+# (InvalidRequest, which the writer would dead-letter record by record), so they are
+# refused when the store is built rather than on the first batch.
+_UNUSABLE_LEVELS = {
+    "SERIAL": "is for lightweight transactions (a plain write is refused)",
+    "LOCAL_SERIAL": "is for lightweight transactions (a plain write is refused)",
+    "ANY": "is write-only (reads are refused; outcome writes read first)",
+}
+
 
 def _consistency_value(name: str) -> int:
     from cassandra import ConsistencyLevel
 
+    level = name.strip().upper()
+    if level in _UNUSABLE_LEVELS:
+        raise ValueError(
+            f"consistency level {level} {_UNUSABLE_LEVELS[level]}; the decision log needs a level "
+            "valid for reads and writes: LOCAL_QUORUM (default), QUORUM, LOCAL_ONE, ONE, ..."
+        )
     try:
-        return ConsistencyLevel.name_to_value[name.upper()]
+        return ConsistencyLevel.name_to_value[level]
     except KeyError:
         raise ValueError(f"unknown Cassandra consistency level {name!r}") from None
 
@@ -305,9 +328,9 @@ class CassandraLogStore:
             "sel_outcome_keys": f"SELECT outcome_key FROM {ks}.outcomes_by_decision "
             "WHERE decision_id = ?",
             "sel_imp_time": f"SELECT {imp_cols} FROM {ks}.impressions_by_time "
-            "WHERE hour_bucket = ? AND shard = ? AND decided_at >= ? AND decided_at < ?",
+            "WHERE hour_bucket IN ? AND shard IN ? AND decided_at >= ? AND decided_at < ?",
             "sel_out_time": f"SELECT {', '.join(_OUTCOME_FIELDS)} FROM {ks}.outcomes_by_time "
-            "WHERE hour_bucket = ? AND shard = ? AND event_time >= ? AND event_time < ?",
+            "WHERE hour_bucket IN ? AND shard IN ? AND event_time >= ? AND event_time < ?",
             "sel_imp_member": f"SELECT {imp_cols} FROM {ks}.impressions_by_member "
             "WHERE member_id = ? LIMIT ?",
         }
@@ -459,31 +482,59 @@ class CassandraLogStore:
 
     def scan_impressions(self, since: datetime, until: datetime) -> Iterator[Impression]:
         since, until = as_utc(since), as_utc(until)
-        _, st = self._ready()
-        for bucket in hour_buckets(since, until):
-            rows: list[Impression] = []
-            for shard in range(self.shards):
-                for row in self._execute(st["sel_imp_time"], (bucket, shard, since, until)):
-                    rows.append(_impression_from_row(row))
+        for rows_of_run in self._scan_partitions("sel_imp_time", since, until):
+            rows = [_impression_from_row(row) for row in rows_of_run]
             rows.sort(key=lambda i: (i.decided_at, i.decision_id))
             yield from rows
 
     def scan_outcomes(self, since: datetime, until: datetime) -> Iterator[Outcome]:
         since, until = as_utc(since), as_utc(until)
-        _, st = self._ready()
-        for bucket in hour_buckets(since, until):
-            rows: list[tuple[datetime, str, Outcome]] = []
-            for shard in range(self.shards):
-                for row in self._execute(st["sel_out_time"], (bucket, shard, since, until)):
-                    rows.append(
-                        (
-                            as_utc(_get(row, "event_time")),
-                            _get(row, "outcome_key"),
-                            _outcome_from_row(row),
-                        )
-                    )
+        for rows_of_run in self._scan_partitions("sel_out_time", since, until):
+            rows = [
+                (as_utc(_get(row, "event_time")), _get(row, "outcome_key"), _outcome_from_row(row))
+                for row in rows_of_run
+            ]
             rows.sort(key=lambda t: (t[0], t[1]))
             yield from (t[2] for t in rows)
+
+    def _scan_partitions(self, name: str, since: datetime, until: datetime) -> Iterator[list[Any]]:
+        """The rows of [since, until), a run of consecutive hour buckets at a time, oldest first
+        (within a run in no particular order: the caller sorts).
+
+        One query covers a run's buckets and all their shards (``hour_bucket IN ? AND shard IN
+        ?``). A run starts at one bucket and doubles, up to _SCAN_MAX_BUCKETS, while runs come
+        back sparse (fewer than fetch_size rows); a run of several buckets whose first page is
+        full is not read but taken again bucket by bucket, so what is held is at most one
+        bucket or one page. Found on a real node: one query per (bucket, shard), ``keyart log
+        tail`` on a log without recent rows (it looks back up to a year: 8,760 buckets x 8
+        shards, 70,080 queries) took three to six minutes; this way it is about 400 queries.
+        """
+        _, st = self._ready()
+        stmt = st[name]
+        shards = list(range(self.shards))
+        buckets = list(hour_buckets(since, until))
+        ahead, i = 1, 0
+        while i < len(buckets):
+            run = buckets[i : i + ahead]
+            result = self._execute(stmt, (run, shards, since, until))
+            if len(run) > 1 and getattr(result, "has_more_pages", False):
+                ahead = 1  # dense: one bucket per query from here
+                continue
+            i += len(run)
+            rows = list(self._rows(result))
+            yield rows
+            ahead = min(_SCAN_MAX_BUCKETS, ahead * 2) if len(rows) < self.fetch_size else 1
+
+    @staticmethod
+    def _rows(result: Any) -> Iterator[Any]:
+        """A result's rows; the driver fetches further pages while iterating, so its outage
+        errors surface here too."""
+        if result is None:
+            return
+        try:
+            yield from result
+        except _UNAVAILABLE as exc:
+            raise LogStoreUnavailable(f"Cassandra: {exc}") from exc
 
     def recent_for_member(self, member_id: str, limit: int) -> list[Impression]:
         if limit <= 0:
@@ -602,7 +653,7 @@ def build_cluster(settings: KeyartSettings) -> Any:
     """A driver Cluster from settings (not connected)."""
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra.policies import DCAwareRoundRobinPolicy, ExponentialReconnectionPolicy, TokenAwarePolicy
 
     hosts = [h.strip() for h in settings.cassandra_contact_points.split(",") if h.strip()]
     if not hosts:
@@ -619,6 +670,11 @@ def build_cluster(settings: KeyartSettings) -> Any:
         "port": settings.cassandra_port,
         "execution_profiles": {EXEC_PROFILE_DEFAULT: profile},
         "connect_timeout": 5,
+        # The driver's default (1 s doubling to 600 s) leaves a node that came back unused
+        # for about as long again as it was down, up to 10 minutes, while the writer keeps
+        # spooling: on a real node killed for 15 s, the driver took another ~16 s to
+        # reconnect. Capped at 10 s, recovery follows the node within seconds.
+        "reconnection_policy": ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     }
     if settings.cassandra_username:
         kwargs["auth_provider"] = PlainTextAuthProvider(
