@@ -31,3 +31,43 @@ def platform_settings(tmp_path_factory):
     from platform_data import build_platform
 
     return build_platform(tmp_path_factory.mktemp("platform"))
+
+
+# --- a real Cassandra (tests marked `cassandra`; see tests/live_cassandra.py) -------------
+
+
+@pytest.fixture(scope="session")
+def cassandra_nodes(tmp_path_factory):
+    """The session's Cassandra nodes (started on first use, stopped at the end)."""
+    from live_cassandra import NodePool
+
+    pool = NodePool(tmp_path_factory.mktemp("cassandra"))
+    yield pool
+    pool.stop_all()
+
+
+@pytest.fixture(scope="session")
+def cassandra_node(cassandra_nodes):
+    """A plain node: KEYART_CASSANDRA_HOSTS when set, else one this session starts."""
+    return cassandra_nodes.get("plain")
+
+
+@pytest.fixture(scope="session")
+def cassandra_own_node(cassandra_nodes):
+    """A plain node this session started, so a test may SIGKILL / SIGSTOP and restart it."""
+    return cassandra_nodes.get("own")
+
+
+@pytest.fixture(scope="session")
+def cassandra_secure_node(cassandra_nodes):
+    """A node with PasswordAuthenticator (cassandra/cassandra) and client TLS (test CA)."""
+    return cassandra_nodes.get("secure")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    from live_cassandra import TIMINGS
+
+    if TIMINGS:
+        terminalreporter.write_sep("-", "cassandra nodes")
+        for line in TIMINGS:
+            terminalreporter.write_line(line)
