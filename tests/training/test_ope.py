@@ -31,8 +31,9 @@ def test_generic_known_answer(known_bandit):
     # Random: in a, mean reward over actions = 1/3; in b, 1/3 as well.
     assert r["policies"]["random"]["ips"]["value"] == pytest.approx(1 / 3, abs=1e-9)
     assert r["policies"]["random"]["dr"]["value"] == pytest.approx(1 / 3, abs=1e-9)
-    # Best single action: x (a) or z (b) each pay in half the contexts.
-    assert r["policies"]["best_action"]["ips"]["value"] == pytest.approx(0.5, abs=1e-9)
+    # Best single action: x (a) or z (b) each pay in half the contexts. It is chosen on the
+    # other folds of each row (cross-fitted), so the value is 0.5 up to the folds' mix of contexts.
+    assert r["policies"]["best_action"]["ips"]["value"] == pytest.approx(0.5, abs=0.05)
     assert set(r["breakdowns"]["context"]) == {"a", "b"}
     assert r["breakdowns"]["context"]["a"]["policies"]["target"]["ips"]["value"] == pytest.approx(1.0)
 

@@ -32,6 +32,13 @@ def test_closed_loop_orders_policies(world, index, lookup):
     for row in r["table"]:  # replay is unbiased: within 3 standard errors of the truth on its slice
         se = (row["replay_hi"] - row["replay_lo"]) / (2 * 1.96)
         assert abs(row["replay"] - row["truth_uniform_slice"]) <= 3 * se, row
+    # The served policy rebuilt offline is exactly the logging policy: every importance
+    # weight is 1, so IPS is the logged mean, and its truth is what was served.
+    served = table["contextual_served"]
+    assert served["ips_max_weight"] == pytest.approx(1.0) and served["ips_ess"] == pytest.approx(r["eval_rows"])
+    assert served["ips"] == pytest.approx(served["snips"])
+    assert served["ips_lo"] <= served["truth"] <= served["ips_hi"]
+    assert table["random"]["truth"] < served["truth"] < table["contextual"]["truth"]
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,10 @@ model on every log so far, serve it (epsilon-greedy, with a hashed share of memb
 explored uniformly) and log what it shows with outcomes drawn from the world's
 ground truth. The last round's log was served by the last model and is not in its
 training data: on it the loop reports, for the random, the non-contextual bandit
-(best image per title, fitted on the same logs as the model) and the contextual
-(greedy on the last model) policies:
+(best image per title, fitted on the same logs as the model, never on the last
+round), the contextual (greedy on the last model) and the contextual as served
+(`contextual_served`: epsilon-greedy on it, uniform for the uniformly explored
+members, i.e. the last round's logging policy) policies:
 
 * TRUE take fraction: the expected quality-play probability of the policy's choice,
   World.quality_play_prob averaged over the round's (member, device, country,
@@ -15,7 +17,12 @@ training data: on it the loop reports, for the random, the non-contextual bandit
   slice is a hashed share of members, so on a small world its members' base rate
   differs from everyone's);
 * replay estimate (with bootstrap interval) on the round's uniform slice, and IPS,
-  SNIPS and DR on all its rows.
+  SNIPS and DR on all its rows, each with its ESS and largest importance weight.
+
+Truth and estimates are computed from one array of candidate probabilities per
+policy, so they always refer to the same fitted policy. Intervals resample members.
+The served policy's stable draws are salted with the seed (`LoopConfig.salt`), so
+different seeds are independent replications.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from keyart.core.model import QualityPlayModel
 from keyart.core.ranker import PolicyConfig, Ranker
 from keyart.jobs.world.world_model import World
 from keyart_training.data.dataset import label
-from keyart_training.ope.estimators import argmax_probs, segment_sum, uniform_probs
+from keyart_training.ope.estimators import argmax_probs, epsilon_greedy_probs, segment_sum, uniform_probs
 from keyart_training.ope.evaluate import (
     EvalConfig,
     PolicyView,
@@ -45,7 +52,7 @@ from keyart_training.ope.evaluate import (
 from keyart_training.simulate import CachedLookup, HistoricalLookup, planned_entities, simulate_pages
 from keyart_training.train import TrainConfig, train_quality_model
 
-POLICIES: tuple[str, ...] = ("random", "non_contextual", "contextual")
+POLICIES: tuple[str, ...] = ("random", "non_contextual", "contextual", "contextual_served")
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,14 @@ class LoopConfig:
     num_leaves: int = 31
     max_rounds: int = 300
     num_threads: int = 1
+    # Salt of the served policy's stable draws; None: derived from the seed, so that two
+    # seeds are independent replications (one salt would give every seed the same
+    # exploration draw for a member, title and day).
+    salt: str | None = None
+
+    @property
+    def policy_salt(self) -> str:
+        return self.salt if self.salt is not None else f"keyart-sim-{self.seed}"
 
 
 def true_take_fraction(world: World, data, probs: np.ndarray, rows: np.ndarray | None = None) -> float:
@@ -75,6 +90,12 @@ def true_take_fraction(world: World, data, probs: np.ndarray, rows: np.ndarray |
     )
     per_row = segment_sum(probs * q, data)
     return float(np.mean(per_row if rows is None else per_row[rows]))
+
+
+def served_probs(scores: np.ndarray, data, epsilon: float) -> np.ndarray:
+    """Flat probabilities of the served policy: epsilon-greedy on `scores`, uniform on the
+    rows of the uniformly explored members."""
+    return np.where(data.uniform[data.segment], uniform_probs(data), epsilon_greedy_probs(scores, data, epsilon))
 
 
 def closed_loop(
@@ -112,7 +133,8 @@ def closed_loop(
         labelled = label(pd.concat(logs, ignore_index=True), min_minutes, source=f"simulated rounds 0..{k - 1}")
         res = train_quality_model(labelled.x, labelled.y, labelled.frame["decided_at"].to_numpy(), config=tcfg)
         model = QualityPlayModel(version=f"sim-round-{k}", booster=res.booster)
-        policy = PolicyConfig(name="epsilon_greedy", epsilon=cfg.epsilon, uniform_explore_share=cfg.uniform_share)
+        policy = PolicyConfig(name="epsilon_greedy", epsilon=cfg.epsilon, uniform_explore_share=cfg.uniform_share,
+                              salt=cfg.policy_salt)
         say(f"round {k}: trained on {len(labelled.y)} rows (valid AUC {res.metrics['valid_auc']:.3f}), "
             f"serving {pages_of[k]} pages")
         logs.append(log_round(k, Ranker(index, model, policy), pages_of[k]))
@@ -129,10 +151,13 @@ def closed_loop(
     tr = label(train_frame, min_minutes)
     assert data.x is not None  # built with candidate features
     rhat = fit_reward_model(tr.x, tr.y, tr.frame["decided_at"].to_numpy(), cfg.seed)(data.x)
+    scores = model.predict(data.x)
     views = [
         PolicyView("random", uniform_probs(data), rhat),
         PolicyView("non_contextual", argmax_probs(noncontextual_flat_scores(nc, data), data), rhat),
-        PolicyView("contextual", argmax_probs(model.predict(data.x), data), rhat),
+        PolicyView("contextual", argmax_probs(scores, data), rhat),
+        # What was really served: the model epsilon-greedy, its hashed uniform slice uniform.
+        PolicyView("contextual_served", served_probs(scores, data, cfg.epsilon), rhat),
     ]
     ecfg = EvalConfig(min_minutes=min_minutes, bootstrap=cfg.bootstrap, seed=cfg.seed, breakdowns=())
     est = estimate_policies(data, views, ecfg)
@@ -144,11 +169,10 @@ def closed_loop(
         for name, e in est["policies"][v.name].items():
             row[name] = e["value"]
             row[f"{name}_lo"], row[f"{name}_hi"] = e["lo"], e["hi"]
-            if name == "replay":
-                row["replay_ess"] = e["ess"]
+            row[f"{name}_ess"], row[f"{name}_max_weight"] = e["ess"], e["max_weight"]
         table.append(row)
-    truth = [float(r["truth"]) for r in table]
-    replay = [float(r["replay"]) for r in table]
+    truth = [float(r["truth"]) for r in table[:3]]
+    replay = [float(r["replay"]) for r in table[:3]]
     return {
         "config": asdict(cfg),
         "rounds": rounds,

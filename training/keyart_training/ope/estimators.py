@@ -130,9 +130,11 @@ class Estimate:
     ess: float
     n: int  # rows the estimator used
     boot: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    max_weight: float = float("nan")  # largest importance weight among the rows used
 
     def as_dict(self) -> dict[str, float]:
-        return {"value": self.value, "lo": self.lo, "hi": self.hi, "ess": self.ess, "n": self.n}
+        return {"value": self.value, "lo": self.lo, "hi": self.hi, "ess": self.ess, "n": self.n,
+                "max_weight": self.max_weight}
 
 
 def bootstrap_counts(n: int, reps: int, seed: int, clusters: np.ndarray | None = None) -> np.ndarray:
@@ -213,7 +215,8 @@ def estimate(
         value = float(num_vec.sum() / den) if den > 0 else float("nan")
         boot = _ratio(c @ num_vec, c @ den_vec) if len(c) else np.zeros(0)
         lo, hi = _interval(boot, confidence) if len(boot) else (float("nan"), float("nan"))
-        out[name] = Estimate(value, lo, hi, _ess(weights), used, boot)
+        out[name] = Estimate(value, lo, hi, _ess(weights), used, boot,
+                             float(weights.max()) if len(weights) else float("nan"))
 
     if "replay" in estimators:
         u = data.uniform[sel].astype(float)

@@ -17,15 +17,18 @@ target_prob        float, [0, 1]          alternatively: evaluation policy's pro
 reward_hat         list<float>            reward model's prediction for each of `actions`
                                           (DR's direct-method term)
 features           list<float>            context features; without `reward_hat` a LightGBM
-                                          reward model on (features, action) is fitted
-                                          (in-sample) for DR
+                                          reward model on (features, action) is fitted for
+                                          DR, cross-fitted (each row's from the other folds)
 policy             string                 rows with "uniform" form the replay slice
 <anything else>    any                    usable as a breakdown column (`by`)
 =================  =====================  ===============================================
 
 Policies: `target` (when target_probs or target_prob is given), `random` and
-`best_action` (the action with the best self-normalized IPS take rate over all rows:
-a non-contextual bandit fitted in-sample) when `actions` is given.
+`best_action` (the action with the best self-normalized IPS take rate: a
+non-contextual bandit, chosen for each row on the other `crossfit_folds` folds, so it
+is never scored on the rows it was chosen on) when `actions` is given. Folds group
+rows by `member_id` when the file has that column (also the bootstrap's resampling
+unit), else rows are assigned one by one.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import pandas as pd
 
 from keyart_training.data.dataset import DatasetError, read_parquet_columns
 from keyart_training.ope.estimators import BanditData, argmax_probs, uniform_probs
-from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies
+from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies, member_folds
 
 REQUIRED: tuple[str, ...] = ("action", "propensity", "reward")
 
@@ -111,7 +114,9 @@ def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, 
     return data, extras
 
 
-def _reward_model(df: pd.DataFrame, data: BanditData, seed: int) -> np.ndarray | None:
+def _reward_model(df: pd.DataFrame, data: BanditData, seed: int, folds: np.ndarray) -> np.ndarray | None:
+    """Flat DR reward-model predictions, cross-fitted: each row's from a LightGBM model on
+    (features, action) fitted on the other folds, never on the row itself."""
     if "features" not in df.columns:
         return None
     import lightgbm as lgb
@@ -120,23 +125,38 @@ def _reward_model(df: pd.DataFrame, data: BanditData, seed: int) -> np.ndarray |
     codes = {a: k for k, a in enumerate(pd.unique(data.candidates))}
     cand_code = np.array([codes[a] for a in data.candidates], dtype=np.float32)
     x_logged = np.column_stack([ctx, cand_code[data.logged]])
+    x_flat = np.column_stack([ctx[data.segment], cand_code])
     params = {"objective": "binary" if set(np.unique(data.reward)) <= {0.0, 1.0} else "regression",
               "num_leaves": 15, "learning_rate": 0.08, "min_data_in_leaf": 20, "verbosity": -1,
               "num_threads": 1, "seed": seed}
-    ds = lgb.Dataset(x_logged, data.reward, categorical_feature=[ctx.shape[1]])
-    booster = lgb.train(params, ds, num_boost_round=150)
-    x_flat = np.column_stack([ctx[data.segment], cand_code])
-    return np.asarray(booster.predict(x_flat), dtype=np.float64)
+    out = np.zeros(len(data.candidates))
+    for j in np.unique(folds):
+        train = folds != j
+        ds = lgb.Dataset(x_logged[train], data.reward[train], categorical_feature=[ctx.shape[1]])
+        booster = lgb.train(params, ds, num_boost_round=150)
+        flat = folds[data.segment] == j
+        out[flat] = np.asarray(booster.predict(x_flat[flat]), dtype=np.float64)
+    return out
 
 
-def best_action_probs(data: BanditData) -> np.ndarray:
-    """Greedy on each action's self-normalized IPS take rate over all rows."""
-    logged = data.candidates[data.logged]
-    df = pd.DataFrame({"a": logged, "wr": data.reward / data.propensity, "w": 1.0 / data.propensity})
+def best_action_probs(data: BanditData, rows: np.ndarray | None = None) -> np.ndarray:
+    """Greedy on each action's self-normalized IPS take rate over `rows` (default all rows)."""
+    sel = np.arange(data.n) if rows is None else np.asarray(rows, dtype=np.int64)
+    logged = data.candidates[data.logged[sel]]
+    df = pd.DataFrame({"a": logged, "wr": data.reward[sel] / data.propensity[sel], "w": 1.0 / data.propensity[sel]})
     agg = df.groupby("a")[["wr", "w"]].sum()
     rate = (agg["wr"] / agg["w"]).to_dict()
     scores = np.array([rate.get(a, -np.inf) for a in data.candidates])
     return argmax_probs(scores, data)
+
+
+def crossfit_best_action_probs(data: BanditData, folds: np.ndarray) -> np.ndarray:
+    """best_action chosen on the other folds for each row: never scored on the rows it was chosen on."""
+    out = np.zeros(len(data.candidates))
+    for j in np.unique(folds):
+        flat = folds[data.segment] == j
+        out[flat] = best_action_probs(data, np.flatnonzero(folds != j))[flat]
+    return out
 
 
 def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[str, ...] = (),
@@ -145,8 +165,9 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
     data, extras = bandit_data(df, source)
     has_sets = "actions" in df.columns
     rhat = extras.get("reward_hat")
+    folds = member_folds(data, cfg.crossfit_folds, cfg.seed)
     if rhat is None and has_sets:
-        rhat = _reward_model(df, data, cfg.seed)
+        rhat = _reward_model(df, data, cfg.seed, folds)
     policies: list[PolicyView] = []
     if "target_probs" in extras:
         policies.append(PolicyView("target", extras["target_probs"], rhat, {"kind": "given target_probs"}))
@@ -154,8 +175,9 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
         policies.append(PolicyView("target", extras["target_prob_logged"], None, {"kind": "given target_prob"}))
     if has_sets:
         policies.append(PolicyView("random", uniform_probs(data), rhat, {"kind": "uniform over actions"}))
-        policies.append(PolicyView("best_action", best_action_probs(data), rhat,
-                                   {"kind": "best single action (in-sample SNIPS)"}))
+        policies.append(PolicyView("best_action", crossfit_best_action_probs(data, folds), rhat,
+                                   {"kind": f"best single action (SNIPS), chosen on the other of "
+                                            f"{cfg.crossfit_folds} folds for each row"}))
     if not policies:
         raise DatasetError(f"{source}: nothing to evaluate: give target_probs/target_prob or actions")
     from dataclasses import replace
@@ -163,5 +185,6 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
     result = estimate_policies(data, policies, replace(cfg, breakdowns=tuple(by)))
     result["source"] = source
     result["reward_model"] = "given reward_hat" if "reward_hat" in extras else (
-        "lightgbm on (features, action), in-sample" if rhat is not None else "none (no DR)")
+        f"lightgbm on (features, action), cross-fitted in {cfg.crossfit_folds} folds" if rhat is not None
+        else "none (no DR)")
     return result

@@ -341,16 +341,23 @@ def simulate(
 def _print_sim(r: dict[str, Any]) -> None:
     from rich.table import Table
 
-    t = Table(title=f"closed loop: last round, {r['eval_rows']} decisions ({r['eval_uniform_rows']} uniform)")
-    for c in ("policy", "TRUE", "replay [95% CI]", "IPS", "SNIPS", "DR"):
+    t = Table(title=f"closed loop: last round, {r['eval_rows']} decisions ({r['eval_uniform_rows']} uniform); "
+                    f"95% intervals resample members; ESS / largest weight below each estimate")
+    for c in ("policy", "TRUE", "replay", "IPS", "SNIPS", "DR"):
         t.add_column(c)
+
+    def cell(row: dict[str, Any], est: str) -> str:
+        if est not in row:
+            return "-"
+        return (f"{row[est]:.4f} [{row[est + '_lo']:.4f}, {row[est + '_hi']:.4f}]\n"
+                f"ESS {row.get(est + '_ess', float('nan')):.0f} / w<={row.get(est + '_max_weight', float('nan')):.0f}")
+
     for row in r["table"]:
-        t.add_row(row["policy"], f"{row['truth']:.4f}",
-                  f"{row['replay']:.4f} [{row['replay_lo']:.4f}, {row['replay_hi']:.4f}]",
-                  f"{row['ips']:.4f}", f"{row['snips']:.4f}", f"{row['dr']:.4f}")
+        t.add_row(row["policy"], f"{row['truth']:.4f}\n(slice {row['truth_uniform_slice']:.4f})",
+                  *[cell(row, e) for e in ("replay", "ips", "snips", "dr")])
     Console().print(t)
     console.print(f"ordered random < non-contextual < contextual: truth {r['ordered_truth']}, "
-                  f"replay {r['ordered_replay']}")
+                  f"replay {r['ordered_replay']} (replay estimates the truth on the uniform slice)")
 
 
 # ----------------------------------------------------------------------------- rollback
