@@ -18,10 +18,10 @@ from typing import Any
 import certifi
 import numpy as np
 import pytest
+from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
 from cassandra import ConsistencyLevel, InvalidRequest, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
-from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
 
 from keyart.adapters.decision_log.cassandra import (
     CassandraLogStore,

@@ -12,8 +12,8 @@ from adapters.decision_log.dlog_helpers import make_impression, make_outcome
 from typer.testing import CliRunner
 
 from keyart.adapters.decision_log import cassandra as cassandra_store
-from keyart.app.cli.log import log_app, parse_when
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
+from keyart.app.cli.log import log_app, parse_when
 from keyart.domain import OutcomeKind
 
 app = typer.Typer()
