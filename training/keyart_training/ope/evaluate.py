@@ -1,5 +1,10 @@
 """Offline evaluation of artwork policies on the Keyart decision log.
 
+Length (~600 lines, over the ~450 aim): it holds the out-of-sample split, the
+baselines fitted apart from the scored rows and the breakdowns, which share one
+BanditData pipeline. Splitting the baselines and the sample bookkeeping into their
+own modules is the next step (issue 12 continues here).
+
 `evaluate_log` answers "what take fraction (share of decisions followed by a
 quality play) would each policy have had?" for:
 

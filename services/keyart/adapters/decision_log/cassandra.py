@@ -1,5 +1,11 @@
 """Cassandra backend of the decision log (cassandra-driver).
 
+Length (~700 lines): one store class whose prepared statements, bounded async
+writes, multi-partition time scans and connection handling share one session;
+the schema migration and the settings-to-Cluster wiring sit beside it because
+they read the same statement table. Splitting migrate/connect into their own
+module is a reasonable follow-up.
+
 Routing: TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc)); every statement is
 prepared once per session, carries the configured consistency (default LOCAL_QUORUM)
 and ``is_idempotent=True`` (all writes are upserts keyed by decision_id or by the

@@ -1,5 +1,8 @@
 """`keyart log`: operate the decision log (migrate, tail, export, stats).
 
+Length (~500 lines): the four commands of one typer sub-app share their option
+parsing, settings and error handling; the logic they call lives in the adapters.
+
 Mount with ``app.add_typer(log_app, name="log")``. The backend comes from
 ``KeyartSettings()`` (``KEYART_LOG_BACKEND``, ``KEYART_CASSANDRA_*``, ``KEYART_DATA_DIR``),
 exactly as the serving processes choose it.
