@@ -53,9 +53,14 @@ def client_deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ArtworkRankerServicer(ranking_pb2_grpc.ArtworkRankerServicer):
-    """grpc.aio servicer: each call runs on a worker thread; the event loop only does I/O."""
+    """grpc.aio servicer: each call runs on a worker thread; the event loop only does I/O.
 
-    def __init__(self, calls: RankerCalls, workers: int = 4) -> None:
+    One worker by default: a page is CPU work under the GIL, and measured with
+    `make bench` several page threads per process lost ~20% throughput to GIL
+    contention against one. Scale with processes (replicas), not threads.
+    """
+
+    def __init__(self, calls: RankerCalls, workers: int = 1) -> None:
         self.calls = calls
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="page")
 
