@@ -60,10 +60,12 @@ member_genre_affinity = FeatureView(
     name="member_genre_affinity",
     entities=[member],
     ttl=MEMBER_TTL,
-    schema=[Field(name=f"genre_{g}", dtype=Float64) for g in GENRES],
+    schema=[Field(name=f"genre_{g}", dtype=Float64) for g in GENRES]
+    + [Field(name="history_views", dtype=Float64), Field(name="history_minutes", dtype=Float64)],
     source=_source("member_genre_affinity"),
     online=True,
-    description="Recency-weighted share of viewing per genre (weekly snapshots).",
+    description="Recency-weighted share of viewing per genre, shrunk to the population's; "
+    "how much history stands behind it (weekly snapshots).",
 )
 
 member_actor_affinity = FeatureView(
@@ -76,7 +78,7 @@ member_actor_affinity = FeatureView(
     ],
     source=_source("member_actor_affinity"),
     online=True,
-    description="Top actors by share of recency-weighted viewing.",
+    description="Top actors (up to 20) by share of recency-weighted viewing.",
 )
 
 member_profile = FeatureView(
@@ -107,12 +109,22 @@ member_title_interaction = FeatureView(
 # service (member_context_v2) so running rankers keep reading the set they were trained on.
 member_context_v1 = FeatureService(
     name="member_context_v1",
-    features=[member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction],
+    features=[
+        member_genre_affinity[[f"genre_{g}" for g in GENRES]],
+        member_actor_affinity, member_profile, member_title_interaction,
+    ],
     description="Member features read online by the artwork ranker (v1).",
+)
+
+# v2 adds how much viewing history stands behind the shares (history_views, history_minutes).
+member_context_v2 = FeatureService(
+    name="member_context_v2",
+    features=[member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction],
+    description="Member features read online by the artwork ranker (v2).",
 )
 
 ALL_OBJECTS: list[Any] = [
     member,
     member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction,
-    member_context_v1,
+    member_context_v1, member_context_v2,
 ]

@@ -76,6 +76,8 @@ class MemberFeatures:
     genre_affinity: Mapping[str, float]  # every genre in GENRES, recency-weighted viewing share
     actor_affinity: Mapping[str, float]  # top actors -> weight in [0, 1]
     interacted_titles: frozenset[str] = frozenset()  # titles watched or started
+    history_views: float = 0.0  # viewing events behind the shares (few: the shares are mostly prior)
+    history_minutes: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from keyart.core.featurize import FEATURE_INDEX
 from keyart_training.closed_loop import true_take_fraction
 from keyart_training.data.dataset import DatasetError
 from keyart_training.ope.estimators import argmax_probs, bootstrap_counts, estimate, uniform_probs
@@ -76,7 +77,8 @@ def test_rebuilt_candidate_features_match_logged(mixed_log, index):
     # Without actor affinities the cast crosses are zeroed and the approximation is noted.
     no_actors = mixed_log.drop(columns=["top_actors", "top_actor_weights"])
     approx, _ = keyart_bandit_data(no_actors.head(100), index, 15.0)
-    assert approx.notes and (approx.x[:, -4:-2] == 0).all()
+    cast = [FEATURE_INDEX[c] for c in ("cast_affinity", "max_cast_affinity", "cast_known", "max_cast_views")]
+    assert approx.notes and (approx.x[:, cast] == 0).all()
 
 
 def _world_setup(mixed_log, uniform_log, index, world, served_model):

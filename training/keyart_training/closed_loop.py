@@ -131,8 +131,9 @@ def closed_loop(
     model: QualityPlayModel | None = None
     for k in range(1, cfg.rounds + 1):
         labelled = label(pd.concat(logs, ignore_index=True), min_minutes, source=f"simulated rounds 0..{k - 1}")
-        res = train_quality_model(labelled.x, labelled.y, labelled.frame["decided_at"].to_numpy(), config=tcfg)
-        model = QualityPlayModel(version=f"sim-round-{k}", booster=res.booster)
+        res = train_quality_model(labelled.x, labelled.y, labelled.frame["decided_at"].to_numpy(), config=tcfg,
+                                  started=labelled.started)
+        model = res.as_model(f"sim-round-{k}")
         policy = PolicyConfig(name="epsilon_greedy", epsilon=cfg.epsilon, uniform_explore_share=cfg.uniform_share,
                               salt=cfg.policy_salt)
         say(f"round {k}: trained on {len(labelled.y)} rows (valid AUC {res.metrics['valid_auc']:.3f}), "

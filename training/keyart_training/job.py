@@ -71,7 +71,8 @@ def run_training(
 
         result = train_quality_model_ray(data.x, data.y, decided, weights=weights, config=config, ray_config=ray)
     else:
-        result = train_quality_model(data.x, data.y, decided, weights=weights, config=config)
+        result = train_quality_model(data.x, data.y, decided, weights=weights, config=config,
+                                     started=data.started, image_ids=data.frame["image_id"].to_numpy())
     version = new_version(data)
     window = TrainingWindow.of_frame(
         data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,
@@ -81,6 +82,8 @@ def run_training(
         version,
         result.booster,
         result.ensemble,
+        stay=result.stay,
+        ensemble_stay=result.ensemble_stay,
         extra_meta={
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "source": source,

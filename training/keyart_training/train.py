@@ -1,40 +1,67 @@
 """Train the LightGBM quality-play model (and its bootstrap ensemble) from logged data.
 
+A quality play needs two things of the member: to start the play, and to stay until
+it counts. The model has one head per step (start: P(play | shown), on every
+decision; stay: P(quality | play), on the decisions that started a play) and predicts
+their product. Measured on the bench-quality worlds (bench/quality), the two heads
+chose better than one head on the quality label in all three (closure 0.32 / 0.42 /
+0.57 against 0.27 / 0.28 / 0.48): the start head learns from every play, not only the
+rare quality ones, and the stay head sees through images that start plays members
+abandon (clickbait). Logs without a `started` column train the single head.
+
 Validation is time-based (the newest share of decisions), because the model will
-serve the future, not a random shuffle of the past.
+serve the future, not a random shuffle of the past. Each head's hyper-parameters are
+chosen from a small grid by log-loss on that newest slice; calibration and the
+non-contextual bandit's log-loss on the same slice are reported, so a model that
+learned less than a per-image rate says so.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
 from scipy.stats import rankdata
 
 from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
+from keyart.core.model import QualityPlayModel
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """LightGBM and ensemble settings."""
 
-    num_leaves: int = 15  # measured: lr 0.1 x 15 leaves matches 0.05 x 31 in AUC with 1/3 the predict time
-    learning_rate: float = 0.1
-    max_rounds: int = 400
-    early_stopping_rounds: int = 30
-    min_data_in_leaf: int = 50
+    num_leaves: int = 15
+    learning_rate: float = 0.05
+    max_rounds: int = 600
+    early_stopping_rounds: int = 40
+    min_data_in_leaf: int = 100
+    lambda_l2: float = 10.0
     validation_share: float = 0.2
     ensemble_size: int = 5  # bootstrap members for Thompson sampling; 0 = none
     seed: int = 7
     num_threads: int = 0  # 0 = OpenMP default (all cores); 1 is much faster on a busy shared machine
+    two_heads: bool = True  # start x stay when the data says which decisions started a play
+    # Alternatives to (num_leaves, min_data_in_leaf) tried per head, chosen by validation log-loss.
+    search: tuple[tuple[int, int], ...] = ((7, 200), (31, 50))
 
 
 @dataclass
 class TrainResult:
-    booster: lgb.Booster
+    booster: lgb.Booster  # the start head (or the only head)
     ensemble: list[lgb.Booster] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
+    stay: lgb.Booster | None = None  # the stay head, when there are two
+    ensemble_stay: list[lgb.Booster] = field(default_factory=list)
+
+    def as_model(self, version: str, meta: dict | None = None) -> QualityPlayModel:
+        return QualityPlayModel(version=version, booster=self.booster, ensemble=self.ensemble,
+                                meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """P(quality play) per row (the product of the heads)."""
+        return self.as_model("unsaved").predict(x)
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -58,6 +85,7 @@ def _params(cfg: TrainConfig, seed: int) -> dict:
         "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves,
         "min_data_in_leaf": cfg.min_data_in_leaf,
+        "lambda_l2": cfg.lambda_l2,
         "feature_fraction": 0.9,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
@@ -91,12 +119,77 @@ def time_split(decided_at: np.ndarray, validation_share: float) -> tuple[np.ndar
     return order[:cut], order[cut:]
 
 
+def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error over equal-count bins, and the bins (mean predicted, observed)."""
+    if not len(y):
+        return {"ece": float("nan"), "bins": []}
+    order = np.argsort(p, kind="stable")
+    out, ece = [], 0.0
+    for part in np.array_split(order, min(bins, len(order))):
+        pred, seen = float(np.mean(p[part])), float(np.mean(y[part]))
+        ece += len(part) / len(order) * abs(pred - seen)
+        out.append({"rows": int(len(part)), "predicted": round(pred, 5), "observed": round(seen, 5)})
+    return {"ece": float(ece), "bins": out}
+
+
+def image_rate_logloss(image_tr: np.ndarray, y_tr: np.ndarray, image_va: np.ndarray, y_va: np.ndarray,
+                       prior: float = 10.0) -> float:
+    """Validation log-loss of the non-contextual bandit: per-image rate, shrunk to the mean."""
+    mean = float(np.mean(y_tr)) if len(y_tr) else 0.0
+    keys, inv = np.unique(np.asarray(image_tr).astype(str), return_inverse=True)
+    pos = np.bincount(inv, weights=y_tr, minlength=len(keys))
+    cnt = np.bincount(inv, minlength=len(keys))
+    rate = dict(zip(keys, (pos + prior * mean) / (cnt + prior)))
+    p = np.array([rate.get(str(i), mean) for i in image_va])
+    return log_loss(y_va, p)
+
+
+def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray, va: np.ndarray,
+              cfg: TrainConfig) -> tuple[TrainConfig, int, float, lgb.Booster]:
+    """Best config of the grid for one head: (config, rounds, validation log-loss, booster on `tr`)."""
+    best: tuple[TrainConfig, int, float, lgb.Booster] | None = None
+    grid = [cfg] + [replace(cfg, num_leaves=leaves, min_data_in_leaf=md) for leaves, md in cfg.search]
+    for c in grid:
+        train_set = _dataset(x[tr], y[tr], None if w is None else w[tr])
+        valid_set = _dataset(x[va], y[va], None if w is None else w[va])
+        booster = lgb.train(
+            _params(c, c.seed),
+            train_set,
+            num_boost_round=c.max_rounds,
+            valid_sets=[valid_set],
+            valid_names=["valid"],
+            callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
+        )
+        rounds = max(1, booster.best_iteration or c.max_rounds)
+        loss = log_loss(y[va], np.asarray(booster.predict(x[va], num_iteration=rounds), dtype=np.float64))
+        if best is None or loss < best[2]:
+            best = (c, rounds, loss, booster)
+    assert best is not None
+    return best
+
+
+def _refit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig, rounds: int,
+           rows: np.ndarray) -> tuple[lgb.Booster, list[lgb.Booster]]:
+    """The head refit on `rows` with the chosen rounds, and its bootstrap ensemble."""
+    def fit(idx: np.ndarray, seed: int) -> lgb.Booster:
+        return lgb.train(_params(cfg, seed), _dataset(x[idx], y[idx], None if w is None else w[idx]),
+                         num_boost_round=rounds)
+
+    final = fit(rows, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    ensemble = [fit(rows[rng.integers(0, len(rows), size=len(rows))], cfg.seed + 1 + k)
+                for k in range(cfg.ensemble_size)]
+    return final, ensemble
+
+
 def train_quality_model(
     x: np.ndarray,
     y: np.ndarray,
     decided_at: np.ndarray,
     weights: np.ndarray | None = None,
     config: TrainConfig | None = None,
+    started: np.ndarray | None = None,
+    image_ids: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit P(quality play) with early stopping on the newest decisions.
 
@@ -105,43 +198,54 @@ def train_quality_model(
         y: 1 for a quality play, shape (n,).
         decided_at: decision times (any sortable dtype), shape (n,).
         weights: optional per-row weights (for example inverse propensities), shape (n,).
+        started: 1 where a play started (every quality play did), shape (n,); with it
+            (and `config.two_heads`) the model is start x stay.
+        image_ids: the image shown per row, for the non-contextual bandit's log-loss.
     """
     cfg = config or TrainConfig()
     tr, va = time_split(decided_at, cfg.validation_share)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
-    train_set = _dataset(x[tr], y[tr], None if w is None else w[tr])
-    valid_set = _dataset(x[va], y[va], None if w is None else w[va])
-    booster = lgb.train(
-        _params(cfg, cfg.seed),
-        train_set,
-        num_boost_round=cfg.max_rounds,
-        valid_sets=[valid_set],
-        valid_names=["valid"],
-        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
-    )
-    rounds = max(1, booster.best_iteration or cfg.max_rounds)
-    p_va = np.asarray(booster.predict(x[va], num_iteration=rounds), dtype=np.float64)
-    base_rate = float(np.mean(y[tr]))
-    metrics = {
-        "rows_train": float(len(tr)),
-        "rows_valid": float(len(va)),
-        "rounds": float(rounds),
+    everything = np.arange(len(y))
+    metrics: dict = {"rows_train": float(len(tr)), "rows_valid": float(len(va))}
+    two = cfg.two_heads and started is not None and bool(np.any(started))
+    if two:
+        s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
+        c_start, r_start, ll_start, b_start = _fit_head(x, s, w, tr, va, cfg)
+        tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
+        c_stay, r_stay, ll_stay, b_stay = _fit_head(x, y, w, tr_s, va_s, cfg)
+        p_va = (np.asarray(b_start.predict(x[va], num_iteration=r_start), dtype=np.float64)
+                * np.asarray(b_stay.predict(x[va], num_iteration=r_stay), dtype=np.float64))
+        booster, ensemble = _refit(x, s, w, c_start, r_start, everything)
+        stay, ensemble_stay = _refit(x, y, w, c_stay, r_stay, everything[s > 0])
+        metrics.update({
+            "heads": "start_x_stay", "rounds": float(r_start), "rounds_stay": float(r_stay),
+            "num_leaves": float(c_start.num_leaves), "num_leaves_stay": float(c_stay.num_leaves),
+            "min_data_in_leaf": float(c_start.min_data_in_leaf),
+            "min_data_in_leaf_stay": float(c_stay.min_data_in_leaf),
+            "valid_logloss_start": ll_start, "valid_logloss_stay": ll_stay,
+            "start_rate": float(np.mean(s)),
+        })
+    else:
+        c, rounds, _, b = _fit_head(x, y, w, tr, va, cfg)
+        p_va = np.asarray(b.predict(x[va], num_iteration=rounds), dtype=np.float64)
+        booster, ensemble = _refit(x, y, w, c, rounds, everything)
+        stay, ensemble_stay = None, []
+        metrics.update({"heads": "quality", "rounds": float(rounds), "num_leaves": float(c.num_leaves),
+                        "min_data_in_leaf": float(c.min_data_in_leaf)})
+    base_rate = float(np.mean(y[tr])) if len(tr) else 0.0
+    cal = calibration(y[va], p_va)
+    metrics.update({
         "valid_auc": auc(y[va], p_va),
         "valid_logloss": log_loss(y[va], p_va),
         "valid_logloss_base_rate": log_loss(y[va], np.full(len(va), base_rate)),
+        "valid_ece": cal["ece"],
+        "valid_calibration": cal["bins"],
         "positive_rate": float(np.mean(y)),
-    }
-    # Refit on everything with the chosen number of rounds: the newest data matters most.
-    full = _dataset(x, y, w)
-    final = lgb.train(_params(cfg, cfg.seed), full, num_boost_round=rounds)
-    rng = np.random.default_rng(cfg.seed)
-    ensemble = []
-    for k in range(cfg.ensemble_size):
-        idx = rng.integers(0, len(y), size=len(y))  # bootstrap resample
-        member = lgb.train(
-            _params(cfg, cfg.seed + 1 + k),
-            _dataset(x[idx], y[idx], None if w is None else w[idx]),
-            num_boost_round=rounds,
-        )
-        ensemble.append(member)
-    return TrainResult(booster=final, ensemble=ensemble, metrics=metrics)
+    })
+    if image_ids is not None:
+        ids = np.asarray(image_ids)
+        metrics["valid_logloss_non_contextual"] = image_rate_logloss(ids[tr], y[tr], ids[va], y[va])
+        # The guard of early stopping: a model no better than a per-image rate must say so.
+        metrics["beats_non_contextual"] = bool(metrics["valid_logloss"] < metrics["valid_logloss_non_contextual"])
+    # The heads are refit on everything with the chosen rounds: the newest data matters most.
+    return TrainResult(booster=booster, ensemble=ensemble, metrics=metrics, stay=stay, ensemble_stay=ensemble_stay)

@@ -37,8 +37,10 @@ MEMBER_FEATURES: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES) + (
     "is_main_device",
     "hour",
     "weekday",
+    "history_views",  # log(1 + views): how much evidence stands behind the genre shares
+    "history_minutes",  # log(1 + minutes)
 )
-TITLE_FEATURES: tuple[str, ...] = ("title_interacted", "title_genre_affinity")
+TITLE_FEATURES: tuple[str, ...] = ("title_interacted", "title_genre_affinity", "pool_size")
 IMAGE_FEATURES: tuple[str, ...] = (
     "num_faces",
     "face_area",
@@ -52,12 +54,17 @@ IMAGE_FEATURES: tuple[str, ...] = (
     "style",
     "palette",
     "text_present",
+    "cast_popularity",  # mean log(1 + titles) of the cast shown: stars everyone watches
 )
 CROSS_FEATURES: tuple[str, ...] = (
     "cast_affinity",  # sum of the member's affinity for the cast members shown
     "max_cast_affinity",
     "tone_affinity",  # the member's affinity for the genre the image's tone conveys
     "small_screen_group",  # group size when the screen is small (crowds read badly on phones)
+    "small_screen_face",  # face area when the screen is small (a big face reads on a phone)
+    "small_screen_text",  # text on a small screen (unreadable)
+    "cast_known",  # cast members shown whom the member has watched
+    "max_cast_views",  # max affinity x history views: about how many views featured that actor
 )
 FEATURE_NAMES: tuple[str, ...] = MEMBER_FEATURES + TITLE_FEATURES + IMAGE_FEATURES + CROSS_FEATURES
 CATEGORICAL_FEATURES: tuple[str, ...] = ("country", "device", "expression", "tone", "style", "palette")
@@ -106,6 +113,7 @@ class CatalogIndex:
     image_cast: list[tuple[str, ...]]  # per row, the cast members shown
     title_row: dict[str, int]
     title_genres: np.ndarray  # shape (n_titles, len(GENRES)), rows sum to 1
+    title_pool_size: np.ndarray  # shape (n_titles,), images in the title's pool (how much choice)
 
     @classmethod
     def build(cls, catalog: Catalog) -> CatalogIndex:
@@ -113,8 +121,13 @@ class CatalogIndex:
         matrix = np.zeros((len(image_ids), len(IMAGE_FEATURES)), dtype=np.float32)
         tone = np.zeros(len(image_ids), dtype=np.int64)
         cast: list[tuple[str, ...]] = []
+        titles_of_actor: dict[str, int] = {}
+        for title in catalog.titles.values():
+            for actor in set(title.cast):
+                titles_of_actor[actor] = titles_of_actor.get(actor, 0) + 1
         for row, image_id in enumerate(image_ids):
             im = catalog.images[image_id]
+            popularity = [np.log1p(titles_of_actor.get(a, 0)) for a in im.cast_shown]
             matrix[row] = (
                 im.num_faces,
                 im.face_area,
@@ -128,6 +141,7 @@ class CatalogIndex:
                 code("style", im.style),
                 code("palette", im.palette),
                 float(im.text_present),
+                float(np.mean(popularity)) if popularity else 0.0,
             )
             tone[row] = min(code("tone", im.tone), len(GENRES) - 1)
             cast.append(im.cast_shown)
@@ -145,6 +159,7 @@ class CatalogIndex:
             image_cast=cast,
             title_row={title_id: i for i, title_id in enumerate(title_ids)},
             title_genres=genres,
+            title_pool_size=np.array([len(catalog.pool(t)) for t in title_ids], dtype=np.float32),
         )
 
 
@@ -174,13 +189,18 @@ def member_vector(member: MemberFeatures, context: RequestContext) -> np.ndarray
             float(context.device == member.main_device),
             when.hour,
             when.weekday(),
+            np.log1p(member.history_views),
+            np.log1p(member.history_minutes),
         ],
         dtype=np.float32,
     )
 
 
 def context_columns(
-    index: CatalogIndex, member: MemberFeatures, context: RequestContext, title_ids: list[str]
+    index: CatalogIndex,
+    member: MemberFeatures,
+    context: RequestContext,
+    title_ids: list[str],
 ) -> np.ndarray:
     """Member, request and title columns of each title, shape (len(title_ids), CONTEXT_WIDTH).
 
@@ -196,6 +216,7 @@ def context_columns(
     out[:, : len(MEMBER_FEATURES)] = mvec
     out[:, _COL["title_interacted"]] = t_seen
     out[:, _COL["title_genre_affinity"]] = t_genre
+    out[:, _COL["pool_size"]] = np.where(t_rows >= 0, index.title_pool_size[np.maximum(t_rows, 0)], 0.0)
     return out
 
 
@@ -227,6 +248,7 @@ def candidate_rows(
     x[:, _IMAGE_COLS] = index.image_matrix[image_rows]
     cast_sum = np.zeros(n, dtype=np.float32)
     cast_max = np.zeros(n, dtype=np.float32)
+    cast_known = np.zeros(n, dtype=np.float32)
     if actor_maps is not None:
         for k, (r, s) in enumerate(zip(image_rows, segment)):
             actors = actor_maps[s]
@@ -234,11 +256,16 @@ def candidate_rows(
                 weights = [actors.get(a, 0.0) for a in index.image_cast[r]]
                 cast_sum[k] = sum(weights)
                 cast_max[k] = max(weights, default=0.0)
+                cast_known[k] = sum(w > 0.0 for w in weights)
     x[:, _COL["cast_affinity"]] = cast_sum
     x[:, _COL["max_cast_affinity"]] = cast_max
     x[:, _COL["tone_affinity"]] = ctx[np.arange(n), _GENRE_COLS_ARR[index.image_tone[image_rows]]]
     small = np.isin(ctx[:, _COL["device"]], _SMALL_SCREEN_CODES).astype(np.float32)
     x[:, _COL["small_screen_group"]] = x[:, _COL["group_size"]] * small
+    x[:, _COL["small_screen_face"]] = x[:, _COL["face_area"]] * small
+    x[:, _COL["small_screen_text"]] = x[:, _COL["text_present"]] * small
+    x[:, _COL["cast_known"]] = cast_known
+    x[:, _COL["max_cast_views"]] = cast_max * np.expm1(ctx[:, _COL["history_views"]])
     return x
 
 

@@ -1,7 +1,10 @@
 """LightGBM quality-play model: an artifact that carries its own feature schema.
 
 A model directory holds `model.txt` (the booster), optional `ensemble_<k>.txt`
-(bootstrap members for Thompson sampling) and `meta.json`. A model whose schema
+(bootstrap members for Thompson sampling) and `meta.json`. A two-head model
+(`meta.json` heads "start_x_stay") also holds `stay.txt` and `ensemble_<k>_stay.txt`:
+`model.txt` then predicts P(play starts | shown), `stay.txt` P(quality | started),
+and the model's prediction is their product. A model whose schema
 does not match the serving featurizer is refused at load, so a mismatched model
 can never score silently wrong columns.
 """
@@ -26,21 +29,32 @@ class QualityPlayModel:
     """A loaded booster (and ensemble) with its metadata."""
 
     version: str
-    booster: lgb.Booster
+    booster: lgb.Booster  # the start head of a two-head model
     ensemble: list[lgb.Booster] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    stay: lgb.Booster | None = None  # P(quality | started), when the model has two heads
+    ensemble_stay: list[lgb.Booster] = field(default_factory=list)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
-        return np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        p = np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        if self.stay is not None:
+            p = p * np.asarray(self.stay.predict(x, num_threads=1), dtype=np.float64)
+        return p
 
     def predict_ensemble(self, x: np.ndarray) -> np.ndarray:
         """Per-member predictions, shape (len(ensemble), n)."""
-        return np.stack([np.asarray(b.predict(x, num_threads=1)) for b in self.ensemble])
+        out = np.stack([np.asarray(b.predict(x, num_threads=1), dtype=np.float64) for b in self.ensemble])
+        if self.ensemble_stay:
+            out = out * np.stack([np.asarray(b.predict(x, num_threads=1)) for b in self.ensemble_stay])
+        return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
-        """SHAP contributions in logit space, shape (n, n_features + 1)."""
-        return np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
+        """SHAP contributions in logit space, shape (n, n_features + 1) (both heads' summed)."""
+        c = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=1))
+        if self.stay is not None:
+            c = c + np.asarray(self.stay.predict(x, pred_contrib=True, num_threads=1))
+        return c
 
 
 def save_model(
@@ -49,6 +63,8 @@ def save_model(
     booster: lgb.Booster,
     ensemble: list[lgb.Booster] | None = None,
     extra_meta: dict | None = None,
+    stay: lgb.Booster | None = None,
+    ensemble_stay: list[lgb.Booster] | None = None,
 ) -> Path:
     """Write a model artifact under directory/version and return its path."""
     out = directory / version
@@ -56,12 +72,19 @@ def save_model(
     booster.save_model(str(out / "model.txt"))
     for k, member in enumerate(ensemble or []):
         member.save_model(str(out / f"ensemble_{k}.txt"))
+    if stay is not None:
+        stay.save_model(str(out / "stay.txt"))
+        if ensemble_stay and len(ensemble_stay) != len(ensemble or []):
+            raise ValueError("the stay head's ensemble must pair the start head's")
+        for k, member in enumerate(ensemble_stay or []):
+            member.save_model(str(out / f"ensemble_{k}_stay.txt"))
     meta = {
         "version": version,
         "feature_names": list(FEATURE_NAMES),
         "feature_schema": FEATURE_SCHEMA,
         "ensemble_size": len(ensemble or []),
         **(extra_meta or {}),
+        "heads": "start_x_stay" if stay is not None else "quality",
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return out
@@ -83,17 +106,26 @@ def load_model(path: Path) -> QualityPlayModel:
             f"{path}: feature schema {meta.get('feature_schema')!r} does not match the serving "
             f"featurizer {FEATURE_SCHEMA!r}; retrain the model with this version of Keyart"
         )
+    heads = meta.get("heads", "quality")
+    if heads not in ("quality", "start_x_stay"):
+        raise ModelLoadError(f"{meta_path}: heads {heads!r} is not 'quality' or 'start_x_stay'")
+    size = int(meta.get("ensemble_size", 0))
     try:
         booster = lgb.Booster(model_file=str(path / "model.txt"))
-        ensemble = [
-            lgb.Booster(model_file=str(path / f"ensemble_{k}.txt"))
-            for k in range(int(meta.get("ensemble_size", 0)))
-        ]
+        ensemble = [lgb.Booster(model_file=str(path / f"ensemble_{k}.txt")) for k in range(size)]
+        stay = lgb.Booster(model_file=str(path / "stay.txt")) if heads == "start_x_stay" else None
+        ensemble_stay = (
+            [lgb.Booster(model_file=str(path / f"ensemble_{k}_stay.txt")) for k in range(size)]
+            if stay is not None
+            else []
+        )
     except (lgb.basic.LightGBMError, OSError) as exc:
         raise ModelLoadError(f"{path}: cannot load booster ({exc})") from exc
-    if booster.feature_name() != list(FEATURE_NAMES):
-        raise ModelLoadError(f"{path}/model.txt: booster features differ from meta.json")
-    return QualityPlayModel(version=str(meta["version"]), booster=booster, ensemble=ensemble, meta=meta)
+    for name, b in (("model.txt", booster), ("stay.txt", stay)):
+        if b is not None and b.feature_name() != list(FEATURE_NAMES):
+            raise ModelLoadError(f"{path}/{name}: booster features differ from meta.json")
+    return QualityPlayModel(version=str(meta["version"]), booster=booster, ensemble=ensemble, meta=meta,
+                            stay=stay, ensemble_stay=ensemble_stay)
 
 
 def current_version(models_dir: Path) -> str | None:

@@ -38,6 +38,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     extra = pd.DataFrame([{c: 0.0 for c in g.columns if c.startswith("genre_")} for _ in range(2)])
     extra["genre_action"] = [0.1, 0.9]
     extra["genre_drama"] = [0.9, 0.1]
+    extra["history_views"] = [3.0, 7.0]
+    extra["history_minutes"] = [150.0, 400.0]
     extra.insert(0, "member_id", PIT_MEMBER)
     extra["event_timestamp"] = [T0, T1]
     extra["created"] = [T0, T1]
@@ -71,7 +73,7 @@ def test_prepared_repo_is_isolated(data_dir: Path, store: FeatureStore) -> None:
         "member_genre_affinity", "member_actor_affinity", "member_profile",
         "member_title_interaction",
     }
-    svc = store.get_feature_service("member_context_v1")
+    svc = store.get_feature_service("member_context_v2")
     assert {p.name for p in svc.feature_view_projections} == {
         "member_genre_affinity", "member_actor_affinity", "member_profile", "member_title_interaction",
     }
@@ -100,6 +102,9 @@ def test_online_lookup_demo_member(data_dir: Path, source: MemberFeatureSource) 
     assert sum(f.genre_affinity.values()) == pytest.approx(1.0)
     assert f.actor_affinity and all(0 <= w <= 1 for w in f.actor_affinity.values())
     assert f.interacted_titles == frozenset(world.viewing.loc[world.viewing["member_id"] == demo, "title_id"])
+    mine = world.viewing[world.viewing["member_id"] == demo]
+    assert f.history_views == len(mine)  # the latest snapshot is at the world's now: all its history
+    assert f.history_minutes == pytest.approx(mine["minutes_watched"].sum())
 
 
 def test_online_unknown_member_is_none(source: MemberFeatureSource) -> None:

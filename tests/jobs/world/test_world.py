@@ -13,7 +13,13 @@ import pandas as pd
 import pytest
 
 from keyart.domain import GENRES, ImageInfo
-from keyart.jobs.world.features import GENRE_COLUMNS, derive_features, snapshot_times
+from keyart.jobs.world.features import (
+    GENRE_COLUMNS,
+    HISTORY_COLUMNS,
+    TOP_ACTORS,
+    derive_features,
+    snapshot_times,
+)
 from keyart.jobs.world.params import WorldParams
 from keyart.jobs.world.synthetic import build_world
 from keyart.jobs.world.world_model import World, load_world
@@ -290,8 +296,10 @@ def features(world: World) -> dict[str, pd.DataFrame]:
 
 def test_feature_tables(world: World, features: dict[str, pd.DataFrame]) -> None:
     g = features["member_genre_affinity"]
-    assert list(g.columns[1:-2]) == list(GENRE_COLUMNS)
+    assert list(g.columns[1:-2]) == [*GENRE_COLUMNS, *HISTORY_COLUMNS]
     assert np.allclose(g[list(GENRE_COLUMNS)].sum(axis=1), 1.0)
+    assert (g[list(GENRE_COLUMNS)] > 0).all().all()  # shrunk to the population: no genre is ruled out
+    assert (g["history_views"] >= 1).all() and (g["history_minutes"] > 0).all()
     for name, df in features.items():
         assert str(df["event_timestamp"].dt.tz) == "UTC" and str(df["created"].dt.tz) == "UTC", name
     assert not any("clickbait" in df.columns for df in features.values())
@@ -301,7 +309,8 @@ def test_feature_tables(world: World, features: dict[str, pd.DataFrame]) -> None
     assert g["event_timestamp"].max() == pd.Timestamp(world.now)
     a = features["member_actor_affinity"]
     assert all(0 <= x <= 1 for ws in a["top_actor_weights"] for x in ws)
-    assert all(len(x) == len(y) <= 5 for x, y in zip(a["top_actors"], a["top_actor_weights"]))
+    assert all(len(x) == len(y) <= TOP_ACTORS for x, y in zip(a["top_actors"], a["top_actor_weights"]))
+    assert max(len(x) for x in a["top_actors"]) > 5
 
 
 def test_snapshots_never_use_future_viewing(world: World, features: dict[str, pd.DataFrame]) -> None:

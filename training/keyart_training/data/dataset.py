@@ -65,6 +65,7 @@ class LabelledData:
     x: np.ndarray  # shape (n, len(FEATURE_NAMES)), float32
     y: np.ndarray  # shape (n,), 1.0 for a quality play
     frame: pd.DataFrame  # the logged rows the matrix came from, same order
+    started: np.ndarray | None = None  # shape (n,), 1.0 where a play started (None: not logged)
 
 
 def read_parquet_columns(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
@@ -196,6 +197,19 @@ def quality_labels(
     return y.astype(np.float64)
 
 
+def start_labels(frame: pd.DataFrame, quality: np.ndarray,
+                 attribution_window: timedelta | None = None) -> np.ndarray:
+    """1.0 where the decision led to a play at all (every quality play did), within the window."""
+    started = frame["max_minutes"].fillna(0.0).to_numpy(float) > 0
+    if "played" in frame.columns:
+        started |= frame["played"].fillna(False).astype(bool).to_numpy()
+    if attribution_window is not None and "first_play_time" in frame.columns:
+        delay = (pd.to_datetime(frame["first_play_time"], utc=True)
+                 - pd.to_datetime(frame["decided_at"], utc=True)).to_numpy()
+        started &= np.asarray(~pd.isna(delay) & (delay <= np.timedelta64(attribution_window)), dtype=bool)
+    return np.maximum(started.astype(np.float64), quality)
+
+
 def label(
     frame: pd.DataFrame,
     min_minutes: float,
@@ -231,4 +245,5 @@ def label(
         (0, len(FEATURE_NAMES)), np.float32
     )
     y = quality_labels(usable, min_minutes, attribution_window)
-    return LabelledData(x=x, y=y, frame=usable.reset_index(drop=True))
+    return LabelledData(x=x, y=y, frame=usable.reset_index(drop=True),
+                        started=start_labels(usable, y, attribution_window))

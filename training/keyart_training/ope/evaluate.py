@@ -37,8 +37,8 @@ the title's active pool in the catalog (`CatalogIndex`); their feature vectors a
 rebuilt from the logged vector: member and title columns are copied (they do not
 depend on the image), image columns come from `CatalogIndex.image_matrix`, and the
 crosses are recomputed: `tone_affinity` from the logged genre columns,
-`small_screen_group` from the logged device code, `cast_affinity` /
-`max_cast_affinity` from the member's actor affinities. Those are not in the vector;
+`small_screen_*` from the logged device code, `cast_affinity` / `max_cast_affinity`
+/ `cast_known` / `max_cast_views` from the member's actor affinities. Those are not in the vector;
 they are read, in order of preference, from the columns `top_actors` /
 `top_actor_weights` (lists, as the simulator logs them; proposed as logged fields of
 the decision log), from Feast's offline store as of `decided_at` (`lookup`), or
@@ -191,8 +191,8 @@ def keyart_bandit_data(
     x = candidate_matrix(logged_x, index, image_rows, segment, actor_maps)
     notes = []
     if actor_source == "none":
-        notes.append("cast_affinity/max_cast_affinity set to 0 for all candidates: member actor "
-                     "affinities were neither logged (top_actors/top_actor_weights) nor looked up in Feast")
+        notes.append("cast_affinity/max_cast_affinity/cast_known/max_cast_views set to 0 for all candidates: "
+                     "member actor affinities were neither logged (top_actors/top_actor_weights) nor looked up in Feast")
     groups = pd.DataFrame({
         "country": sub["country"].astype(str) if "country" in sub else "",
         "device": sub["device"].astype(str) if "device" in sub else "",
@@ -270,8 +270,7 @@ def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: in
 
     cfg = TrainConfig(ensemble_size=0, max_rounds=200, num_leaves=15, learning_rate=0.08,
                       min_data_in_leaf=max(5, min(50, len(y) // 50)), seed=seed, num_threads=num_threads)
-    booster = train_quality_model(x, y, decided, config=cfg).booster
-    return lambda z: np.asarray(booster.predict(z), dtype=np.float64)
+    return train_quality_model(x, y, decided, config=cfg).predict
 
 
 def member_folds(data: BanditData, k: int, seed: int = 0) -> np.ndarray:

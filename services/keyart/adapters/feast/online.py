@@ -1,7 +1,7 @@
 """Online member features: one batched Feast lookup per request, as `MemberFeatures`.
 
-`MemberFeatureSource` reads the versioned feature service `member_context_v1`
-(genre affinity, actor affinity, profile, interacted titles) with one
+`MemberFeatureSource` reads the versioned feature service `member_context_v2`
+(genre affinity and the history behind it, actor affinity, profile, interacted titles) with one
 `get_online_features` call. Feast returns None for every feature of an entity it does
 not know; such members come back as None so the caller serves defaults.
 """
@@ -18,12 +18,12 @@ from feast import FeatureStore
 
 from keyart.domain import GENRES, MemberFeatures
 
-MEMBER_SERVICE = "member_context_v1"
+MEMBER_SERVICE = "member_context_v2"
 _GENRE_COLS = tuple(f"genre_{g}" for g in GENRES)
 
 
 MEMBER_SERVICE_FEATURES: tuple[str, ...] = (
-    *_GENRE_COLS, "top_actors", "top_actor_weights",
+    *_GENRE_COLS, "history_views", "history_minutes", "top_actors", "top_actor_weights",
     "country", "language", "main_device", "tenure_days", "watched_titles",
 )
 
@@ -59,6 +59,8 @@ def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
         genre_affinity={g: float(r[c] or 0.0) for g, c in zip(GENRES, _GENRE_COLS)},
         actor_affinity={str(a): float(w) for a, w in zip(actors, weights)},
         interacted_titles=frozenset(str(t) for t in (r["watched_titles"] or [])),
+        history_views=float(r["history_views"] or 0.0),
+        history_minutes=float(r["history_minutes"] or 0.0),
     )
 
 

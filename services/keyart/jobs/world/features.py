@@ -8,9 +8,13 @@ Every table has `event_timestamp` and `created` (tz-aware UTC). Tables are writt
 parquet next to the world (same directory) unless `out_dir` says otherwise:
 
 - member_genre_affinity.parquet: member_id, genre_<g> for every g in GENRES
-  (recency-weighted share of minutes watched, half-life `half_life_days`)
+  (recency-weighted share of minutes watched, half-life `half_life_days`, shrunk
+  towards the population's share with GENRE_PRIOR_VIEWS average views, so a member
+  with two views is not read as a fan of one genre), history_views and
+  history_minutes (all viewing events and minutes up to the snapshot, unweighted)
 - member_actor_affinity.parquet: member_id, top_actors list<str>, top_actor_weights
-  list<float> (share of recency-weighted viewing featuring the actor, in [0, 1])
+  list<float> (share of recency-weighted viewing featuring the actor, in [0, 1]; the
+  TOP_ACTORS actors with the largest share)
 - member_profile.parquet: member_id, country, language, main_device, tenure_days
 - member_title_interaction.parquet: member_id, watched_titles list<str>
 
@@ -35,8 +39,17 @@ FEATURE_TABLES: tuple[str, ...] = (
     "member_title_interaction",
 )
 GENRE_COLUMNS: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES)
+HISTORY_COLUMNS: tuple[str, ...] = ("history_views", "history_minutes")
 # Feature rows become available this long after their snapshot (pipeline delay).
 CREATED_DELAY = timedelta(minutes=30)
+# Measured on the bench-quality worlds (bench/quality): a 30-day half-life over a
+# 180-day history threw away most of a member's evidence of taste (closure 0.22 against
+# 0.31 with 90 days); taste moves over months, not weeks.
+HALF_LIFE_DAYS = 90.0
+# Pseudo-views of the population's genre mix added to every member's history.
+GENRE_PRIOR_VIEWS = 3.0
+# Actors kept per member: 5 left out most of a fan's actors behind the stars everyone watches.
+TOP_ACTORS = 20
 
 
 def snapshot_times(now: datetime, history_days: int, every_days: int = 7) -> list[pd.Timestamp]:
@@ -58,8 +71,8 @@ def _ts_col(ts: pd.Timestamp, n: int) -> pd.Series:
 def derive_features(
     world: World,
     snapshot_every_days: int = 7,
-    half_life_days: float = 30.0,
-    top_actors: int = 5,
+    half_life_days: float = HALF_LIFE_DAYS,
+    top_actors: int = TOP_ACTORS,
 ) -> dict[str, pd.DataFrame]:
     """Compute every feature table in memory (see the module docstring)."""
     p = world.params
@@ -108,9 +121,14 @@ def derive_features(
         np.add.at(g, vm, w[:, None] * tg[vt])
         tot = g.sum(axis=1)
         has = tot > 0
-        share = g[has] / tot[has, None]
+        n_views = np.bincount(vm, minlength=n_m)
+        population = g.sum(axis=0) / max(float(g.sum()), 1e-12)
+        prior = GENRE_PRIOR_VIEWS * float(w.sum()) / max(1, len(w))  # in weighted minutes
+        share = (g[has] + prior * population) / (tot[has, None] + prior)
         gdf = pd.DataFrame(share, columns=list(GENRE_COLUMNS))
         gdf.insert(0, "member_id", m_ids[has])
+        gdf["history_views"] = n_views[has].astype(float)
+        gdf["history_minutes"] = np.bincount(vm, weights=v_min[mask], minlength=n_m)[has]
         gdf["event_timestamp"] = s
         gdf["created"] = created
         genre_rows.append(gdf)
@@ -177,7 +195,7 @@ def build_features(
     world_dir: Path,
     out_dir: Path | None = None,
     snapshot_every_days: int = 7,
-    half_life_days: float = 30.0,
+    half_life_days: float = HALF_LIFE_DAYS,
 ) -> dict[str, Path]:
     """Derive every feature table from the world in `world_dir` and write it as parquet.
 
