@@ -142,3 +142,13 @@ def test_cli_generic_bandit(tmp_path, known_bandit):
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     assert np.isclose(r["policies"]["target"]["dr"]["value"], 1.0)
+    for flags, what in ((["--fit-share", "0.3"], "--fit-share is not used with --bandit"),
+                        (["--reward-model", "self"], "--reward-model is not used with --bandit"),
+                        (["--by", "contxt"], "--by column(s) contxt not in the file")):
+        bad = runner.invoke(app, ["evaluate", "--bandit", str(path), "--bootstrap", "0", *flags])
+        assert bad.exit_code != 0 and what in bad.output, (flags, bad.output)
+        assert "Traceback" not in bad.output
+    empty = tmp_path / "empty.parquet"
+    known_bandit().iloc[:0].to_parquet(empty)
+    bad = runner.invoke(app, ["evaluate", "--bandit", str(empty), "--json"])
+    assert bad.exit_code != 0 and "no rows to evaluate" in bad.output

@@ -13,6 +13,12 @@ candidate (`probs`, flat, aligned with the candidates):
 * IPS: mean of w * r, w = pi(a|x) / p(a|x) (optionally clipped at `clip`).
 * SNIPS: sum(w r) / sum(w).
 * DR: mean of DM(x) + w (r - rhat(x, a)), DM(x) = sum_a pi(a|x) rhat(x, a).
+* DM (direct method): mean of DM(x); only as good as the reward model.
+* SNDR: mean of DM(x) + sum(w (r - rhat)) / sum(w) (self-normalized correction).
+* Switch-DR (Wang et al. 2017): DM(x) + 1[w <= tau] w (r - rhat): rows whose weight
+  exceeds `switch_tau` keep only the model's term, trading a little bias for variance.
+The last three follow Open Bandit Pipeline's DirectMethod, SelfNormalizedDoublyRobust
+and SwitchDoublyRobust.
 
 Intervals are percentile bootstrap intervals; resamples are Poisson(1) weights of
 members (of rows when the data has no member_id): a member's decisions are
@@ -30,7 +36,8 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-ESTIMATORS: tuple[str, ...] = ("replay", "ips", "snips", "dr")
+ESTIMATORS: tuple[str, ...] = ("replay", "ips", "snips", "dr", "dm", "sndr", "switch_dr")
+SWITCH_TAU = 20.0  # weights above this keep only DM's term in switch_dr
 
 
 @dataclass
@@ -155,9 +162,11 @@ def bootstrap_counts(n: int, reps: int, seed: int, clusters: np.ndarray | None =
 
 
 def bootstrap_clusters(data: "BanditData") -> np.ndarray | None:
-    """The resampling unit of `data`: its member_id column when it has one, else None (rows)."""
-    if "member_id" in data.groups.columns and len(data.groups) == data.n:
-        return data.groups["member_id"].astype(str).to_numpy()
+    """The resampling unit of `data`: its member_id column when it has one, else its
+    slate_id (the items of one ranked impression), else None (rows)."""
+    for col in ("member_id", "slate_id"):
+        if col in data.groups.columns and len(data.groups) == data.n:
+            return data.groups[col].astype(str).to_numpy()
     return None
 
 
@@ -189,6 +198,7 @@ def estimate(
     confidence: float = 0.95,
     estimators: tuple[str, ...] = ESTIMATORS,
     rows: np.ndarray | None = None,
+    switch_tau: float = SWITCH_TAU,
 ) -> dict[str, Estimate]:
     """Take fraction of the policy with flat candidate probabilities `probs`.
 
@@ -199,6 +209,7 @@ def estimate(
             intervals without them.
         clip: cap on importance weights (None: unclipped, unbiased).
         rows: estimate on these rows only (a breakdown); counts stay full-width.
+        switch_tau: switch_dr's weight threshold.
     """
     sel = np.arange(data.n) if rows is None else np.asarray(rows, dtype=np.int64)
     r, p = data.reward[sel], data.propensity[sel]
@@ -210,10 +221,17 @@ def estimate(
     ones = np.ones(len(sel))
     out: dict[str, Estimate] = {}
 
-    def add(name: str, num_vec: np.ndarray, den_vec: np.ndarray, weights: np.ndarray, used: int) -> None:
-        den = float(den_vec.sum())
-        value = float(num_vec.sum() / den) if den > 0 else float("nan")
-        boot = _ratio(c @ num_vec, c @ den_vec) if len(c) else np.zeros(0)
+    def add(name: str, num_vec: np.ndarray, den_vec: np.ndarray, weights: np.ndarray, used: int,
+            extra: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """value = sum(num) / sum(den) (+ sum(extra num) / sum(extra den)), bootstrapped alike."""
+        parts = [(num_vec, den_vec)] + ([extra] if extra is not None else [])
+        value = 0.0
+        boot = np.zeros(len(c))
+        for num, den_v in parts:
+            den = float(den_v.sum())
+            value += float(num.sum() / den) if den > 0 else float("nan")
+            if len(c):
+                boot = boot + _ratio(c @ num, c @ den_v)
         lo, hi = _interval(boot, confidence) if len(boot) else (float("nan"), float("nan"))
         out[name] = Estimate(value, lo, hi, _ess(weights), used, boot,
                              float(weights.max()) if len(weights) else float("nan"))
@@ -226,9 +244,18 @@ def estimate(
         add("ips", w * r, ones, w, len(sel))
     if "snips" in estimators:
         add("snips", w * r, w, w, len(sel))
-    if "dr" in estimators and rhat is not None:
+    if rhat is not None:
         dm = segment_sum(probs * rhat, data)[sel]
-        add("dr", dm + w * (r - rhat[data.logged[sel]]), ones, w, len(sel))
+        resid = w * (r - rhat[data.logged[sel]])
+        if "dr" in estimators:
+            add("dr", dm + resid, ones, w, len(sel))
+        if "dm" in estimators:
+            add("dm", dm, ones, np.zeros(0), len(sel))
+        if "sndr" in estimators:
+            add("sndr", dm, ones, w, len(sel), extra=(resid, w))
+        if "switch_dr" in estimators:
+            keep = w <= switch_tau
+            add("switch_dr", dm + resid * keep, ones, w * keep, len(sel))
     return out
 
 

@@ -192,7 +192,8 @@ def keyart_bandit_data(
     notes = []
     if actor_source == "none":
         notes.append("cast_affinity/max_cast_affinity/cast_known/max_cast_views set to 0 for all candidates: "
-                     "member actor affinities were neither logged (top_actors/top_actor_weights) nor looked up in Feast")
+                     "member actor affinities were neither logged (top_actors/top_actor_weights) "
+                     "nor looked up in Feast")
     groups = pd.DataFrame({
         "country": sub["country"].astype(str) if "country" in sub else "",
         "device": sub["device"].astype(str) if "device" in sub else "",
@@ -276,12 +277,14 @@ def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: in
 def member_folds(data: BanditData, k: int, seed: int = 0) -> np.ndarray:
     """Fold (0..k-1) of every row; all decisions of a member fall in one fold.
 
-    Without a member_id breakdown column rows are assigned one by one.
+    Without a member_id column the items of one slate (slate_id) share a fold; without
+    either, rows are assigned one by one.
     """
-    if "member_id" in data.groups.columns and len(data.groups):
-        codes, uniques = pd.factorize(data.groups["member_id"].astype(str))
-        perm = np.random.default_rng(seed).permutation(len(uniques))
-        return (perm[codes] % k).astype(np.int64)
+    for col in ("member_id", "slate_id"):
+        if col in data.groups.columns and len(data.groups):
+            codes, uniques = pd.factorize(data.groups[col].astype(str))
+            perm = np.random.default_rng(seed).permutation(len(uniques))
+            return (perm[codes] % k).astype(np.int64)
     return (np.random.default_rng(seed).permutation(data.n) % k).astype(np.int64)
 
 

@@ -20,8 +20,19 @@ features           list<float>            context features; without `reward_hat`
                                           reward model on (features, action) is fitted for
                                           DR, cross-fitted (each row's from the other folds)
 policy             string                 rows with "uniform" form the replay slice
+slate_id           any                    ranked logs: the rows (items) shown together in
+                                          one impression share a slate_id
+position           integer >= 0           ranked logs: the item's slot in its slate
+                                          (unique within a slate_id); a breakdown by
+                                          default
+member_id          any                    who decided; the bootstrap's resampling unit
 <anything else>    any                    usable as a breakdown column (`by`)
 =================  =====================  ===============================================
+
+Ranked logs (several items per impression) are one row per item, with slate_id and
+position; each item is evaluated as a decision in its slot's context (as Open Bandit
+Pipeline does with its `position`), and the rows of one slate are resampled together
+by the bootstrap and kept in one cross-fitting fold (unless member_id groups them).
 
 Policies: `target` (when target_probs or target_prob is given), `random` and
 `best_action` (the action with the best self-normalized IPS take rate: a
@@ -47,6 +58,10 @@ REQUIRED: tuple[str, ...] = ("action", "propensity", "reward")
 
 
 def _numeric(df: pd.DataFrame, col: str, source: str) -> np.ndarray:
+    kind = df[col].dtype
+    if pd.api.types.is_datetime64_any_dtype(kind) or pd.api.types.is_timedelta64_dtype(kind):
+        raise DatasetError(f"{source}: column {col}: is a {kind} column, not a number (a timestamp would be "
+                           f"read as nanoseconds)")
     values = pd.to_numeric(df[col], errors="coerce").to_numpy(float)
     bad = np.flatnonzero(~np.isfinite(values))
     if len(bad):
@@ -61,6 +76,8 @@ def read_bandit(path: Path) -> pd.DataFrame:
 def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, dict[str, np.ndarray]]:
     """Validate a generic bandit frame; return BanditData and flat per-candidate extras."""
     n = len(df)
+    if n == 0:
+        raise DatasetError(f"{source}: no rows to evaluate")
     prop = _numeric(df, "propensity", source)
     bad = np.flatnonzero(~((prop > 0) & (prop <= 1)))
     if len(bad):
@@ -72,6 +89,10 @@ def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, 
         lists = [list(a) if a is not None else [] for a in df["actions"]]
         logged_pos = []
         for i, (a, cands) in enumerate(zip(actions, lists)):
+            if len(set(cands)) != len(cands):
+                dup = next(c for c in cands if cands.count(c) > 1)
+                raise DatasetError(f"{source}: column actions, row {i}: action {dup!r} is listed "
+                                   f"{cands.count(dup)} times (each candidate once)")
             try:
                 logged_pos.append(cands.index(a))
             except ValueError:
@@ -104,6 +125,7 @@ def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, 
         t = np.zeros(offsets[-1])
         t[offsets[:-1] + np.asarray(logged_pos)] = tp
         extras["target_prob_logged"] = t
+    _check_slates(df, source)
     groups = df.drop(columns=[c for c in ("actions", "target_probs", "reward_hat", "features") if c in df.columns])
     data = BanditData(
         reward=reward, propensity=prop, offsets=offsets,
@@ -112,6 +134,28 @@ def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, 
         groups=groups.reset_index(drop=True),
     )
     return data, extras
+
+
+def _check_slates(df: pd.DataFrame, source: str) -> None:
+    """position needs slate_id (and the reverse); a slot holds one item per slate."""
+    has_slate, has_pos = "slate_id" in df.columns, "position" in df.columns
+    if has_slate != has_pos:
+        missing = "position" if has_slate else "slate_id"
+        raise DatasetError(f"{source}: column {missing}: missing (ranked logs need both slate_id and position)")
+    if not has_slate:
+        return
+    if df["slate_id"].isna().any():
+        raise DatasetError(f"{source}: column slate_id, row {int(np.flatnonzero(df['slate_id'].isna())[0])}: missing")
+    pos = _numeric(df, "position", source)
+    bad = np.flatnonzero((pos < 0) | (pos != np.floor(pos)))
+    if len(bad):
+        row = int(bad[0])
+        raise DatasetError(f"{source}: column position, row {row}: {float(pos[row])!r} is not an integer >= 0")
+    dup = pd.DataFrame({"s": df["slate_id"].astype(str).to_numpy(), "p": pos}).duplicated(keep="first").to_numpy()
+    if dup.any():
+        row = int(np.flatnonzero(dup)[0])
+        raise DatasetError(f"{source}: columns slate_id/position, row {row}: slate {df['slate_id'].iloc[row]!r} "
+                           f"already has an item at position {int(pos[row])}")
 
 
 def _reward_model(df: pd.DataFrame, data: BanditData, seed: int, folds: np.ndarray) -> np.ndarray | None:
@@ -162,6 +206,13 @@ def crossfit_best_action_probs(data: BanditData, folds: np.ndarray) -> np.ndarra
 def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[str, ...] = (),
                     source: str = "dataset") -> dict[str, Any]:
     cfg = cfg or EvalConfig()
+    unknown = [c for c in by if c not in df.columns or c in ("actions", "target_probs", "reward_hat", "features")]
+    if unknown:
+        usable = sorted(c for c in df.columns if c not in ("actions", "target_probs", "reward_hat", "features"))
+        raise DatasetError(f"{source}: --by column(s) {', '.join(unknown)} not in the file; its columns: "
+                           f"{', '.join(usable)}")
+    if "position" in df.columns and "position" not in by:
+        by = (*by, "position")
     data, extras = bandit_data(df, source)
     has_sets = "actions" in df.columns
     rhat = extras.get("reward_hat")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from keyart_training.ope.estimators import ESTIMATORS
+
 TONE_COLOURS = {
     "action": "#d62728", "comedy": "#ffbf00", "crime": "#555555", "documentary": "#8c564b",
     "drama": "#1f77b4", "family": "#2ca02c", "horror": "#3b0a45", "romance": "#e377c2",
@@ -51,8 +53,7 @@ def plot_policies(result: dict[str, Any]) -> str:
     plt = _plt()
     policies = list(result["policies"])
     estimators = sorted({e for p in result["policies"].values() for e in p},
-                        key=lambda e: ["replay", "ips", "snips", "dr"].index(e) if e in
-                        ("replay", "ips", "snips", "dr") else 9)
+                        key=lambda e: ESTIMATORS.index(e) if e in ESTIMATORS else len(ESTIMATORS))
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(policies), 3.6))
     width = 0.8 / max(1, len(estimators))
     for j, est in enumerate(estimators):

@@ -204,7 +204,7 @@ def evaluate(
     promote_if_better: bool = typer.Option(False, "--promote-if-better",
                                            help="Promote the candidate if it passes the gate."),
     min_lift: float = typer.Option(0.0, help="Gate: lower CI bound of the lift must exceed this."),
-    gate_estimator: str = typer.Option("dr", help="Gate estimator: replay | ips | snips | dr."),
+    gate_estimator: str = typer.Option("dr", help="Gate estimator: replay | ips | snips | dr | sndr | switch_dr | dm."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Estimate the take fraction of random, non-contextual, current and candidate policies."""
@@ -219,6 +219,14 @@ def evaluate(
                      reward_model=reward_model, allow_in_sample=allow_in_sample)
     if bandit is not None:
         from keyart_training.ope.generic import evaluate_bandit, read_bandit
+
+        # Generic logs have no training window: their baselines are cross-fitted instead.
+        if fit_share != 0.5:
+            raise KeyartError("--fit-share is not used with --bandit: the non-contextual bandit and DR's "
+                              "reward model are cross-fitted in folds (each row scored by a fit on the others)")
+        if reward_model != "lightgbm":
+            raise KeyartError("--reward-model is not used with --bandit: give a reward_hat column, or features "
+                              "for the cross-fitted LightGBM reward model")
 
         result = evaluate_bandit(read_bandit(bandit), cfg, by=tuple(c for c in by.split(",") if c),
                                  source=str(bandit))
