@@ -61,3 +61,47 @@ def test_ray_distributed_training(labelled, tmp_path):
     p = model.predict(labelled.x[:100])
     assert ((p > 0) & (p < 1)).all()
     assert json.loads((result.path / "meta.json").read_text())["distributed"] is True
+
+
+def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
+    """start x stay: both heads and their ensembles round-trip through the artifact, and the
+    prediction is the product of the heads."""
+    assert labelled.started is not None and (labelled.started >= labelled.y).all()
+    result = run_training(labelled, tmp_path, FAST, promote_after=False, source="test")
+    meta = json.loads((result.path / "meta.json").read_text())
+    assert meta["heads"] == "start_x_stay" and meta["metrics"]["heads"] == "start_x_stay"
+    model = load_model(result.path)
+    assert model.stay is not None and len(model.ensemble_stay) == len(model.ensemble) == 3
+    x = labelled.x[:50]
+    assert np.allclose(model.predict(x), model.booster.predict(x) * model.stay.predict(x))
+    assert np.allclose(model.predict_ensemble(x)[1], model.ensemble[1].predict(x) * model.ensemble_stay[1].predict(x))
+    m = meta["metrics"]
+    assert 0.0 <= m["valid_ece"] < 0.05 and len(m["valid_calibration"]) == 10
+    assert sum(b["rows"] for b in m["valid_calibration"]) == m["rows_valid"]
+    assert isinstance(m["beats_non_contextual"], bool)
+    (result.path / "stay.txt").unlink()  # a two-head artifact without its stay head is refused
+    from keyart.errors import ModelLoadError
+    with pytest.raises(ModelLoadError, match="cannot load booster"):
+        load_model(result.path)
+
+
+def test_guard_says_when_a_per_image_rate_beats_the_model():
+    """Images whose take rates differ for no reason the features show: the model cannot beat
+    the per-image rate, and its metrics say so; when the context decides the rate, it does."""
+    rng = np.random.default_rng(4)
+    from keyart.core.featurize import FEATURE_NAMES
+    n, images = 30_000, 20
+    image = rng.integers(0, images, n)
+    rate = np.linspace(0.02, 0.6, images)[image]
+    y = (rng.random(n) < rate).astype(float)
+    decided = np.arange(n)
+    ids = np.array([f"i{k}" for k in image])
+    blind = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
+    cfg = TrainConfig(num_leaves=7, max_rounds=60, early_stopping_rounds=10, ensemble_size=0, num_threads=1,
+                      search=())
+    res = train_quality_model(blind, y, decided, config=cfg, image_ids=ids)
+    assert res.metrics["beats_non_contextual"] is False
+    # A take rate the context decides (the same for every image): now the model wins.
+    y_ctx = (rng.random(n) < 1.0 / (1.0 + np.exp(-6.0 * (blind[:, 0] - 0.5)))).astype(float)
+    res = train_quality_model(blind, y_ctx, decided, config=cfg, image_ids=ids)
+    assert res.metrics["beats_non_contextual"] is True

@@ -149,12 +149,25 @@ def train(
     meta = json.loads((result.path / "meta.json").read_text())
     out = {"version": result.version, "path": str(result.path), "metrics": result.metrics,
            "promoted": result.promoted, "rows": int(len(data.y)), "training_window": meta["training_window"]}
+    m = result.metrics
+    if m.get("beats_non_contextual") is False:
+        # The guard of early stopping: never hand over a model that learned less than a per-image rate silently.
+        out["warning"] = (f"validation log-loss {m['valid_logloss']:.5f} is not below the non-contextual "
+                          f"bandit's {m['valid_logloss_non_contextual']:.5f}: this model learned less than a "
+                          f"per-image take rate; collect more exploration before promoting it")
+        typer.echo(f"warning: {out['warning']}", err=True)
 
     def human(r: dict[str, Any]) -> None:
         w = r["training_window"] or {}
         console.print(f"model {r['version']} trained on {r['rows']} rows decided {w.get('decided_from')} .. "
                       f"{w.get('decided_until')} (valid AUC {r['metrics']['valid_auc']:.3f}); "
                       f"promoted: {r['promoted']}")
+        m = r["metrics"]
+        if "valid_ece" in m:
+            console.print(f"heads: {m.get('heads')}; validation log-loss {m['valid_logloss']:.5f} (base rate "
+                          f"{m['valid_logloss_base_rate']:.5f}, non-contextual "
+                          f"{m.get('valid_logloss_non_contextual', float('nan')):.5f}); calibration error "
+                          f"{m['valid_ece']:.4f}")
         if w.get("holdout_from"):
             console.print(f"held out {w['holdout_rows']} newer rows (from {w['holdout_from']}): "
                           f"`keyart evaluate` on the same log scores exactly those")
