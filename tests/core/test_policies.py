@@ -109,6 +109,9 @@ def test_policy_distributions_are_valid():
         assert (p > 0).all()
     assert policies.epsilon_greedy(scores, 0.1)[1] == pytest.approx(0.9 + 0.1 / 3)
     assert policies.thompson(np.array([[0.1, 0.3, 0.2], [0.4, 0.1, 0.0]]), 0.0).tolist() == [0.5, 0.5, 0.0]
+    # With the full model's scores: its best keeps 1 - epsilon, the posterior's picks half of epsilon.
+    p = policies.thompson(np.array([[0.1, 0.3, 0.2], [0.4, 0.1, 0.0]]), 0.1, scores)
+    assert p.tolist() == pytest.approx([0.1 * (0.25 + 0.5 / 3), 0.9 + 0.1 * (0.25 + 0.5 / 3), 0.1 * 0.5 / 3])
 
 
 def test_draw_inverse_cdf_edges():

@@ -276,7 +276,7 @@ class Ranker:
         if policy == "softmax":
             return policies.softmax(scores, cfg.temperature)
         if policy == "thompson" and ensemble_scores is not None:
-            return policies.thompson(ensemble_scores, cfg.epsilon)
+            return policies.thompson(ensemble_scores, cfg.epsilon, scores)
         if policy == "greedy":
             return policies.greedy(scores)
         return policies.epsilon_greedy(scores, cfg.epsilon)
