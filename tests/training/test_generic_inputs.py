@@ -110,8 +110,12 @@ def test_ranked_logs_refuse_bad_slates() -> None:
     with pytest.raises(DatasetError, match=r"columns slate_id/position, row 4: slate 's1' already has an item at "
                                            r"position 0"):
         bandit_data(twice, "ranked.parquet")
-    with pytest.raises(DatasetError, match="column slate_id: missing"):
-        bandit_data(_slates(5).drop(columns=["slate_id"]), "ranked.parquet")
+    gap = _slates(5)
+    gap["slate_id"] = gap["slate_id"].astype(object)
+    gap.at[6, "slate_id"] = None
+    with pytest.raises(DatasetError, match="column slate_id, row 6: missing"):
+        bandit_data(gap, "ranked.parquet")
+    bandit_data(_slates(5).drop(columns=["slate_id"]), "ranked.parquet")  # positions alone: rows independent
     neg = _slates(5)
     neg.at[2, "position"] = -1
     with pytest.raises(DatasetError, match="column position, row 2: -1.0 is not an integer >= 0"):

@@ -21,10 +21,9 @@ features           list<float>            context features; without `reward_hat`
                                           DR, cross-fitted (each row's from the other folds)
 policy             string                 rows with "uniform" form the replay slice
 slate_id           any                    ranked logs: the rows (items) shown together in
-                                          one impression share a slate_id
-position           integer >= 0           ranked logs: the item's slot in its slate
-                                          (unique within a slate_id); a breakdown by
-                                          default
+                                          one impression share a slate_id (optional)
+position           integer >= 0           ranked logs: the item's slot (unique within a
+                                          slate_id); a breakdown by default
 member_id          any                    who decided; the bootstrap's resampling unit
 <anything else>    any                    usable as a breakdown column (`by`)
 =================  =====================  ===============================================
@@ -137,20 +136,18 @@ def bandit_data(df: pd.DataFrame, source: str = "dataset") -> tuple[BanditData, 
 
 
 def _check_slates(df: pd.DataFrame, source: str) -> None:
-    """position needs slate_id (and the reverse); a slot holds one item per slate."""
-    has_slate, has_pos = "slate_id" in df.columns, "position" in df.columns
-    if has_slate != has_pos:
-        missing = "position" if has_slate else "slate_id"
-        raise DatasetError(f"{source}: column {missing}: missing (ranked logs need both slate_id and position)")
-    if not has_slate:
-        return
-    if df["slate_id"].isna().any():
+    """position is an integer slot; within a slate_id, a slot holds one item."""
+    if "slate_id" in df.columns and df["slate_id"].isna().any():
         raise DatasetError(f"{source}: column slate_id, row {int(np.flatnonzero(df['slate_id'].isna())[0])}: missing")
+    if "position" not in df.columns:
+        return
     pos = _numeric(df, "position", source)
     bad = np.flatnonzero((pos < 0) | (pos != np.floor(pos)))
     if len(bad):
         row = int(bad[0])
         raise DatasetError(f"{source}: column position, row {row}: {float(pos[row])!r} is not an integer >= 0")
+    if "slate_id" not in df.columns:
+        return
     dup = pd.DataFrame({"s": df["slate_id"].astype(str).to_numpy(), "p": pos}).duplicated(keep="first").to_numpy()
     if dup.any():
         row = int(np.flatnonzero(dup)[0])
