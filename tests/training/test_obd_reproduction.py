@@ -14,11 +14,10 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from obp_reference import obd_sample, obp_estimators
 
 from keyart_training.ope.estimators import estimate
 from keyart_training.ope.generic import bandit_data
-
-from obp_reference import obd_sample, obp_estimators
 
 N_ACTIONS, LEN_LIST = 80, 3
 
