@@ -120,3 +120,22 @@ def test_ranked_logs_refuse_bad_slates() -> None:
     neg.at[2, "position"] = -1
     with pytest.raises(DatasetError, match="column position, row 2: -1.0 is not an integer >= 0"):
         bandit_data(neg, "ranked.parquet")
+
+
+def test_best_action_interval_holds_its_truth_on_a_log_with_no_best_action() -> None:
+    """Uniform logs over 8 equally good actions: whatever best_action picks is worth exactly
+    the common rate, and it is no better than random. Chosen again in every resample, its
+    95 % interval holds the rate and its lift over random holds 0 in at least 9 of 10 logs."""
+    held, no_lift = 0, 0
+    for seed in range(10):
+        rng = np.random.default_rng(100 + seed)
+        n = 2000
+        df = pd.DataFrame({"action": rng.integers(0, 8, n), "propensity": 1 / 8,
+                           "reward": (rng.random(n) < 0.05).astype(float), "actions": [list(range(8))] * n,
+                           "member_id": rng.integers(0, 400, n).astype(str), "policy": "uniform"})
+        r = evaluate_bandit(df, EvalConfig(bootstrap=100, seed=seed))
+        e = r["policies"]["best_action"]["snips"]
+        held += e["lo"] <= 0.05 <= e["hi"]
+        lift = r["lifts"]["best_action_vs_random"]["snips"]
+        no_lift += lift["lo"] <= 0.0 <= lift["hi"]
+    assert held >= 9 and no_lift >= 9, (held, no_lift)

@@ -180,7 +180,7 @@ def _ess(w: np.ndarray) -> float:
     return float(np.sum(w) ** 2 / s2) if s2 > 0 else 0.0
 
 
-def _interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
+def percentile_interval(boot: np.ndarray, confidence: float) -> tuple[float, float]:
     b = boot[np.isfinite(boot)]
     if not len(b):
         return float("nan"), float("nan")
@@ -232,7 +232,7 @@ def estimate(
             value += float(num.sum() / den) if den > 0 else float("nan")
             if len(c):
                 boot = boot + _ratio(c @ num, c @ den_v)
-        lo, hi = _interval(boot, confidence) if len(boot) else (float("nan"), float("nan"))
+        lo, hi = percentile_interval(boot, confidence) if len(boot) else (float("nan"), float("nan"))
         out[name] = Estimate(value, lo, hi, _ess(weights), used, boot,
                              float(weights.max()) if len(weights) else float("nan"))
 
@@ -261,7 +261,7 @@ def estimate(
 
 def difference(a: Estimate, b: Estimate, confidence: float = 0.95) -> dict[str, float]:
     """a - b with a paired bootstrap interval (both estimated with the same counts)."""
-    lo, hi = _interval(a.boot - b.boot, confidence) if len(a.boot) and len(a.boot) == len(b.boot) else (
+    lo, hi = percentile_interval(a.boot - b.boot, confidence) if len(a.boot) and len(a.boot) == len(b.boot) else (
         float("nan"), float("nan"))
     return {"value": a.value - b.value, "lo": lo, "hi": hi}
 

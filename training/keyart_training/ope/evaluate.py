@@ -50,7 +50,8 @@ dropped and counted.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -73,12 +74,14 @@ from keyart_training.data.window import TrainingWindow, decision_times, holdout_
 from keyart_training.ope.estimators import (
     ESTIMATORS,
     BanditData,
+    Estimate,
     argmax_probs,
     bootstrap_clusters,
     bootstrap_counts,
     difference,
     estimate,
     iter_groups,
+    percentile_interval,
     uniform_probs,
 )
 
@@ -326,6 +329,10 @@ class PolicyView:
     probs: np.ndarray  # flat over candidates
     rhat: np.ndarray | None  # flat DM predictions used for this policy
     info: dict[str, Any] = field(default_factory=dict)
+    # A policy chosen from the log itself (best_action): row weights of one bootstrap
+    # resample -> its flat probs chosen again on that resample, so the interval carries
+    # the choice's own uncertainty, not only the scoring's.
+    rechoose: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def estimate_policies(
@@ -340,6 +347,8 @@ def estimate_policies(
     raw: dict[str, dict] = {}
     for pol in policies:
         est = estimate(data, pol.probs, pol.rhat, counts, cfg.clip, cfg.confidence, cfg.estimators)
+        if pol.rechoose is not None and counts is not None:
+            est = _rechosen(data, pol, est, counts, cfg)
         raw[pol.name] = est
         overall[pol.name] = {k: v.as_dict() for k, v in est.items()}
     logged = {"value": float(np.mean(data.reward)) if data.n else float("nan"), "n": data.n}
@@ -368,6 +377,24 @@ def estimate_policies(
         "breakdowns": breakdowns,
         "notes": list(data.notes),
     }
+
+
+def _rechosen(data: BanditData, pol: PolicyView, est: dict[str, Estimate], counts: np.ndarray,
+              cfg: EvalConfig) -> dict[str, Estimate]:
+    """`est` with bootstrap replicates whose policy was chosen again on each resample."""
+    assert pol.rechoose is not None
+    boots: dict[str, list[float]] = {k: [] for k in est}
+    for b in range(len(counts)):
+        probs_b = pol.rechoose(counts[b])
+        one = estimate(data, probs_b, pol.rhat, counts[b:b + 1], cfg.clip, cfg.confidence, tuple(est))
+        for k in est:
+            boots[k].append(float(one[k].boot[0]) if k in one and len(one[k].boot) else float("nan"))
+    out = {}
+    for k, e in est.items():
+        boot = np.array(boots[k])
+        lo, hi = percentile_interval(boot, cfg.confidence)
+        out[k] = replace(e, lo=lo, hi=hi, boot=boot)
+    return out
 
 
 class InSampleError(DatasetError):

@@ -180,23 +180,28 @@ def _reward_model(df: pd.DataFrame, data: BanditData, seed: int, folds: np.ndarr
     return out
 
 
-def best_action_probs(data: BanditData, rows: np.ndarray | None = None) -> np.ndarray:
-    """Greedy on each action's self-normalized IPS take rate over `rows` (default all rows)."""
+def best_action_probs(data: BanditData, rows: np.ndarray | None = None,
+                      weights: np.ndarray | None = None) -> np.ndarray:
+    """Greedy on each action's self-normalized IPS take rate over `rows` (default all rows),
+    each row counted `weights[row]` times (a bootstrap resample; default once)."""
     sel = np.arange(data.n) if rows is None else np.asarray(rows, dtype=np.int64)
     logged = data.candidates[data.logged[sel]]
-    df = pd.DataFrame({"a": logged, "wr": data.reward[sel] / data.propensity[sel], "w": 1.0 / data.propensity[sel]})
+    c = np.ones(len(sel)) if weights is None else np.asarray(weights, dtype=np.float64)[sel]
+    df = pd.DataFrame({"a": logged, "wr": c * data.reward[sel] / data.propensity[sel],
+                       "w": c / data.propensity[sel]})
     agg = df.groupby("a")[["wr", "w"]].sum()
     rate = (agg["wr"] / agg["w"]).to_dict()
     scores = np.array([rate.get(a, -np.inf) for a in data.candidates])
     return argmax_probs(scores, data)
 
 
-def crossfit_best_action_probs(data: BanditData, folds: np.ndarray) -> np.ndarray:
+def crossfit_best_action_probs(data: BanditData, folds: np.ndarray,
+                               weights: np.ndarray | None = None) -> np.ndarray:
     """best_action chosen on the other folds for each row: never scored on the rows it was chosen on."""
     out = np.zeros(len(data.candidates))
     for j in np.unique(folds):
         flat = folds[data.segment] == j
-        out[flat] = best_action_probs(data, np.flatnonzero(folds != j))[flat]
+        out[flat] = best_action_probs(data, np.flatnonzero(folds != j), weights)[flat]
     return out
 
 
@@ -225,7 +230,9 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
         policies.append(PolicyView("random", uniform_probs(data), rhat, {"kind": "uniform over actions"}))
         policies.append(PolicyView("best_action", crossfit_best_action_probs(data, folds), rhat,
                                    {"kind": f"best single action (SNIPS), chosen on the other of "
-                                            f"{cfg.crossfit_folds} folds for each row"}))
+                                            f"{cfg.crossfit_folds} folds for each row, and chosen again "
+                                            f"in every bootstrap resample"},
+                                   rechoose=lambda w: crossfit_best_action_probs(data, folds, w)))
     if not policies:
         raise DatasetError(f"{source}: nothing to evaluate: give target_probs/target_prob or actions")
     from dataclasses import replace
