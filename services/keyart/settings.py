@@ -34,7 +34,8 @@ class KeyartSettings(BaseSettings):
         description=(
             "Exploration policy: epsilon_greedy (the model's best image, with epsilon spread uniformly), "
             "softmax (on the predicted quality-play probability), thompson (the best image, with the "
-            "epsilon share explored half by bootstrap-ensemble Thompson sampling, half uniformly), greedy (the best image only: no exploration, for evaluation), "
+            "epsilon share explored half by bootstrap-ensemble Thompson sampling, half uniformly), "
+            "greedy (the best image only: no exploration, for evaluation), "
             "uniform (every image of the title's pool equally likely, propensity 1/k). While no model is "
             "loaded (a newly imported catalog) every member gets uniform, whatever this says."
         ),

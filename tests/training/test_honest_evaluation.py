@@ -224,7 +224,7 @@ def test_readme_workflow_evaluates_the_held_out_rows(tmp_path, platform_settings
     r = json.loads(res.stdout)
     assert r["in_sample"] is False
     assert utc(r["sample"]["decided_from"]) == utc(w["holdout_from"]) and r["rows"] == w["holdout_rows"]
-    assert r["gate"]["promoted"] is True
+    assert r["gate"]["promoted"] is True and r["decision"]["would_promote"] is True
 
     # A model trained on the whole file cannot be evaluated on it ...
     res = runner.invoke(app, ["train", "--log-export", str(log), "--holdout-share", "0", "--ensemble-size", "0",
@@ -242,6 +242,17 @@ def test_readme_workflow_evaluates_the_held_out_rows(tmp_path, platform_settings
                               "--json"], env=env)
     assert res.exit_code == 2 and "refusing to promote on in-sample evidence" in " ".join(res.output.split())
     assert current_version(data_dir / "models") == trained["version"]
+    # Without --promote-if-better the report still leads with the verdict: refused, in-sample.
+    out = tmp_path / "report"
+    res = runner.invoke(app, ["evaluate", "--log-export", str(log), "--candidate", full, "--allow-in-sample",
+                              "--bootstrap", "20", "--out", str(out), "--json"], env=env)
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.stdout)
+    assert r["decision"]["refused"] is True and r["decision"]["would_promote"] is False and "gate" not in r
+    page = (out / "evaluation.html").read_text()
+    body = page[page.index("<body>"):]
+    assert body.index("Decision: Do not promote") < body.index("<h2>Data</h2>")  # the verdict comes first
+    assert "in-sample evidence" in page
 
 
 def test_since_until_accept_ages_and_iso(tmp_path, mixed_log, platform_settings):

@@ -127,6 +127,12 @@ def test_cli_evaluate_json_and_bad_file(platform_settings, later_log, candidate,
     until = json.loads((candidate.path / "meta.json").read_text())["training_window"]["decided_until"]
     assert pd.Timestamp(result["sample"]["decided_from"]) > pd.Timestamp(until)
     assert (out / "evaluation.html").is_file()
+    d = result["decision"]  # the gate's dry-run verdict, also without --promote-if-better
+    assert d["candidate"] == candidate.version and d["promoted"] is False and "gate" not in result
+    assert d["would_promote"] == (d["lo"] > d["min_lift"])
+    body = (out / "evaluation.html").read_text().split("<body>", 1)[1]
+    verdict = "Decision: Promote" if d["would_promote"] else "Decision: Keep"
+    assert body.index(verdict) < body.index("<h2>Data</h2>") < body.index("<table><tr><th>policy</th>")
     bad = later_log.head(20).copy()
     bad.loc[bad.index[4], "propensity"] = 2.0
     bad.to_parquet(path)

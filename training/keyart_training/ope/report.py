@@ -178,6 +178,28 @@ def _sample(result: dict[str, Any]) -> str:
     return f"{banner}<h2>Data</h2><table>{table}</table>"
 
 
+def _decision(result: dict[str, Any]) -> str:
+    """The verdict first: would the promotion gate promote the candidate on these numbers, and why."""
+    d = result.get("decision")
+    if not isinstance(d, dict):
+        return ""
+    cand = html.escape(str(d.get("candidate")))
+    over = html.escape(str(d.get("current") or "random (no model serves)"))
+    if d.get("refused"):
+        head, css = f"Do not promote {cand}: the evidence cannot decide", "insample"
+    elif d.get("would_promote"):
+        done = "promoted" if d.get("promoted") else "would be promoted (run with --promote-if-better)"
+        head, css = f"Promote {cand}: {done}", "oos"
+    else:
+        head, css = f"Keep {over}: {cand} is not shown better", "hold"
+    lift = ("" if d.get("refused") else
+            f"<p>{html.escape(str(d.get('estimator')))} lift of {cand} over {over}: <b>{d['lift']:+.4f}</b> "
+            f"[{d['lo']:+.4f}, {d['hi']:+.4f}]; the gate needs the lower bound above "
+            f"{d.get('min_lift', 0.0):+.4f}.</p>")
+    return (f'<div class="{css}"><h2 class="decision">Decision: {head}</h2>{lift}'
+            f"<p><small>{html.escape(str(d.get('reason', '')))}</small></p></div>")
+
+
 def render_html(result: dict[str, Any], profiles: dict[str, Any] | None = None) -> tuple[str, dict[str, str]]:
     images = {"policies": plot_policies(result)}
     for col in result.get("breakdowns", {}):
@@ -192,8 +214,10 @@ def render_html(result: dict[str, Any], profiles: dict[str, Any] | None = None) 
     doc = f"""<!doctype html><html><head><meta charset="utf-8"><title>Keyart offline evaluation</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}
-.insample{{background:#fdd;border:2px solid #c00;padding:8px}}.oos{{background:#efe;padding:8px}}</style></head><body>
+.insample{{background:#fdd;border:2px solid #c00;padding:8px}}.oos{{background:#efe;padding:8px}}
+.hold{{background:#ffd;border:2px solid #aa0;padding:8px}}</style></head><body>
 <h1>Offline evaluation: take fraction per policy{" (IN-SAMPLE)" if result.get("in_sample") else ""}</h1>
+{_decision(result)}
 {_sample(result)}
 <pre>{html.escape(json.dumps(meta, indent=1, default=str))}</pre>
 {_table(result)}{_lifts(result)}

@@ -271,18 +271,33 @@ def evaluate(
 
         lookup = historical_member_lookup(resolve_feature_repo(s))
     result = evaluate_log(frame, index, models, cfg, lookup=lookup, source=source)
+    if promote_if_better and not cand:
+        raise KeyartError("--promote-if-better: no candidate model")
+    if cand:
+        from keyart_training.promotion import PromotionError
+        from keyart_training.promotion import promote_if_better as gate
+
+        # The gate's verdict is computed (dry run without --promote-if-better) before the
+        # report, so the report leads with the decision its numbers support.
+        try:
+            verdict = gate(s.models_dir, cand, cur, result, min_lift=min_lift, estimator=gate_estimator,
+                           dry_run=not promote_if_better).as_dict()
+        except PromotionError as exc:
+            if promote_if_better:
+                raise
+            verdict = {"promoted": False, "candidate": cand, "current": cur, "estimator": gate_estimator,
+                       "refused": True, "reason": str(exc)}
+        verdict["would_promote"] = bool(verdict.get("promoted") or (
+            not verdict.get("refused") and verdict.get("lo", float("-inf")) > min_lift))
+        result["decision"] = verdict
+        if promote_if_better:
+            result["gate"] = verdict
     if report and models:
         from keyart_training.ope.report import write_report
 
         target = models.get("candidate") or models["current"]
         profiles = contrasting_profiles(frame, index, target)
         result["report"] = str(write_report(result, out or (s.models_dir / target.version / "evaluation"), profiles))
-    if promote_if_better:
-        from keyart_training.promotion import promote_if_better as gate
-
-        if not cand:
-            raise KeyartError("--promote-if-better: no candidate model")
-        result["gate"] = gate(s.models_dir, cand, cur, result, min_lift=min_lift, estimator=gate_estimator).as_dict()
     _emit(result, as_json, _print_eval)
 
 
