@@ -139,3 +139,14 @@ def test_best_action_interval_holds_its_truth_on_a_log_with_no_best_action() -> 
         lift = r["lifts"]["best_action_vs_random"]["snips"]
         no_lift += lift["lo"] <= 0.0 <= lift["hi"]
     assert held >= 9 and no_lift >= 9, (held, no_lift)
+
+
+def test_json_output_has_no_nan() -> None:
+    """An estimate with no rows to stand on is NaN in Python and null in the JSON we print."""
+    import json
+
+    from keyart.app.cli.support import json_safe
+
+    doc = json.dumps(json_safe({"a": float("nan"), "b": [np.float32(1.5), np.inf], "c": np.array([np.nan, 2.0]),
+                                "d": np.int64(3), "e": np.bool_(True)}), allow_nan=False)
+    assert json.loads(doc) == {"a": None, "b": [1.5, None], "c": [None, 2.0], "d": 3, "e": True}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from typing import Any, Callable
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -49,9 +51,31 @@ def load_settings() -> KeyartSettings:
         raise KeyartError(f"invalid KEYART_* setting: {' '.join(str(exc).split())}") from None
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float (numpy's included) replaced by None."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
 def emit(result: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], None]) -> None:
-    """Print result as JSON on stdout, or for people via `human`."""
+    """Print result as JSON on stdout, or for people via `human`.
+
+    NaN and infinities (an estimate with no rows to stand on) go out as null: JSON has
+    no NaN, and a consumer's parser would reject the whole document.
+    """
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps(json_safe(result), indent=2, default=str, allow_nan=False) + "\n")
     else:
         human(result)
