@@ -43,19 +43,29 @@ def obp_source() -> Path:
 def obp_estimators() -> types.ModuleType:
     """`obp.ope.estimators` of the sdist, without running obp/__init__ (it imports every subpackage)."""
     root = obp_source()
+    placeholder = None
     if "torch" not in sys.modules:
         try:
             import torch  # noqa: F401
         except ImportError:
             placeholder = types.ModuleType("torch")
-            placeholder.Tensor = placeholder.tensor = object  # type: ignore[attr-defined]  # annotations only
+
+            class _NoTensor:  # nothing is an instance: annotations only
+                pass
+
+            placeholder.Tensor = placeholder.tensor = _NoTensor  # type: ignore[attr-defined]
             sys.modules["torch"] = placeholder
     for name, path in (("obp", root / "obp"), ("obp.ope", root / "obp" / "ope")):
         if name not in sys.modules:
             pkg = types.ModuleType(name)
             pkg.__path__ = [str(path)]
             sys.modules[name] = pkg
-    return importlib.import_module("obp.ope.estimators")
+    try:
+        return importlib.import_module("obp.ope.estimators")
+    finally:
+        # Other libraries look torch up in sys.modules (matplotlib's unit converters do).
+        if placeholder is not None and sys.modules.get("torch") is placeholder:
+            del sys.modules["torch"]
 
 
 def obd_sample(policy: str, campaign: str = "all") -> Path:

@@ -85,11 +85,11 @@ def _world_setup(mixed_log, uniform_log, index, world, served_model):
     minutes = world.params.quality_minutes
     data, _ = keyart_bandit_data(mixed_log, index, minutes)
     nc = fit_noncontextual(uniform_log, minutes, None)
-    rhat = served_model.predict(data.x)
+    rhat = served_model.predict(data.x, list(data.candidates))
     policies = {
         "random": uniform_probs(data),
         "non_contextual": argmax_probs(noncontextual_flat_scores(nc, data), data),
-        "model": argmax_probs(served_model.predict(data.x), data),
+        "model": argmax_probs(served_model.predict(data.x, list(data.candidates)), data),
     }
     return data, policies, rhat
 

@@ -62,7 +62,7 @@ def evaluation(platform_settings, later_log, index, candidate, served_model):
 def test_evaluation_has_policies_breakdowns_and_lifts(evaluation):
     assert set(evaluation["policies"]) == {"random", "non_contextual", "current", "candidate"}
     for pol in evaluation["policies"].values():
-        assert set(pol) == {"replay", "ips", "snips", "dr"}
+        assert set(pol) == {"replay", "ips", "snips", "dr", "dm", "sndr", "switch_dr"}
         assert all(0.0 <= e["ess"] and e["lo"] <= e["hi"] for e in pol.values())
     assert {"country", "device", "title_interacted"} <= set(evaluation["breakdowns"])
     assert set(evaluation["breakdowns"]["title_interacted"]) <= {"interacted", "not_interacted"}

@@ -58,7 +58,7 @@ def test_ray_distributed_training(labelled, tmp_path):
     assert len(model.ensemble) == 2
     assert result.metrics["ray_workers"] == 2.0 and result.metrics["rounds"] >= 1
     assert 0.4 < result.metrics["valid_auc"] <= 1.0
-    p = model.predict(labelled.x[:100])
+    p = model.predict(labelled.x[:100], list(labelled.frame["image_id"][:100]))
     assert ((p > 0) & (p < 1)).all()
     assert json.loads((result.path / "meta.json").read_text())["distributed"] is True
 
@@ -72,15 +72,24 @@ def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
     assert meta["heads"] == "start_x_stay" and meta["metrics"]["heads"] == "start_x_stay"
     model = load_model(result.path)
     assert model.stay is not None and len(model.ensemble_stay) == len(model.ensemble) == 3
-    x = labelled.x[:50]
-    assert np.allclose(model.predict(x), model.booster.predict(x) * model.stay.predict(x))
-    assert np.allclose(model.predict_ensemble(x)[1], model.ensemble[1].predict(x) * model.ensemble_stay[1].predict(x))
+    x, ids = labelled.x[:50], list(labelled.frame["image_id"][:50])
+    off = np.array([model.image_offsets.get(i, 0.0) for i in ids])
+    assert meta["image_offsets"] == len(model.image_offsets) > 0 and np.ptp(off) > 0
+    start = 1 / (1 + np.exp(-(model.booster.predict(x, raw_score=True) + off)))
+    assert np.allclose(model.predict(x, ids), start * model.stay.predict(x))
+    start1 = 1 / (1 + np.exp(-(model.ensemble[1].predict(x, raw_score=True) + off)))
+    assert np.allclose(model.predict_ensemble(x, ids)[1], start1 * model.ensemble_stay[1].predict(x))
+    with pytest.raises(ValueError, match="adds per-image offsets: pass the 50 rows' image ids"):
+        model.predict(x)  # never silently without its offsets
     m = meta["metrics"]
     assert 0.0 <= m["valid_ece"] < 0.05 and len(m["valid_calibration"]) == 10
     assert sum(b["rows"] for b in m["valid_calibration"]) == m["rows_valid"]
     assert isinstance(m["beats_non_contextual"], bool)
-    (result.path / "stay.txt").unlink()  # a two-head artifact without its stay head is refused
     from keyart.errors import ModelLoadError
+    (result.path / "image_offsets.json").write_text("[1, 2")
+    with pytest.raises(ModelLoadError, match="cannot load the image offsets"):
+        load_model(result.path)
+    (result.path / "stay.txt").unlink()  # a two-head artifact without its stay head is refused
     with pytest.raises(ModelLoadError, match="cannot load booster"):
         load_model(result.path)
 

@@ -132,7 +132,7 @@ def closed_loop(
     for k in range(1, cfg.rounds + 1):
         labelled = label(pd.concat(logs, ignore_index=True), min_minutes, source=f"simulated rounds 0..{k - 1}")
         res = train_quality_model(labelled.x, labelled.y, labelled.frame["decided_at"].to_numpy(), config=tcfg,
-                                  started=labelled.started)
+                                  started=labelled.started, image_ids=labelled.frame["image_id"].to_numpy())
         model = res.as_model(f"sim-round-{k}")
         policy = PolicyConfig(name="epsilon_greedy", epsilon=cfg.epsilon, uniform_explore_share=cfg.uniform_share,
                               salt=cfg.policy_salt)
@@ -152,7 +152,7 @@ def closed_loop(
     tr = label(train_frame, min_minutes)
     assert data.x is not None  # built with candidate features
     rhat = fit_reward_model(tr.x, tr.y, tr.frame["decided_at"].to_numpy(), cfg.seed)(data.x)
-    scores = model.predict(data.x)
+    scores = model.predict(data.x, [str(i) for i in data.candidates])
     views = [
         PolicyView("random", uniform_probs(data), rhat),
         PolicyView("non_contextual", argmax_probs(noncontextual_flat_scores(nc, data), data), rhat),

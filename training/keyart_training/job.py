@@ -84,6 +84,7 @@ def run_training(
         result.ensemble,
         stay=result.stay,
         ensemble_stay=result.ensemble_stay,
+        image_offsets=result.image_offsets,
         extra_meta={
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "source": source,

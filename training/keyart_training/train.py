@@ -43,6 +43,10 @@ class TrainConfig:
     seed: int = 7
     num_threads: int = 0  # 0 = OpenMP default (all cores); 1 is much faster on a busy shared machine
     two_heads: bool = True  # start x stay when the data says which decisions started a play
+    # Per-image start offsets (each image's own appeal) shrunk with this many pseudo-rows of
+    # the mean; chosen per training by validation log-loss. () = no offsets.
+    image_prior_rows: tuple[float, ...] = (30.0, 100.0, 300.0)
+    offset_folds: int = 5  # training rows get offsets cross-fitted from the other folds
     # Alternatives to (num_leaves, min_data_in_leaf) tried per head, chosen by validation log-loss.
     search: tuple[tuple[int, int], ...] = ((7, 200), (31, 50))
 
@@ -54,14 +58,16 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
     stay: lgb.Booster | None = None  # the stay head, when there are two
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
+    image_offsets: dict[str, float] = field(default_factory=dict)  # start-logit offset per image
 
     def as_model(self, version: str, meta: dict | None = None) -> QualityPlayModel:
         return QualityPlayModel(version=version, booster=self.booster, ensemble=self.ensemble,
-                                meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay)
+                                meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay,
+                                image_offsets=self.image_offsets)
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def predict(self, x: np.ndarray, image_ids: np.ndarray | None = None) -> np.ndarray:
         """P(quality play) per row (the product of the heads)."""
-        return self.as_model("unsaved").predict(x)
+        return self.as_model("unsaved").predict(x, None if image_ids is None else list(image_ids))
 
 
 def auc(y: np.ndarray, p: np.ndarray) -> float:
@@ -97,11 +103,46 @@ def _params(cfg: TrainConfig, seed: int) -> dict:
     }
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> lgb.Dataset:
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q / (1 - q))
+
+
+def image_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, prior_rows: float) -> dict[str, float]:
+    """Each image's own appeal on `rows`: logit of its rate shrunk to the mean with
+    `prior_rows` pseudo-rows, minus the mean's logit (0 for an image seen once or never)."""
+    if not len(rows):
+        return {}
+    keys, inv = np.unique(np.asarray(image_ids)[rows].astype(str), return_inverse=True)
+    mean = float(np.mean(y[rows]))
+    pos = np.bincount(inv, weights=y[rows], minlength=len(keys))
+    cnt = np.bincount(inv, minlength=len(keys))
+    off = _logit((pos + prior_rows * mean) / (cnt + prior_rows)) - _logit(mean)
+    return dict(zip(keys.tolist(), off.tolist()))
+
+
+def _apply(offsets: dict[str, float], image_ids: np.ndarray) -> np.ndarray:
+    get = offsets.get
+    return np.fromiter((get(str(i), 0.0) for i in image_ids), dtype=np.float64, count=len(image_ids))
+
+
+def crossfit_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, prior_rows: float,
+                     folds: int, seed: int) -> np.ndarray:
+    """Offsets of `rows`, each from the other folds' rows: a row's own label never sets its offset."""
+    out = np.zeros(len(rows))
+    fold = np.random.default_rng(seed).permutation(len(rows)) % folds
+    for k in range(folds):
+        out[fold == k] = _apply(image_offsets(image_ids, y, rows[fold != k], prior_rows),
+                                np.asarray(image_ids)[rows[fold == k]])
+    return out
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, init: np.ndarray | None = None) -> lgb.Dataset:
     return lgb.Dataset(
         x,
         label=y,
         weight=w,
+        init_score=init,
         feature_name=list(FEATURE_NAMES),
         categorical_feature=list(CATEGORICAL_FEATURES),
         free_raw_data=False,
@@ -145,13 +186,18 @@ def image_rate_logloss(image_tr: np.ndarray, y_tr: np.ndarray, image_va: np.ndar
 
 
 def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray, va: np.ndarray,
-              cfg: TrainConfig) -> tuple[TrainConfig, int, float, lgb.Booster]:
-    """Best config of the grid for one head: (config, rounds, validation log-loss, booster on `tr`)."""
+              cfg: TrainConfig, init: np.ndarray | None = None,
+              grid: list[TrainConfig] | None = None) -> tuple[TrainConfig, int, float, lgb.Booster]:
+    """Best config of the grid for one head: (config, rounds, validation log-loss, booster on `tr`).
+
+    `init` (shape (n,)) is a per-row logit offset the trees start from (image offsets).
+    """
     best: tuple[TrainConfig, int, float, lgb.Booster] | None = None
-    grid = [cfg] + [replace(cfg, num_leaves=leaves, min_data_in_leaf=md) for leaves, md in cfg.search]
+    if grid is None:
+        grid = [cfg] + [replace(cfg, num_leaves=leaves, min_data_in_leaf=md) for leaves, md in cfg.search]
     for c in grid:
-        train_set = _dataset(x[tr], y[tr], None if w is None else w[tr])
-        valid_set = _dataset(x[va], y[va], None if w is None else w[va])
+        train_set = _dataset(x[tr], y[tr], None if w is None else w[tr], None if init is None else init[tr])
+        valid_set = _dataset(x[va], y[va], None if w is None else w[va], None if init is None else init[va])
         booster = lgb.train(
             _params(c, c.seed),
             train_set,
@@ -161,18 +207,26 @@ def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray
             callbacks=[lgb.early_stopping(c.early_stopping_rounds, verbose=False)],
         )
         rounds = max(1, booster.best_iteration or c.max_rounds)
-        loss = log_loss(y[va], np.asarray(booster.predict(x[va], num_iteration=rounds), dtype=np.float64))
+        loss = log_loss(y[va], _head_p(booster, x[va], rounds, None if init is None else init[va]))
         if best is None or loss < best[2]:
             best = (c, rounds, loss, booster)
     assert best is not None
     return best
 
 
+def _head_p(booster: lgb.Booster, x: np.ndarray, rounds: int, init: np.ndarray | None) -> np.ndarray:
+    if init is None:
+        return np.asarray(booster.predict(x, num_iteration=rounds), dtype=np.float64)
+    raw = np.asarray(booster.predict(x, num_iteration=rounds, raw_score=True), dtype=np.float64) + init
+    return 1.0 / (1.0 + np.exp(-raw))
+
+
 def _refit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig, rounds: int,
-           rows: np.ndarray) -> tuple[lgb.Booster, list[lgb.Booster]]:
+           rows: np.ndarray, init: np.ndarray | None = None) -> tuple[lgb.Booster, list[lgb.Booster]]:
     """The head refit on `rows` with the chosen rounds, and its bootstrap ensemble."""
     def fit(idx: np.ndarray, seed: int) -> lgb.Booster:
-        return lgb.train(_params(cfg, seed), _dataset(x[idx], y[idx], None if w is None else w[idx]),
+        return lgb.train(_params(cfg, seed), _dataset(x[idx], y[idx], None if w is None else w[idx],
+                                                      None if init is None else init[idx]),
                          num_boost_round=rounds)
 
     final = fit(rows, cfg.seed)
@@ -180,6 +234,26 @@ def _refit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig,
     ensemble = [fit(rows[rng.integers(0, len(rows), size=len(rows))], cfg.seed + 1 + k)
                 for k in range(cfg.ensemble_size)]
     return final, ensemble
+
+
+def _choose_image_prior(x: np.ndarray, s: np.ndarray, w: np.ndarray | None, tr: np.ndarray, va: np.ndarray,
+                        cfg: TrainConfig, image_ids: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
+    """The start head's image-offset shrinkage with the best validation log-loss (None: no
+    offsets), and the offsets it gives every row: training rows cross-fitted, validation rows
+    from all training rows (never from their own labels)."""
+    if image_ids is None or not cfg.image_prior_rows or not len(tr) or not len(va):
+        return None, None
+    ids = np.asarray(image_ids)
+    best: tuple[float, float, np.ndarray] | None = None
+    for prior in cfg.image_prior_rows:
+        init = np.zeros(len(s))
+        init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed)
+        init[va] = _apply(image_offsets(ids, s, tr, prior), ids[va])
+        _, _, loss, _ = _fit_head(x, s, w, tr, va, cfg, init, grid=[cfg])
+        if best is None or loss < best[1]:
+            best = (prior, loss, init)
+    assert best is not None
+    return best[0], best[2]
 
 
 def train_quality_model(
@@ -208,16 +282,24 @@ def train_quality_model(
     everything = np.arange(len(y))
     metrics: dict = {"rows_train": float(len(tr)), "rows_valid": float(len(va))}
     two = cfg.two_heads and started is not None and bool(np.any(started))
+    offsets: dict[str, float] = {}
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
-        c_start, r_start, ll_start, b_start = _fit_head(x, s, w, tr, va, cfg)
+        prior, init_sel = _choose_image_prior(x, s, w, tr, va, cfg, image_ids)
+        c_start, r_start, ll_start, b_start = _fit_head(x, s, w, tr, va, cfg, init_sel)
         tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
         c_stay, r_stay, ll_stay, b_stay = _fit_head(x, y, w, tr_s, va_s, cfg)
-        p_va = (np.asarray(b_start.predict(x[va], num_iteration=r_start), dtype=np.float64)
+        p_va = (_head_p(b_start, x[va], r_start, None if init_sel is None else init_sel[va])
                 * np.asarray(b_stay.predict(x[va], num_iteration=r_stay), dtype=np.float64))
-        booster, ensemble = _refit(x, s, w, c_start, r_start, everything)
+        init_all = None
+        if prior is not None and image_ids is not None:
+            init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed)
+            offsets = image_offsets(image_ids, s, everything, prior)
+        booster, ensemble = _refit(x, s, w, c_start, r_start, everything, init_all)
         stay, ensemble_stay = _refit(x, y, w, c_stay, r_stay, everything[s > 0])
         metrics.update({
+            "image_prior_rows": float("nan") if prior is None else float(prior),
+            "image_offsets": float(len(offsets)),
             "heads": "start_x_stay", "rounds": float(r_start), "rounds_stay": float(r_stay),
             "num_leaves": float(c_start.num_leaves), "num_leaves_stay": float(c_stay.num_leaves),
             "min_data_in_leaf": float(c_start.min_data_in_leaf),
@@ -248,4 +330,5 @@ def train_quality_model(
         # The guard of early stopping: a model no better than a per-image rate must say so.
         metrics["beats_non_contextual"] = bool(metrics["valid_logloss"] < metrics["valid_logloss_non_contextual"])
     # The heads are refit on everything with the chosen rounds: the newest data matters most.
-    return TrainResult(booster=booster, ensemble=ensemble, metrics=metrics, stay=stay, ensemble_stay=ensemble_stay)
+    return TrainResult(booster=booster, ensemble=ensemble, metrics=metrics, stay=stay, ensemble_stay=ensemble_stay,
+                       image_offsets=offsets)

@@ -4,7 +4,9 @@ A model directory holds `model.txt` (the booster), optional `ensemble_<k>.txt`
 (bootstrap members for Thompson sampling) and `meta.json`. A two-head model
 (`meta.json` heads "start_x_stay") also holds `stay.txt` and `ensemble_<k>_stay.txt`:
 `model.txt` then predicts P(play starts | shown), `stay.txt` P(quality | started),
-and the model's prediction is their product. A model whose schema
+and the model's prediction is their product. `image_offsets.json`, when present,
+holds each image's own appeal (a shrunk logit of its start rate, learned from the
+log), added to the start head's logit: an image the log has not seen gets 0. A model whose schema
 does not match the serving featurizer is refused at load, so a mismatched model
 can never score silently wrong columns.
 """
@@ -12,6 +14,7 @@ can never score silently wrong columns.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA
 from keyart.errors import ModelLoadError
 
 CURRENT_POINTER = "CURRENT"
+OFFSETS_FILE = "image_offsets.json"
 
 
 @dataclass
@@ -34,17 +38,34 @@ class QualityPlayModel:
     meta: dict = field(default_factory=dict)
     stay: lgb.Booster | None = None  # P(quality | started), when the model has two heads
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
+    image_offsets: Mapping[str, float] = field(default_factory=dict)  # image_id -> start-logit offset
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
+    def offsets(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
+        """Start-logit offset per row; a model with offsets needs the rows' image ids."""
+        if not self.image_offsets:
+            return 0.0
+        if image_ids is None or len(image_ids) != n:
+            raise ValueError(f"model {self.version} adds per-image offsets: pass the {n} rows' image ids")
+        get = self.image_offsets.get
+        return np.fromiter((get(i, 0.0) for i in image_ids), dtype=np.float64, count=n)
+
+    def _start(self, booster: lgb.Booster, x: np.ndarray, off: np.ndarray | float) -> np.ndarray:
+        if not self.image_offsets:
+            return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
+        raw = np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64) + off
+        return 1.0 / (1.0 + np.exp(-raw))
+
+    def predict(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
         """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
-        p = np.asarray(self.booster.predict(x, num_threads=1), dtype=np.float64)
+        p = self._start(self.booster, x, self.offsets(image_ids, len(x)))
         if self.stay is not None:
             p = p * np.asarray(self.stay.predict(x, num_threads=1), dtype=np.float64)
         return p
 
-    def predict_ensemble(self, x: np.ndarray) -> np.ndarray:
+    def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
         """Per-member predictions, shape (len(ensemble), n)."""
-        out = np.stack([np.asarray(b.predict(x, num_threads=1), dtype=np.float64) for b in self.ensemble])
+        off = self.offsets(image_ids, len(x))
+        out = np.stack([self._start(b, x, off) for b in self.ensemble])
         if self.ensemble_stay:
             out = out * np.stack([np.asarray(b.predict(x, num_threads=1)) for b in self.ensemble_stay])
         return out
@@ -65,6 +86,7 @@ def save_model(
     extra_meta: dict | None = None,
     stay: lgb.Booster | None = None,
     ensemble_stay: list[lgb.Booster] | None = None,
+    image_offsets: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a model artifact under directory/version and return its path."""
     out = directory / version
@@ -78,6 +100,8 @@ def save_model(
             raise ValueError("the stay head's ensemble must pair the start head's")
         for k, member in enumerate(ensemble_stay or []):
             member.save_model(str(out / f"ensemble_{k}_stay.txt"))
+    if image_offsets:
+        (out / OFFSETS_FILE).write_text(json.dumps({str(k): float(v) for k, v in image_offsets.items()}))
     meta = {
         "version": version,
         "feature_names": list(FEATURE_NAMES),
@@ -85,6 +109,7 @@ def save_model(
         "ensemble_size": len(ensemble or []),
         **(extra_meta or {}),
         "heads": "start_x_stay" if stay is not None else "quality",
+        "image_offsets": len(image_offsets or {}),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return out
@@ -121,11 +146,17 @@ def load_model(path: Path) -> QualityPlayModel:
         )
     except (lgb.basic.LightGBMError, OSError) as exc:
         raise ModelLoadError(f"{path}: cannot load booster ({exc})") from exc
+    offsets: dict[str, float] = {}
+    if int(meta.get("image_offsets", 0)):
+        try:
+            offsets = {str(k): float(v) for k, v in json.loads((path / OFFSETS_FILE).read_text()).items()}
+        except (OSError, ValueError, AttributeError) as exc:
+            raise ModelLoadError(f"{path / OFFSETS_FILE}: cannot load the image offsets ({exc})") from exc
     for name, b in (("model.txt", booster), ("stay.txt", stay)):
         if b is not None and b.feature_name() != list(FEATURE_NAMES):
             raise ModelLoadError(f"{path}/{name}: booster features differ from meta.json")
     return QualityPlayModel(version=str(meta["version"]), booster=booster, ensemble=ensemble, meta=meta,
-                            stay=stay, ensemble_stay=ensemble_stay)
+                            stay=stay, ensemble_stay=ensemble_stay, image_offsets=offsets)
 
 
 def current_version(models_dir: Path) -> str | None:

@@ -164,9 +164,10 @@ class Ranker:
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
         try:
-            scores = self.model.predict(x)
+            flat_ids = [i for c in candidates for i in c]
+            scores = self.model.predict(x, flat_ids)
             ensemble = (
-                self.model.predict_ensemble(x)
+                self.model.predict_ensemble(x, flat_ids)
                 if policy == "thompson" and self.model.ensemble
                 else None
             )

@@ -525,7 +525,8 @@ def evaluate_log(
         baselines = {"fitted_on": f"cross-fitted in {cfg.crossfit_folds} member folds of the scored rows "
                                   f"(each row's baselines fitted on the other folds)",
                      "rows": int(data.n), "older_rows_available": int(len(fit_usable))}
-    model_preds = {name: m.predict(data.x) for name, m in models.items()}
+    flat_ids = [str(i) for i in data.candidates]
+    model_preds = {name: m.predict(data.x, flat_ids) for name, m in models.items()}
     default_rhat = rhat_lgb if rhat_lgb is not None else model_preds[list(models)[-1]]
     policies = [
         PolicyView("random", uniform_probs(data), default_rhat, {"kind": "uniform over the pool"}),
@@ -621,9 +622,10 @@ def contrasting_profiles(
         for j, t in enumerate(titles):
             logged[j, COL["title_interacted"]] = 0.0
             logged[j, COL["title_genre_affinity"]] = float(index.title_genres[index.title_row[t]] @ genre_vec)
+            logged[j, COL["pool_size"]] = float(index.title_pool_size[index.title_row[t]])
         rows = np.array([index.image_row[i] for i in flat])
         cx = candidate_matrix(logged, index, rows, seg, [actors] * len(titles))
-        scores = model.predict(cx)
+        scores = model.predict(cx, flat)
         picks = []
         for j, t in enumerate(titles):
             idx = np.flatnonzero(seg == j)
