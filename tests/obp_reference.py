@@ -68,6 +68,17 @@ def obp_estimators() -> types.ModuleType:
             del sys.modules["torch"]
 
 
+def obp_bernoulli_ts() -> type:
+    """`obp.policy.contextfree.BernoulliTS` of the sdist (the policy that logged OBD's bts samples)."""
+    obp_estimators()  # the packages and the torch placeholder
+    root = obp_source()
+    if "obp.policy" not in sys.modules:
+        pkg = types.ModuleType("obp.policy")
+        pkg.__path__ = [str(root / "obp" / "policy")]
+        sys.modules["obp.policy"] = pkg
+    return importlib.import_module("obp.policy.contextfree").BernoulliTS
+
+
 def obd_sample(policy: str, campaign: str = "all") -> Path:
     """The Open Bandit Dataset sample logged by `policy` ("random" or "bts")."""
     return obp_source() / "obp" / "dataset" / "obd" / policy / campaign / f"{campaign}.csv"

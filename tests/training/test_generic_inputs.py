@@ -97,6 +97,14 @@ def test_ranked_logs_slate_and_position() -> None:
     first = r["breakdowns"]["position"]["0"]["policies"]["random"]["ips"]["value"]
     last = r["breakdowns"]["position"]["2"]["policies"]["random"]["ips"]["value"]
     assert first > last  # the top slot pays more in this log
+    # Independent IPS of the slate value: the sum of its positions' values (uniform logging,
+    # so the random policy's IIPS is the mean clicks per slate).
+    iips = r["slates"]["random"]["iips"]
+    assert iips["slates"] == 300
+    assert iips["value"] == pytest.approx(df["reward"].sum() / 300, abs=1e-12)
+    assert iips["lo"] <= iips["value"] <= iips["hi"]
+    per_position = sum(r["breakdowns"]["position"][p]["policies"]["random"]["ips"]["value"] for p in "012")
+    assert iips["value"] == pytest.approx(per_position, abs=1e-12)
     data, _ = bandit_data(df)
     clusters = bootstrap_clusters(data)
     assert clusters is not None and len(set(clusters)) == 300  # a slate is resampled whole

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
-from obp_reference import obd_sample, obp_estimators
+from obp_reference import obd_sample, obp_bernoulli_ts, obp_estimators
 
 from keyart_training.ope.estimators import estimate
 from keyart_training.ope.generic import bandit_data
@@ -100,3 +100,31 @@ def test_estimates_equal_open_bandit_pipeline(obp, policy):
         ref = obp.ReplayMethod().estimate_policy_value(reward=common["reward"], action=act,
                                                         action_dist=greedy, position=pos)
         assert replay == pytest.approx(ref, abs=1e-6, rel=0)
+
+
+def test_bernoulli_ts_on_the_uniform_log_as_open_bandit_pipeline(obp):
+    """OBP's own example: the Bernoulli-TS policy (ZOZOTOWN prior, campaign "all"), its action
+    distribution computed by obp, evaluated on the uniformly logged sample. Keyart's IPS and
+    SNIPS through `--bandit`'s reader equal obp's IPW and SNIPW to 1e-6."""
+    BernoulliTS = obp_bernoulli_ts()
+    df = _obd("random")
+    n = len(df)
+    bts = BernoulliTS(n_actions=N_ACTIONS, len_list=LEN_LIST, is_zozotown_prior=True, campaign="all",
+                      random_state=12345)
+    action_dist = bts.compute_batch_action_dist(n_sim=100_000, n_rounds=n)
+    rows, pos, act = np.arange(n), df["position"].to_numpy(), df["item_id"].to_numpy()
+    generic = pd.DataFrame({
+        "action": act, "propensity": df["propensity_score"].to_numpy(), "reward": df["click"].to_numpy(float),
+        "position": pos, "actions": [list(range(N_ACTIONS))] * n, "target_probs": list(action_dist[rows, :, pos]),
+        "policy": "uniform",
+    })
+    data, extras = bandit_data(generic, "obd/random")
+    ours = estimate(data, extras["target_probs"], None, estimators=("ips", "snips"))
+    common = dict(reward=df["click"].to_numpy(), action=act, pscore=df["propensity_score"].to_numpy(),
+                  action_dist=action_dist, position=pos)
+    ipw = obp.InverseProbabilityWeighting().estimate_policy_value(**common)
+    snipw = obp.SelfNormalizedInverseProbabilityWeighting().estimate_policy_value(**common)
+    assert ours["ips"].value == pytest.approx(ipw, abs=1e-6, rel=0)
+    assert ours["snips"].value == pytest.approx(snipw, abs=1e-6, rel=0)
+    print(f"\nOBD random/all, Bernoulli-TS: IPW {ipw:.6f} (Keyart {ours['ips'].value:.6f}), "
+          f"SNIPW {snipw:.6f} (Keyart {ours['snips'].value:.6f}); logged CTR {df['click'].mean():.6f}")

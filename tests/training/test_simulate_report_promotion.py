@@ -148,8 +148,14 @@ def test_cli_generic_bandit(tmp_path, known_bandit):
     assert res.exit_code == 0, res.output
     r = json.loads(res.stdout)
     assert np.isclose(r["policies"]["target"]["dr"]["value"], 1.0)
-    for flags, what in ((["--fit-share", "0.3"], "--fit-share is not used with --bandit"),
-                        (["--reward-model", "self"], "--reward-model is not used with --bandit"),
+    # --fit-share: the oldest share (file order: no timestamp column) fits best_action, the rest is scored.
+    split = runner.invoke(app, ["evaluate", "--bandit", str(path), "--fit-share", "0.3", "--bootstrap", "20",
+                                "--json"])
+    assert split.exit_code == 0, split.output
+    r = json.loads(split.stdout)
+    assert r["rows"] == len(known_bandit()) - round(0.3 * len(known_bandit())) and "oldest 30%" in r["baselines"]
+    for flags, what in ((["--fit-share", "1.0"], "--fit-share: 1.0 is not in (0, 1)"),
+                        (["--reward-model", "self"], "--reward-model self needs a Keyart model"),
                         (["--by", "contxt"], "--by column(s) contxt not in the file")):
         bad = runner.invoke(app, ["evaluate", "--bandit", str(path), "--bootstrap", "0", *flags])
         assert bad.exit_code != 0 and what in bad.output, (flags, bad.output)

@@ -50,7 +50,14 @@ import numpy as np
 import pandas as pd
 
 from keyart_training.data.dataset import DatasetError, read_parquet_columns
-from keyart_training.ope.estimators import BanditData, argmax_probs, uniform_probs
+from keyart_training.ope.estimators import (
+    BanditData,
+    argmax_probs,
+    bootstrap_clusters,
+    bootstrap_counts,
+    percentile_interval,
+    uniform_probs,
+)
 from keyart_training.ope.evaluate import EvalConfig, PolicyView, estimate_policies, member_folds
 
 REQUIRED: tuple[str, ...] = ("action", "propensity", "reward")
@@ -205,8 +212,61 @@ def crossfit_best_action_probs(data: BanditData, folds: np.ndarray,
     return out
 
 
+def slate_estimates(data: BanditData, policies: list[PolicyView], cfg: EvalConfig) -> dict[str, Any]:
+    """Independent IPS (Li et al. 2018) of each policy's slate value: the sum over a slate's
+    positions of the position-wise importance-weighted rewards, averaged over slates, with the
+    same (paired) bootstrap resamples as every other estimate."""
+    slate = pd.factorize(data.groups["slate_id"].astype(str))[0]
+    size = np.bincount(slate)[slate].astype(np.float64)
+    counts = bootstrap_counts(data.n, cfg.bootstrap, cfg.seed, bootstrap_clusters(data)) if cfg.bootstrap else None
+    n_slates = int(slate.max()) + 1 if data.n else 0
+    out: dict[str, Any] = {}
+    for pol in policies:
+        w = pol.probs[data.logged] / data.propensity
+        if cfg.clip is not None:
+            w = np.minimum(w, cfg.clip)
+        wr = w * data.reward
+        value = float(wr.sum() / n_slates) if n_slates else float("nan")
+        lo = hi = float("nan")
+        if counts is not None:
+            boot = (counts @ wr) / np.maximum(counts @ (1.0 / size), 1e-12)
+            lo, hi = percentile_interval(boot, cfg.confidence)
+        out[pol.name] = {"iips": {"value": value, "lo": lo, "hi": hi, "slates": n_slates,
+                                  "max_weight": float(w.max()) if len(w) else float("nan")}}
+    return out
+
+
+def _flat_rows(data: BanditData, rows: np.ndarray) -> np.ndarray:
+    """Flat candidate indices of `rows`, in the layout of `data.subset(rows)`."""
+    return np.concatenate([np.arange(data.offsets[r], data.offsets[r + 1]) for r in rows]) if len(rows) else (
+        np.zeros(0, np.int64))
+
+
+def fit_split(df: pd.DataFrame, fit_share: float, source: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """(fit rows, scored rows, rule): the oldest `fit_share` of rows, by the `timestamp`
+    column when the file has one, else in file order."""
+    if not 0.0 < fit_share < 1.0:
+        raise DatasetError(f"--fit-share: {fit_share} is not in (0, 1)")
+    if "timestamp" in df.columns:
+        try:
+            t = pd.to_datetime(df["timestamp"], utc=True)
+        except (ValueError, TypeError) as exc:
+            raise DatasetError(f"{source}: column timestamp: not a timestamp ({exc})") from exc
+        order, by = np.argsort(t.to_numpy(), kind="stable"), "timestamp"
+    else:
+        order, by = np.arange(len(df)), "file order"
+    cut = int(round(len(df) * fit_share))
+    if cut == 0 or cut == len(df):
+        raise DatasetError(f"{source}: --fit-share {fit_share} of {len(df)} rows leaves nothing to fit or to score")
+    return (np.sort(order[:cut]), np.sort(order[cut:]),
+            f"oldest {fit_share:.0%} of rows by {by} fit best_action and DR's reward model; the rest are scored")
+
+
 def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[str, ...] = (),
-                    source: str = "dataset") -> dict[str, Any]:
+                    source: str = "dataset", fit_share: float | None = None) -> dict[str, Any]:
+    """Estimates of the file's policies. Baselines learned from the log (best_action, DR's
+    reward model) are cross-fitted in `cfg.crossfit_folds` folds, or, with `fit_share`, fitted
+    on the oldest share of rows and everything is scored on the rest."""
     cfg = cfg or EvalConfig()
     unknown = [c for c in by if c not in df.columns or c in ("actions", "target_probs", "reward_hat", "features")]
     if unknown:
@@ -218,7 +278,14 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
     data, extras = bandit_data(df, source)
     has_sets = "actions" in df.columns
     rhat = extras.get("reward_hat")
-    folds = member_folds(data, cfg.crossfit_folds, cfg.seed)
+    if fit_share is None:
+        folds = member_folds(data, cfg.crossfit_folds, cfg.seed)
+        fitting = f"cross-fitted in {cfg.crossfit_folds} folds"
+        scored = np.arange(data.n)
+    else:
+        fit_rows, scored, fitting = fit_split(df, fit_share, source)
+        folds = np.zeros(data.n, dtype=np.int64)
+        folds[scored] = 1  # the scored rows' baselines come from fold 0 only
     if rhat is None and has_sets:
         rhat = _reward_model(df, data, cfg.seed, folds)
     policies: list[PolicyView] = []
@@ -229,17 +296,34 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
     if has_sets:
         policies.append(PolicyView("random", uniform_probs(data), rhat, {"kind": "uniform over actions"}))
         policies.append(PolicyView("best_action", crossfit_best_action_probs(data, folds), rhat,
-                                   {"kind": f"best single action (SNIPS), chosen on the other of "
-                                            f"{cfg.crossfit_folds} folds for each row, and chosen again "
+                                   {"kind": f"best single action (SNIPS), {fitting}, and chosen again "
                                             f"in every bootstrap resample"},
-                                   rechoose=lambda w: crossfit_best_action_probs(data, folds, w)))
+                                   rechoose=lambda w, d=data, f=folds: crossfit_best_action_probs(d, f, w)))
     if not policies:
         raise DatasetError(f"{source}: nothing to evaluate: give target_probs/target_prob or actions")
+    if fit_share is not None:  # score the newer rows only, with what the older ones fitted
+        flat = _flat_rows(data, scored)
+        held = data.subset(scored)
+        policies = [PolicyView(p.name, p.probs[flat], None if p.rhat is None else p.rhat[flat], p.info,
+                               None if p.rechoose is None else _rechoose_on(p.rechoose, scored, flat, data.n))
+                    for p in policies]
+        data = held
     from dataclasses import replace
 
     result = estimate_policies(data, policies, replace(cfg, breakdowns=tuple(by)))
+    if "slate_id" in df.columns:
+        result["slates"] = slate_estimates(data, policies, cfg)
     result["source"] = source
+    result["baselines"] = fitting
     result["reward_model"] = "given reward_hat" if "reward_hat" in extras else (
-        f"lightgbm on (features, action), cross-fitted in {cfg.crossfit_folds} folds" if rhat is not None
-        else "none (no DR)")
+        f"lightgbm on (features, action), {fitting}" if rhat is not None else "none (no DR)")
     return result
+
+
+def _rechoose_on(rechoose, scored: np.ndarray, flat: np.ndarray, n: int):
+    """`rechoose` for the scored rows: resample weights apply to them, the fit rows keep weight 1."""
+    def again(w_scored: np.ndarray) -> np.ndarray:
+        w = np.ones(n)
+        w[scored] = w_scored
+        return rechoose(w)[flat]
+    return again

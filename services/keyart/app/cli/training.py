@@ -199,9 +199,10 @@ def evaluate(
     current: Optional[str] = typer.Option(None, help="Serving version (default: models/CURRENT)."),
     min_minutes: Optional[float] = typer.Option(None, help="Minutes making a quality play (default: the world's)."),
     attribution_window_hours: Optional[float] = typer.Option(None, help="Attribution window in hours."),
-    fit_share: float = typer.Option(0.5, help="Without models: oldest share of the log fitting the non-contextual "
-                                               "bandit and DR reward model (with models the split is their "
-                                               "training window); estimates use the rest."),
+    fit_share: Optional[float] = typer.Option(
+        None, help="Without models: oldest share of the log fitting the non-contextual bandit and DR reward model "
+                   "(default 0.5; with models the split is their training window); estimates use the rest. With "
+                   "--bandit: default cross-fitting, or the oldest share (by a timestamp column, else file order)."),
     allow_in_sample: bool = typer.Option(
         False, "--allow-in-sample", help="Score models even on decisions within their training window (when no "
                                          "later ones exist); every output is then marked in-sample and the "
@@ -228,21 +229,18 @@ def evaluate(
     s = _settings()
     window_h = attribution_window_hours
     cfg = EvalConfig(min_minutes=_min_minutes(s, min_minutes), attribution_window_hours=window_h,
-                     fit_share=fit_share, bootstrap=bootstrap, confidence=confidence, clip=clip,
-                     reward_model=reward_model, allow_in_sample=allow_in_sample)
+                     fit_share=0.5 if fit_share is None else fit_share, bootstrap=bootstrap,
+                     confidence=confidence, clip=clip, reward_model=reward_model, allow_in_sample=allow_in_sample)
     if bandit is not None:
         from keyart_training.ope.generic import evaluate_bandit, read_bandit
 
-        # Generic logs have no training window: their baselines are cross-fitted instead.
-        if fit_share != 0.5:
-            raise KeyartError("--fit-share is not used with --bandit: the non-contextual bandit and DR's "
-                              "reward model are cross-fitted in folds (each row scored by a fit on the others)")
+        # Generic logs: baselines cross-fitted by default; --fit-share fits them on the oldest rows.
         if reward_model != "lightgbm":
-            raise KeyartError("--reward-model is not used with --bandit: give a reward_hat column, or features "
-                              "for the cross-fitted LightGBM reward model")
+            raise KeyartError("--reward-model self needs a Keyart model; with --bandit give a reward_hat column, "
+                              "or features for the LightGBM reward model")
 
         result = evaluate_bandit(read_bandit(bandit), cfg, by=tuple(c for c in by.split(",") if c),
-                                 source=str(bandit))
+                                 source=str(bandit), fit_share=fit_share)
         if report and out is not None:
             from keyart_training.ope.report import write_report
 
