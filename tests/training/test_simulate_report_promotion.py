@@ -60,7 +60,11 @@ def evaluation(platform_settings, later_log, index, candidate, served_model):
 
 
 def test_evaluation_has_policies_breakdowns_and_lifts(evaluation):
-    assert set(evaluation["policies"]) == {"random", "non_contextual", "current", "candidate"}
+    assert set(evaluation["policies"]) == {"random", "non_contextual", "current", "candidate", "current_served",
+                                           "candidate_served"}
+    # The served policy explores: epsilon-greedy's value lies between random's and greedy's (up to noise).
+    served, greedy = evaluation["policies"]["candidate_served"]["ips"], evaluation["policies"]["candidate"]["ips"]
+    assert abs(served["value"] - greedy["value"]) < 0.1 * abs(greedy["value"]) + 0.01
     for pol in evaluation["policies"].values():
         assert set(pol) == {"replay", "ips", "snips", "dr", "dm", "sndr", "switch_dr"}
         assert all(0.0 <= e["ess"] and e["lo"] <= e["hi"] for e in pol.values())

@@ -108,6 +108,10 @@ class EvalConfig:
     allow_in_sample: bool = False  # score models on rows that may be their training rows (marked in-sample)
     min_fit_rows: int = 1000  # fewer older rows than this: baselines are cross-fitted on the scored rows
     crossfit_folds: int = 3
+    # The serving policy each model is also reported under (`<model>_served`), with its exploration.
+    served_policy: str = "epsilon_greedy"
+    epsilon: float = 0.05
+    softmax_temperature: float = 0.02
 
     @property
     def window(self) -> timedelta | None:
@@ -275,6 +279,31 @@ def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: in
     cfg = TrainConfig(ensemble_size=0, max_rounds=200, num_leaves=15, learning_rate=0.08,
                       min_data_in_leaf=max(5, min(50, len(y) // 50)), seed=seed, num_threads=num_threads)
     return train_quality_model(x, y, decided, config=cfg).predict
+
+
+def served_probs(model: QualityPlayModel, scores: np.ndarray, flat_ids: list[str], data: BanditData,
+                 cfg: EvalConfig) -> np.ndarray:
+    """Flat choice probabilities of `model` under the serving policy (keyart.core.policies),
+    title by title: the exploration the served policy really has."""
+    from keyart.core import policies as pol
+
+    ensemble = (model.predict_ensemble(data.x, flat_ids)
+                if cfg.served_policy == "thompson" and model.ensemble and data.x is not None else None)
+    out = np.zeros(len(scores))
+    for lo, hi in zip(data.offsets[:-1], data.offsets[1:]):
+        s = scores[lo:hi]
+        if cfg.served_policy == "greedy":
+            p = pol.greedy(s)
+        elif cfg.served_policy == "uniform":
+            p = pol.uniform(hi - lo)
+        elif cfg.served_policy == "softmax":
+            p = pol.softmax(s, cfg.softmax_temperature)
+        elif cfg.served_policy == "thompson" and ensemble is not None:
+            p = pol.thompson(ensemble[:, lo:hi], cfg.epsilon, s)
+        else:
+            p = pol.epsilon_greedy(s, cfg.epsilon)
+        out[lo:hi] = p
+    return out
 
 
 def member_folds(data: BanditData, k: int, seed: int = 0) -> np.ndarray:
@@ -537,6 +566,10 @@ def evaluate_log(
         rhat = model_preds[name] if cfg.reward_model == "self" else default_rhat
         policies.append(PolicyView(name, argmax_probs(model_preds[name], data), rhat,
                                    {"kind": "greedy on the model", "version": m.version}))
+        policies.append(PolicyView(f"{name}_served", served_probs(m, model_preds[name], flat_ids, data, cfg), rhat,
+                                   {"kind": f"the model as served: {cfg.served_policy} (epsilon {cfg.epsilon}, "
+                                            f"temperature {cfg.softmax_temperature}); page diversity and the "
+                                            f"new-image floor not applied", "version": m.version}))
     compare = ("candidate", "current") if {"candidate", "current"} <= set(models) else None
     assert data.time is not None
     sample = {

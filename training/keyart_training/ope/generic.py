@@ -43,6 +43,7 @@ unit), else rows are assigned one by one.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -298,7 +299,7 @@ def evaluate_bandit(df: pd.DataFrame, cfg: EvalConfig | None = None, by: tuple[s
         policies.append(PolicyView("best_action", crossfit_best_action_probs(data, folds), rhat,
                                    {"kind": f"best single action (SNIPS), {fitting}, and chosen again "
                                             f"in every bootstrap resample"},
-                                   rechoose=lambda w, d=data, f=folds: crossfit_best_action_probs(d, f, w)))
+                                   rechoose=functools.partial(crossfit_best_action_probs, data, folds)))
     if not policies:
         raise DatasetError(f"{source}: nothing to evaluate: give target_probs/target_prob or actions")
     if fit_share is not None:  # score the newer rows only, with what the older ones fitted

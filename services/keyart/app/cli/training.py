@@ -230,7 +230,8 @@ def evaluate(
     window_h = attribution_window_hours
     cfg = EvalConfig(min_minutes=_min_minutes(s, min_minutes), attribution_window_hours=window_h,
                      fit_share=0.5 if fit_share is None else fit_share, bootstrap=bootstrap,
-                     confidence=confidence, clip=clip, reward_model=reward_model, allow_in_sample=allow_in_sample)
+                     confidence=confidence, clip=clip, reward_model=reward_model, allow_in_sample=allow_in_sample,
+                     served_policy=s.policy, epsilon=s.epsilon, softmax_temperature=s.softmax_temperature)
     if bandit is not None:
         from keyart_training.ope.generic import evaluate_bandit, read_bandit
 
