@@ -21,8 +21,8 @@ import signal, subprocess, sys, time
 if sys.argv[1] == "ignore-int":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-print("up", flush=True)
 try:
+    print("up", flush=True)  # inside the try: a SIGINT right after "up" must still kill the child
     time.sleep(120)
 except KeyboardInterrupt:
     child.kill()
