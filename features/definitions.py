@@ -24,12 +24,6 @@ from typing import Any
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Array, Float64, String
 
-GENRES = (
-    "action", "comedy", "crime", "documentary", "drama",
-    "family", "horror", "romance", "scifi", "thriller",
-)  # must equal keyart.domain.GENRES (checked by the tests); kept literal so that
-# `feast apply` works without the keyart package on the path.
-
 _HERE = Path(__file__).resolve().parent
 
 
@@ -60,12 +54,17 @@ member_genre_affinity = FeatureView(
     name="member_genre_affinity",
     entities=[member],
     ttl=MEMBER_TTL,
-    schema=[Field(name=f"genre_{g}", dtype=Float64) for g in GENRES]
-    + [Field(name="history_views", dtype=Float64), Field(name="history_minutes", dtype=Float64)],
+    schema=[
+        Field(name="genres", dtype=Array(String)),
+        Field(name="genre_weights", dtype=Array(Float64)),
+        Field(name="history_views", dtype=Float64),
+        Field(name="history_minutes", dtype=Float64),
+    ],
     source=_source("member_genre_affinity"),
     online=True,
-    description="Recency-weighted share of viewing per genre, shrunk to the population's; "
-    "how much history stands behind it (weekly snapshots).",
+    description="Recency-weighted share of viewing per genre (the catalog's genres, as parallel lists: "
+    "the vocabulary is open), shrunk to the population's; how much history stands behind it "
+    "(weekly snapshots).",
 )
 
 member_actor_affinity = FeatureView(
@@ -106,25 +105,17 @@ member_title_interaction = FeatureView(
 )
 
 # The member features the ranker reads online, versioned: a new feature set gets a new
-# service (member_context_v2) so running rankers keep reading the set they were trained on.
-member_context_v1 = FeatureService(
-    name="member_context_v1",
-    features=[
-        member_genre_affinity[[f"genre_{g}" for g in GENRES]],
-        member_actor_affinity, member_profile, member_title_interaction,
-    ],
-    description="Member features read online by the artwork ranker (v1).",
-)
-
-# v2 adds how much viewing history stands behind the shares (history_views, history_minutes).
-member_context_v2 = FeatureService(
-    name="member_context_v2",
+# service so running rankers keep reading the set they were trained on. v3 holds the
+# genre shares as lists over the catalog's own genres; v1 and v2 (one column per genre
+# of a fixed list) were retired with the closed vocabularies.
+member_context_v3 = FeatureService(
+    name="member_context_v3",
     features=[member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction],
-    description="Member features read online by the artwork ranker (v2).",
+    description="Member features read online by the artwork ranker (v3: open genre vocabulary).",
 )
 
 ALL_OBJECTS: list[Any] = [
     member,
     member_genre_affinity, member_actor_affinity, member_profile, member_title_interaction,
-    member_context_v1, member_context_v2,
+    member_context_v3,
 ]

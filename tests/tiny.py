@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import lightgbm as lgb
 import numpy as np
 
-from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
+from keyart.core.feature_space import FeatureSpace
 from keyart.core.model import QualityPlayModel
-from keyart.domain import GENRES, Catalog, ImageInfo, MemberFeatures, RequestContext, TitleInfo
+from keyart.domain import Catalog, ImageInfo, MemberFeatures, RequestContext, TitleInfo
+from keyart.jobs.world.vocab import GENRES
 
 NOW = datetime(2026, 11, 20, 20, 0, tzinfo=UTC)
 STYLES = ("closeup", "character", "scene", "ensemble")
@@ -38,7 +39,7 @@ def _image(title_id: str, k: int) -> ImageInfo:
 
 
 def make_catalog(n_titles: int = 6, pool: int = 5) -> Catalog:
-    catalog = Catalog(version="tiny")
+    catalog = Catalog(version="tiny", vocabularies={"country": ("US", "GB", "BR"), "language": ("en-US", "pt-BR")})
     for t in range(n_titles):
         title_id = f"t{t}"
         images = [_image(title_id, k) for k in range(pool)]
@@ -47,7 +48,7 @@ def make_catalog(n_titles: int = 6, pool: int = 5) -> Catalog:
         catalog.titles[title_id] = TitleInfo(
             title_id=title_id,
             name=f"Title {t}",
-            genres=(GENRES[t % len(GENRES)],),
+            genres=(TONES[t % len(TONES)],),  # every tone names a genre of the catalog
             cast=("a0", "a1", "a2"),
             default_image_id=images[0].image_id,
             image_ids=tuple(im.image_id for im in images),
@@ -55,26 +56,34 @@ def make_catalog(n_titles: int = 6, pool: int = 5) -> Catalog:
     return catalog
 
 
-def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3, face_effect: float = 0.5) -> QualityPlayModel:
+def make_space() -> FeatureSpace:
+    """The feature space of `make_catalog()` (what a model trained on it learns)."""
+    return FeatureSpace.from_catalog(make_catalog())
+
+
+def make_model(version: str = "tiny-1", ensemble: int = 4, seed: int = 3, face_effect: float = 0.5,
+               space: FeatureSpace | None = None) -> QualityPlayModel:
+    space = space or make_space()
+    names = list(space.names)
     rng = np.random.default_rng(seed)
     n = 3000
-    x = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
-    cols = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    for name in CATEGORICAL_FEATURES:
+    x = rng.random((n, len(names))).astype(np.float32)
+    cols = space.index
+    for name in space.categorical:
         x[:, cols[name]] = rng.integers(0, 4, n)
-    logit = (-2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == 3)
+    complex_code = space.code("expression", "complex")
+    logit = (-2 + 2.0 * x[:, cols["tone_affinity"]] + 0.8 * (x[:, cols["expression"]] == complex_code)
              + face_effect * x[:, cols["num_faces"]])
     y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
     params = {"objective": "binary", "num_leaves": 7, "verbosity": -1, "seed": seed, "num_threads": 1}
 
     def fit(idx: np.ndarray, s: int) -> lgb.Booster:
-        ds = lgb.Dataset(x[idx], y[idx], feature_name=list(FEATURE_NAMES),
-                         categorical_feature=list(CATEGORICAL_FEATURES))
+        ds = lgb.Dataset(x[idx], y[idx], feature_name=names, categorical_feature=list(space.categorical))
         return lgb.train(params | {"seed": s}, ds, num_boost_round=20)
 
     booster = fit(np.arange(n), seed)
     members = [fit(rng.integers(0, n, n), seed + 1 + k) for k in range(ensemble)]
-    return QualityPlayModel(version=version, booster=booster, ensemble=members, meta={})
+    return QualityPlayModel(version=version, booster=booster, ensemble=members, meta={}, space=space)
 
 
 def make_member(member_id: str = "m1", favourite: str = "romance") -> MemberFeatures:

@@ -11,28 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
-# Vocabularies. The synthetic world, the Feast schema and the featurizer all read
-# these, so a new genre or tone is added in one place.
-GENRES: tuple[str, ...] = (
-    "action",
-    "comedy",
-    "crime",
-    "documentary",
-    "drama",
-    "family",
-    "horror",
-    "romance",
-    "scifi",
-    "thriller",
-)
-# An image's tone is the genre feel it conveys (a kiss reads "romance", a car chase
-# "action"), so it is matched against the member's genre affinity.
-TONES: tuple[str, ...] = GENRES
-EXPRESSIONS: tuple[str, ...] = ("none", "neutral", "happy", "complex")
-STYLES: tuple[str, ...] = ("closeup", "character", "scene", "ensemble", "title_card")
-PALETTES: tuple[str, ...] = ("red", "orange", "yellow", "green", "teal", "blue", "purple", "mono")
+# The devices of the API (its request context) and the crop shape each renders. Every
+# other vocabulary (country, language, genre, tone, expression, style, palette, a
+# customer's own image attributes) is open: it comes from the imported catalog
+# (`Catalog.vocabularies`, observed values), never from a code constant.
 DEVICES: tuple[str, ...] = ("TV", "WEB", "MOBILE", "TABLET")
-COUNTRIES: tuple[str, ...] = ("US", "GB", "BR", "IN", "JP", "DE", "FR", "MX", "KR", "ES")
 # The crop shape each device renders (artwork analysis makes one crop per shape).
 DEVICE_ASPECT: dict[str, str] = {"TV": "16:9", "WEB": "16:9", "MOBILE": "2:3", "TABLET": "4:3"}
 
@@ -73,7 +56,7 @@ class MemberFeatures:
     language: str
     main_device: str
     tenure_days: float
-    genre_affinity: Mapping[str, float]  # every genre in GENRES, recency-weighted viewing share
+    genre_affinity: Mapping[str, float]  # genre -> recency-weighted viewing share (the catalog's genres)
     actor_affinity: Mapping[str, float]  # top actors -> weight in [0, 1]
     interacted_titles: frozenset[str] = frozenset()  # titles watched or started
     history_views: float = 0.0  # viewing events behind the shares (few: the shares are mostly prior)
@@ -82,26 +65,34 @@ class MemberFeatures:
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """Attributes of one artwork image (measured by artwork analysis or supplied)."""
+    """Attributes of one artwork image (measured by artwork analysis or supplied).
+
+    Categorical values are open (whatever the catalog uses; "" means unknown). A
+    measure the catalog did not supply is NaN (unknown), which the model treats as
+    missing rather than as a value.
+    """
 
     image_id: str
     title_id: str
     lineage_id: str
     num_faces: int
-    face_area: float  # share of the frame covered by the largest face, 0..1
-    expression: str  # one of EXPRESSIONS
+    face_area: float  # share of the frame covered by the largest face, 0..1 (NaN: unknown)
+    expression: str  # for example "happy", "intense" ("": unknown)
     villain_shown: bool
     cast_shown: tuple[str, ...]
     group_size: int  # people visible
-    brightness: float  # 0..1
-    warmth: float  # -1 (cool) .. 1 (warm)
-    contrast: float  # 0..1
-    tone: str  # one of TONES
-    style: str  # one of STYLES
-    palette: str  # dominant palette, one of PALETTES
+    brightness: float  # 0..1 (NaN: unknown)
+    warmth: float  # -1 (cool) .. 1 (warm) (NaN: unknown)
+    contrast: float  # 0..1 (NaN: unknown)
+    tone: str  # the genre feel it conveys, matched to the member's genre taste ("": unknown)
+    style: str  # for example "closeup", "scene" ("": unknown)
+    palette: str  # dominant palette ("": unknown)
     text_present: bool
     theme_tags: tuple[str, ...] = ()
     active: bool = True
+    # The customer's own attributes (for example from their computer-vision tagger),
+    # declared in the catalog: name -> number (NaN: unknown) or category ("": unknown).
+    attributes: Mapping[str, float | str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -139,6 +130,13 @@ class Catalog:
     images: dict[str, ImageInfo] = field(default_factory=dict)
     version: str = ""
     crops: dict[str, dict[str, CropInfo]] = field(default_factory=dict)  # image_id -> ratio -> crop
+    # Declared values of open vocabularies beyond the observed ones, for example
+    # {"country": ("US", "NZ"), "language": ("en", "mi")} (the members' own values).
+    vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # The customer's image attributes: name -> "numeric" or "categorical".
+    image_attributes: dict[str, str] = field(default_factory=dict)
+    # Tone -> the genre it conveys, where the tone is not itself a genre name.
+    tone_genre: dict[str, str] = field(default_factory=dict)
 
     def pool(self, title_id: str) -> tuple[str, ...]:
         """The images of a title a policy may choose: known to the catalog and active, in id order.

@@ -100,5 +100,10 @@ class KeyartSettings(BaseSettings):
         return self.data_dir / "models"
 
     @property
+    def feature_spaces_dir(self) -> Path:
+        """The feature spaces serving has logged decisions under (keyart.adapters.catalog.spaces)."""
+        return self.data_dir / "feature_spaces"
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "log"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from tiny import make_context, make_member
 
-from keyart.core.featurize import FEATURE_INDEX, FEATURE_NAMES, build_matrix
+from keyart.core.featurize import build_matrix
 from keyart_training.ope.evaluate import candidate_matrix
 
 
@@ -22,6 +22,6 @@ def test_one_row_through_serving_and_evaluation_gives_equal_matrices(tiny_index)
         chosen = np.concatenate([[0], np.cumsum([len(p) for p in pools])[:-1]])
         logged = served[chosen]
         rebuilt = candidate_matrix(logged, tiny_index, rows, title_of_row, [dict(member.actor_affinity)] * len(titles))
-        assert rebuilt.shape == (len(rows), len(FEATURE_NAMES))
+        assert rebuilt.shape == (len(rows), len(tiny_index.space.names))
         np.testing.assert_array_equal(rebuilt, served)
-        assert served[:, FEATURE_INDEX["cast_affinity"]].any()  # the cast crosses were exercised
+        assert served[:, tiny_index.space.index["cast_affinity"]].any()  # the cast crosses were exercised

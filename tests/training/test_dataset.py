@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from tiny import make_space
 
-from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA
 from keyart_training.data.dataset import DatasetError, label, quality_labels, read_logged, refeaturize
 from keyart_training.job import ips_weights_of
 from keyart_training.train import time_split
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+SPACE = make_space()
 
 
 def frame(minutes, first_play_delay_h=None, propensity=0.25) -> pd.DataFrame:
@@ -22,8 +23,8 @@ def frame(minutes, first_play_delay_h=None, propensity=0.25) -> pd.DataFrame:
         "decision_id": [f"d{i}" for i in range(n)], "member_id": "m1", "title_id": "t1", "image_id": "i1",
         "propensity": propensity, "policy": "uniform",
         "decided_at": [T0 + timedelta(minutes=i) for i in range(n)],
-        "feature_schema": FEATURE_SCHEMA,
-        "features": [np.zeros(len(FEATURE_NAMES), np.float32) for _ in range(n)],
+        "feature_schema": SPACE.schema_id,
+        "features": [np.zeros(len(SPACE.names), np.float32) for _ in range(n)],
         "max_minutes": minutes,
     })
     if first_play_delay_h is not None:
@@ -33,7 +34,7 @@ def frame(minutes, first_play_delay_h=None, propensity=0.25) -> pd.DataFrame:
 
 
 def test_short_plays_are_not_successes():
-    data = label(frame([0.0, 3.0, 14.99, 15.0, 90.0]), min_minutes=15.0)
+    data = label(frame([0.0, 3.0, 14.99, 15.0, 90.0]), min_minutes=15.0, space=SPACE)
     assert data.y.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
 
 
@@ -63,7 +64,7 @@ def test_wrong_feature_length_names_row():
     df = frame([1.0, 2.0])
     df.at[1, "features"] = np.zeros(3, np.float32)
     with pytest.raises(DatasetError, match="column features, row 1"):
-        label(df, 15.0, source="x.parquet")
+        label(df, 15.0, SPACE, source="x.parquet")
 
 
 def test_time_split_validates_on_the_newest():
@@ -77,7 +78,7 @@ def test_time_split_validates_on_the_newest():
 def test_ips_weights_inverse_propensity_clipped_mean_one():
     df = frame([0.0] * 4)
     df["propensity"] = [0.5, 0.25, 0.1, 0.01]
-    data = label(df, 15.0)
+    data = label(df, 15.0, SPACE)
     w = ips_weights_of(data)
     assert w.mean() == pytest.approx(1.0)
     assert w[1] / w[0] == pytest.approx(2.0) and w[3] / w[0] == pytest.approx(50.0)
@@ -91,5 +92,5 @@ def test_refeaturize_rebuilds_logged_features(uniform_log, index, lookup):
     stripped["features"] = [np.zeros(0, np.float32)] * len(stripped)
     stripped.loc[stripped.index[:50], "feature_schema"] = "old-schema"
     rebuilt = refeaturize(stripped, index, lookup)
-    assert (rebuilt["feature_schema"] == FEATURE_SCHEMA).all()
+    assert (rebuilt["feature_schema"] == index.space.schema_id).all()
     np.testing.assert_allclose(np.stack(rebuilt["features"]), np.stack(log["features"]), rtol=1e-6)

@@ -55,18 +55,18 @@ def models_dir(tmp_path_factory, platform_settings, served_model) -> Path:
 
 
 @pytest.fixture(scope="module")
-def held_candidate(models_dir, later_log, world):
+def held_candidate(models_dir, later_log, world, index):
     """Trained on the older 80% of the later log, the newest 20% held out."""
     split = holdout_split(later_log, 0.2)
-    data = label(split.train, world.params.quality_minutes)
+    data = label(split.train, world.params.quality_minutes, index.space)
     return run_training(data, models_dir, FAST, promote_after=False, source="later_log[:80%]",
                         holdout_from=split.holdout_from, holdout_share=0.2, holdout_rows=len(split.holdout))
 
 
 @pytest.fixture(scope="module")
-def full_candidate(models_dir, later_log, world):
+def full_candidate(models_dir, later_log, world, index):
     """Trained on every row of the later log: no decision of it is out of sample."""
-    data = label(later_log, world.params.quality_minutes)
+    data = label(later_log, world.params.quality_minutes, index.space)
     return run_training(data, models_dir, FAST, promote_after=False, source="later_log")
 
 

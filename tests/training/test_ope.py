@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keyart.core.featurize import FEATURE_INDEX
 from keyart_training.closed_loop import true_take_fraction
 from keyart_training.data.dataset import DatasetError
 from keyart_training.ope.estimators import argmax_probs, bootstrap_counts, estimate, uniform_probs
@@ -77,7 +76,7 @@ def test_rebuilt_candidate_features_match_logged(mixed_log, index):
     # Without actor affinities the cast crosses are zeroed and the approximation is noted.
     no_actors = mixed_log.drop(columns=["top_actors", "top_actor_weights"])
     approx, _ = keyart_bandit_data(no_actors.head(100), index, 15.0)
-    cast = [FEATURE_INDEX[c] for c in ("cast_affinity", "max_cast_affinity", "cast_known", "max_cast_views")]
+    cast = [index.space.index[c] for c in ("cast_affinity", "max_cast_affinity", "cast_known", "max_cast_views")]
     assert approx.notes and (approx.x[:, cast] == 0).all()
 
 
@@ -123,12 +122,12 @@ def test_wrong_propensity_biases_ips(mixed_log, uniform_log, index, world, serve
 
 
 def test_candidate_matrix_copies_member_columns(index):
-    from keyart.core.featurize import FEATURE_NAMES, IMAGE_FEATURES
-
-    x = np.arange(2 * len(FEATURE_NAMES), dtype=np.float32).reshape(2, -1) % 7
+    names = index.space.names
+    width = index.space.context_width
+    x = np.arange(2 * len(names), dtype=np.float32).reshape(2, -1) % 7
     rows = np.array([0, 1, 2])
     out = candidate_matrix(x, index, rows, np.array([0, 0, 1]), None)
-    assert out.shape == (3, len(FEATURE_NAMES))
-    assert (out[1, :18] == x[0, :18]).all() and (out[2, :18] == x[1, :18]).all()
-    cols = [FEATURE_NAMES.index(n) for n in IMAGE_FEATURES]
+    assert out.shape == (3, len(names))
+    assert (out[1, :width] == x[0, :width]).all() and (out[2, :width] == x[1, :width]).all()
+    cols = [names.index(n) for n in index.space.image_features]
     np.testing.assert_array_equal(out[:, cols], index.image_matrix[rows])

@@ -42,13 +42,13 @@ def test_closed_loop_orders_policies(world, index, lookup):
 
 
 @pytest.fixture(scope="module")
-def candidate(platform_settings, later_log, world):
+def candidate(platform_settings, later_log, world, index):
     """A candidate trained on the older half of the later log (saved, not promoted).
 
     The later log starts after the served model's training window, so both models can
     be scored out of sample on its newer half."""
     old = later_log.sort_values("decided_at").iloc[: len(later_log) // 2]
-    data = label(old, world.params.quality_minutes)
+    data = label(old, world.params.quality_minutes, index.space)
     cfg = TrainConfig(num_leaves=15, max_rounds=100, ensemble_size=0, num_threads=1)
     return run_training(data, platform_settings.models_dir, cfg, promote_after=False, source="test-candidate")
 

@@ -17,8 +17,8 @@ FAST = TrainConfig(num_leaves=7, max_rounds=40, early_stopping_rounds=10, min_da
 
 
 @pytest.fixture(scope="module")
-def labelled(uniform_log, world):
-    return label(uniform_log, world.params.quality_minutes)
+def labelled(uniform_log, world, index):
+    return label(uniform_log, world.params.quality_minutes, index.space)
 
 
 def test_ensemble_members_differ(labelled):
@@ -98,14 +98,13 @@ def test_guard_says_when_a_per_image_rate_beats_the_model():
     """Images whose take rates differ for no reason the features show: the model cannot beat
     the per-image rate, and its metrics say so; when the context decides the rate, it does."""
     rng = np.random.default_rng(4)
-    from keyart.core.featurize import FEATURE_NAMES
     n, images = 30_000, 20
     image = rng.integers(0, images, n)
     rate = np.linspace(0.02, 0.6, images)[image]
     y = (rng.random(n) < rate).astype(float)
     decided = np.arange(n)
     ids = np.array([f"i{k}" for k in image])
-    blind = rng.random((n, len(FEATURE_NAMES))).astype(np.float32)
+    blind = rng.random((n, 40)).astype(np.float32)
     cfg = TrainConfig(num_leaves=7, max_rounds=60, early_stopping_rounds=10, ensemble_size=0, num_threads=1,
                       search=())
     res = train_quality_model(blind, y, decided, config=cfg, image_ids=ids)

@@ -130,9 +130,11 @@ def closed_loop(
     rounds: list[dict[str, Any]] = []
     model: QualityPlayModel | None = None
     for k in range(1, cfg.rounds + 1):
-        labelled = label(pd.concat(logs, ignore_index=True), min_minutes, source=f"simulated rounds 0..{k - 1}")
+        labelled = label(pd.concat(logs, ignore_index=True), min_minutes, index.space,
+                         source=f"simulated rounds 0..{k - 1}")
         res = train_quality_model(labelled.x, labelled.y, labelled.frame["decided_at"].to_numpy(), config=tcfg,
-                                  started=labelled.started, image_ids=labelled.frame["image_id"].to_numpy())
+                                  started=labelled.started, image_ids=labelled.frame["image_id"].to_numpy(),
+                                  space=index.space)
         model = res.as_model(f"sim-round-{k}")
         policy = PolicyConfig(name="epsilon_greedy", epsilon=cfg.epsilon, uniform_explore_share=cfg.uniform_share,
                               salt=cfg.policy_salt)
@@ -149,9 +151,9 @@ def closed_loop(
     eval_frame = logs[-1]
     data, dropped = keyart_bandit_data(eval_frame, index, min_minutes, source="simulated last round")
     nc = fit_noncontextual(train_frame, min_minutes, None)
-    tr = label(train_frame, min_minutes)
+    tr = label(train_frame, min_minutes, index.space)
     assert data.x is not None  # built with candidate features
-    rhat = fit_reward_model(tr.x, tr.y, tr.frame["decided_at"].to_numpy(), cfg.seed)(data.x)
+    rhat = fit_reward_model(tr.x, tr.y, tr.frame["decided_at"].to_numpy(), cfg.seed, space=index.space)(data.x)
     scores = model.predict(data.x, [str(i) for i in data.candidates])
     views = [
         PolicyView("random", uniform_probs(data), rhat),

@@ -30,7 +30,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
+from keyart.core.feature_space import FeatureSpace
 from keyart_training.train import TrainConfig, TrainResult, _params, auc, log_loss, time_split
 
 LABEL = "__label"
@@ -49,8 +49,8 @@ class RayConfig:
     storage_path: str | None = None  # Ray Train run storage (checkpoints); default a temp dir
 
 
-def _frame(x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> pd.DataFrame:
-    df = pd.DataFrame(x, columns=list(FEATURE_NAMES))
+def _frame(names: list[str], x: np.ndarray, y: np.ndarray, w: np.ndarray | None) -> pd.DataFrame:
+    df = pd.DataFrame(x, columns=names)
     df[LABEL] = y
     df[WEIGHT] = 1.0 if w is None else w
     return df
@@ -73,15 +73,16 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
     from ray.train.lightgbm import get_network_params
 
     ctx = ray.train.get_context()
+    names, categorical = list(config["feature_names"]), list(config["categorical"])
 
     def load(name: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         df = ray.train.get_dataset_shard(name).materialize().to_pandas()
-        return df[list(FEATURE_NAMES)], df[LABEL].to_numpy(), df[WEIGHT].to_numpy()
+        return df[names], df[LABEL].to_numpy(), df[WEIGHT].to_numpy()
 
     def dataset(parts, reference=None) -> lgb.Dataset:
         xs, ys, ws = parts
         return lgb.Dataset(xs, label=ys, weight=ws if config["weighted"] else None,
-                           feature_name=list(FEATURE_NAMES), categorical_feature=list(CATEGORICAL_FEATURES),
+                           feature_name=names, categorical_feature=categorical,
                            reference=reference, free_raw_data=False)
 
     params = dict(config["params"])
@@ -112,11 +113,11 @@ def _train_loop(config: dict) -> None:  # runs on every Ray Train worker
 
 
 def _fit_member(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, params: dict, rounds: int,
-                seed: int) -> str:
+                seed: int, names: list[str], categorical: list[str]) -> str:
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y), size=len(y))
     ds = lgb.Dataset(x[idx], label=y[idx], weight=None if w is None else w[idx],
-                     feature_name=list(FEATURE_NAMES), categorical_feature=list(CATEGORICAL_FEATURES))
+                     feature_name=names, categorical_feature=categorical)
     return lgb.train({**params, "num_threads": 1}, ds, num_boost_round=rounds).model_to_string()
 
 
@@ -127,6 +128,8 @@ def train_quality_model_ray(
     weights: np.ndarray | None = None,
     config: TrainConfig | None = None,
     ray_config: RayConfig | None = None,
+    *,
+    space: FeatureSpace,
 ) -> TrainResult:
     """Distributed counterpart of `train.train_quality_model` (same arguments, same result)."""
     import ray
@@ -134,6 +137,7 @@ def train_quality_model_ray(
     from ray.train.lightgbm import LightGBMTrainer
 
     cfg = config or TrainConfig()
+    names, categorical = list(space.names), list(space.categorical)
     rc = ray_config or RayConfig()
     started = time.monotonic()
     tr, va = time_split(decided_at, cfg.validation_share)
@@ -146,9 +150,9 @@ def train_quality_model_ray(
     try:
         sub = lambda idx: None if w is None else w[idx]  # noqa: E731
         datasets: dict[str, Any] = {
-            "train": ray.data.from_pandas(_frame(x[tr], y[tr], sub(tr))),
-            "valid": ray.data.from_pandas(_frame(x[va], y[va], sub(va))),
-            "full": ray.data.from_pandas(_frame(x, y, w)),
+            "train": ray.data.from_pandas(_frame(names, x[tr], y[tr], sub(tr))),
+            "valid": ray.data.from_pandas(_frame(names, x[va], y[va], sub(va))),
+            "full": ray.data.from_pandas(_frame(names, x, y, w)),
         }
         params = _params(cfg, cfg.seed)
 
@@ -157,7 +161,8 @@ def train_quality_model_ray(
                 _train_loop,
                 train_loop_config={"params": params, "weighted": w is not None, "max_rounds": cfg.max_rounds,
                                    "early_stopping_rounds": cfg.early_stopping_rounds,
-                                   "threads": rc.cpus_per_worker},
+                                   "threads": rc.cpus_per_worker, "feature_names": names,
+                                   "categorical": categorical},
                 scaling_config=ScalingConfig(num_workers=rc.num_workers,
                                              resources_per_worker={"CPU": rc.cpus_per_worker}),
                 datasets=datasets,
@@ -183,7 +188,8 @@ def train_quality_model_ray(
         rounds = int(ray_metrics["rounds"])
         fit = ray.remote(num_cpus=1)(_fit_member)
         x_ref, y_ref, w_ref = ray.put(x), ray.put(y), ray.put(w)
-        futures = [fit.remote(x_ref, y_ref, w_ref, _params(cfg, cfg.seed + 1 + k), rounds, cfg.seed + 1000 + k)
+        futures = [fit.remote(x_ref, y_ref, w_ref, _params(cfg, cfg.seed + 1 + k), rounds, cfg.seed + 1000 + k,
+                               names, categorical)
                    for k in range(cfg.ensemble_size)]
         ensemble = [lgb.Booster(model_str=s) for s in ray.get(futures)]
     finally:
@@ -201,4 +207,4 @@ def train_quality_model_ray(
         "ray_workers": float(rc.num_workers),
         "train_seconds": time.monotonic() - started,
     }
-    return TrainResult(booster=booster, ensemble=ensemble, metrics=metrics)
+    return TrainResult(booster=booster, space=space, ensemble=ensemble, metrics=metrics)

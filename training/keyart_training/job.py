@@ -69,18 +69,23 @@ def run_training(
     if ray is not None:
         from keyart_training.distributed import train_quality_model_ray
 
-        result = train_quality_model_ray(data.x, data.y, decided, weights=weights, config=config, ray_config=ray)
+        result = train_quality_model_ray(data.x, data.y, decided, weights=weights, config=config, ray_config=ray,
+                                         space=data.space)
     else:
         result = train_quality_model(data.x, data.y, decided, weights=weights, config=config,
-                                     started=data.started, image_ids=data.frame["image_id"].to_numpy())
+                                     started=data.started, image_ids=data.frame["image_id"].to_numpy(),
+                                     space=data.space)
     version = new_version(data)
     window = TrainingWindow.of_frame(
         data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,
         holdout_from=None if holdout_from is None else pd.Timestamp(holdout_from))
+    if result.space is None:
+        raise ValueError("a trained model needs its feature space to be saved")
     path = save_model(
         models_dir,
         version,
         result.booster,
+        result.space,
         result.ensemble,
         stay=result.stay,
         ensemble_stay=result.ensemble_stay,

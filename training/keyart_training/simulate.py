@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from keyart.core.featurize import FEATURE_SCHEMA, CatalogIndex, build_matrix, cold_member
+from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
 from keyart.core.ranker import Ranker
 from keyart.domain import DEVICES, MemberFeatures, RequestContext, TitleRequest
 from keyart.jobs.world.world_model import World
@@ -52,6 +52,8 @@ def simulate_pages(
     )
     feats = member_features_at(entity)
     title_ids = np.array(sorted(index.catalog.titles))
+    # The ranker featurizes in its model's space, uniform pages in the catalog index's.
+    schema = (ranker.index if ranker is not None else index).space.schema_id
     rows: list[dict] = []
     for k in tqdm(range(pages), desc="simulating pages", disable=not progress):
         m = members.iloc[m_idx[k]]
@@ -83,7 +85,7 @@ def simulate_pages(
                     "country": ctx.country,
                     "device": device,
                     "decided_at": when[k],
-                    "feature_schema": FEATURE_SCHEMA,
+                    "feature_schema": schema,
                     "features": np.asarray(x, dtype=np.float32),
                     "fallback_reason": "",
                     "top_actors": actors,

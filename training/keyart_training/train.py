@@ -24,7 +24,7 @@ import lightgbm as lgb
 import numpy as np
 from scipy.stats import rankdata
 
-from keyart.core.featurize import CATEGORICAL_FEATURES, FEATURE_NAMES
+from keyart.core.feature_space import FeatureSpace
 from keyart.core.model import QualityPlayModel
 
 
@@ -54,6 +54,7 @@ class TrainConfig:
 @dataclass
 class TrainResult:
     booster: lgb.Booster  # the start head (or the only head)
+    space: FeatureSpace | None  # the columns it learned (None: anonymous columns, e.g. a reward model)
     ensemble: list[lgb.Booster] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
     stay: lgb.Booster | None = None  # the stay head, when there are two
@@ -61,7 +62,7 @@ class TrainResult:
     image_offsets: dict[str, float] = field(default_factory=dict)  # start-logit offset per image
 
     def as_model(self, version: str, meta: dict | None = None) -> QualityPlayModel:
-        return QualityPlayModel(version=version, booster=self.booster, ensemble=self.ensemble,
+        return QualityPlayModel(version=version, booster=self.booster, space=self.space, ensemble=self.ensemble,
                                 meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay,
                                 image_offsets=self.image_offsets)
 
@@ -137,14 +138,15 @@ def crossfit_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, pri
     return out
 
 
-def _dataset(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, init: np.ndarray | None = None) -> lgb.Dataset:
+def _dataset(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
+             init: np.ndarray | None = None) -> lgb.Dataset:
     return lgb.Dataset(
         x,
         label=y,
         weight=w,
         init_score=init,
-        feature_name=list(FEATURE_NAMES),
-        categorical_feature=list(CATEGORICAL_FEATURES),
+        feature_name=list(space.names) if space is not None else "auto",
+        categorical_feature=list(space.categorical) if space is not None else "auto",
         free_raw_data=False,
     )
 
@@ -185,7 +187,8 @@ def image_rate_logloss(image_tr: np.ndarray, y_tr: np.ndarray, image_va: np.ndar
     return log_loss(y_va, p)
 
 
-def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray, va: np.ndarray,
+def _fit_head(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray,
+              va: np.ndarray,
               cfg: TrainConfig, init: np.ndarray | None = None,
               grid: list[TrainConfig] | None = None) -> tuple[TrainConfig, int, float, lgb.Booster]:
     """Best config of the grid for one head: (config, rounds, validation log-loss, booster on `tr`).
@@ -196,8 +199,8 @@ def _fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, tr: np.ndarray
     if grid is None:
         grid = [cfg] + [replace(cfg, num_leaves=leaves, min_data_in_leaf=md) for leaves, md in cfg.search]
     for c in grid:
-        train_set = _dataset(x[tr], y[tr], None if w is None else w[tr], None if init is None else init[tr])
-        valid_set = _dataset(x[va], y[va], None if w is None else w[va], None if init is None else init[va])
+        train_set = _dataset(space, x[tr], y[tr], None if w is None else w[tr], None if init is None else init[tr])
+        valid_set = _dataset(space, x[va], y[va], None if w is None else w[va], None if init is None else init[va])
         booster = lgb.train(
             _params(c, c.seed),
             train_set,
@@ -221,11 +224,12 @@ def _head_p(booster: lgb.Booster, x: np.ndarray, rounds: int, init: np.ndarray |
     return 1.0 / (1.0 + np.exp(-raw))
 
 
-def _refit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig, rounds: int,
+def _refit(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig,
+           rounds: int,
            rows: np.ndarray, init: np.ndarray | None = None) -> tuple[lgb.Booster, list[lgb.Booster]]:
     """The head refit on `rows` with the chosen rounds, and its bootstrap ensemble."""
     def fit(idx: np.ndarray, seed: int) -> lgb.Booster:
-        return lgb.train(_params(cfg, seed), _dataset(x[idx], y[idx], None if w is None else w[idx],
+        return lgb.train(_params(cfg, seed), _dataset(space, x[idx], y[idx], None if w is None else w[idx],
                                                       None if init is None else init[idx]),
                          num_boost_round=rounds)
 
@@ -236,7 +240,8 @@ def _refit(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig,
     return final, ensemble
 
 
-def _choose_image_prior(x: np.ndarray, s: np.ndarray, w: np.ndarray | None, tr: np.ndarray, va: np.ndarray,
+def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
+                        tr: np.ndarray, va: np.ndarray,
                         cfg: TrainConfig, image_ids: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
     """The start head's image-offset shrinkage with the best validation log-loss (None: no
     offsets), and the offsets it gives every row: training rows cross-fitted, validation rows
@@ -249,7 +254,7 @@ def _choose_image_prior(x: np.ndarray, s: np.ndarray, w: np.ndarray | None, tr: 
         init = np.zeros(len(s))
         init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed)
         init[va] = _apply(image_offsets(ids, s, tr, prior), ids[va])
-        _, _, loss, _ = _fit_head(x, s, w, tr, va, cfg, init, grid=[cfg])
+        _, _, loss, _ = _fit_head(space, x, s, w, tr, va, cfg, init, grid=[cfg])
         if best is None or loss < best[1]:
             best = (prior, loss, init)
     assert best is not None
@@ -264,11 +269,15 @@ def train_quality_model(
     config: TrainConfig | None = None,
     started: np.ndarray | None = None,
     image_ids: np.ndarray | None = None,
+    *,
+    space: FeatureSpace | None = None,
 ) -> TrainResult:
     """Fit P(quality play) with early stopping on the newest decisions.
 
     Args:
-        x: features, shape (n, len(FEATURE_NAMES)).
+        x: features, shape (n, len(space.names)).
+        space: the feature space of x's columns, stored with the model (None: anonymous
+            columns, no categorical ones; such a result predicts but cannot be saved).
         y: 1 for a quality play, shape (n,).
         decided_at: decision times (any sortable dtype), shape (n,).
         weights: optional per-row weights (for example inverse propensities), shape (n,).
@@ -276,6 +285,8 @@ def train_quality_model(
             (and `config.two_heads`) the model is start x stay.
         image_ids: the image shown per row, for the non-contextual bandit's log-loss.
     """
+    if space is not None and x.shape[1] != len(space.names):
+        raise ValueError(f"x has {x.shape[1]} columns, the feature space {len(space.names)}")
     cfg = config or TrainConfig()
     tr, va = time_split(decided_at, cfg.validation_share)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
@@ -285,18 +296,18 @@ def train_quality_model(
     offsets: dict[str, float] = {}
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
-        prior, init_sel = _choose_image_prior(x, s, w, tr, va, cfg, image_ids)
-        c_start, r_start, ll_start, b_start = _fit_head(x, s, w, tr, va, cfg, init_sel)
+        prior, init_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids)
+        c_start, r_start, ll_start, b_start = _fit_head(space, x, s, w, tr, va, cfg, init_sel)
         tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
-        c_stay, r_stay, ll_stay, b_stay = _fit_head(x, y, w, tr_s, va_s, cfg)
+        c_stay, r_stay, ll_stay, b_stay = _fit_head(space, x, y, w, tr_s, va_s, cfg)
         p_va = (_head_p(b_start, x[va], r_start, None if init_sel is None else init_sel[va])
                 * np.asarray(b_stay.predict(x[va], num_iteration=r_stay), dtype=np.float64))
         init_all = None
         if prior is not None and image_ids is not None:
             init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed)
             offsets = image_offsets(image_ids, s, everything, prior)
-        booster, ensemble = _refit(x, s, w, c_start, r_start, everything, init_all)
-        stay, ensemble_stay = _refit(x, y, w, c_stay, r_stay, everything[s > 0])
+        booster, ensemble = _refit(space, x, s, w, c_start, r_start, everything, init_all)
+        stay, ensemble_stay = _refit(space, x, y, w, c_stay, r_stay, everything[s > 0])
         metrics.update({
             "image_prior_rows": float("nan") if prior is None else float(prior),
             "image_offsets": float(len(offsets)),
@@ -308,9 +319,9 @@ def train_quality_model(
             "start_rate": float(np.mean(s)),
         })
     else:
-        c, rounds, _, b = _fit_head(x, y, w, tr, va, cfg)
+        c, rounds, _, b = _fit_head(space, x, y, w, tr, va, cfg)
         p_va = np.asarray(b.predict(x[va], num_iteration=rounds), dtype=np.float64)
-        booster, ensemble = _refit(x, y, w, c, rounds, everything)
+        booster, ensemble = _refit(space, x, y, w, c, rounds, everything)
         stay, ensemble_stay = None, []
         metrics.update({"heads": "quality", "rounds": float(rounds), "num_leaves": float(c.num_leaves),
                         "min_data_in_leaf": float(c.min_data_in_leaf)})
@@ -330,5 +341,5 @@ def train_quality_model(
         # The guard of early stopping: a model no better than a per-image rate must say so.
         metrics["beats_non_contextual"] = bool(metrics["valid_logloss"] < metrics["valid_logloss_non_contextual"])
     # The heads are refit on everything with the chosen rounds: the newest data matters most.
-    return TrainResult(booster=booster, ensemble=ensemble, metrics=metrics, stay=stay, ensemble_stay=ensemble_stay,
-                       image_offsets=offsets)
+    return TrainResult(booster=booster, space=space, ensemble=ensemble, metrics=metrics, stay=stay,
+                       ensemble_stay=ensemble_stay, image_offsets=offsets)

@@ -2,7 +2,7 @@
 
 What one RankArtwork page costs before the model runs (services/keyart/core/page.py
 and core/ranker.py): one member lookup in the Feast online store
-(``MemberFeatureSource.get``, a single batched read of the member_context_v2
+(``MemberFeatureSource.get``, a single batched read of the member_context_v3
 feature service), resolving the page's candidates to rows of the in-process
 ``CatalogIndex``, and ``build_matrix`` for every candidate of the page. Pages are
 40 titles x 12 candidates (480 rows) for random members of the world, with random

@@ -69,10 +69,11 @@ def write_and_export(cs: KeyartSettings, node_pid: int | None, n: int, out_dir: 
     """
     from keyart.adapters.decision_log.export import export_parquet
     from keyart.adapters.decision_log.factory import open_decision_log, open_log_store
-    from keyart.core.featurize import FEATURE_NAMES
+    from keyart.core.feature_space import FeatureSpace
+    from keyart.jobs.world.vocab import GENRES
 
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
-    imps = _impressions(n, start, len(FEATURE_NAMES))
+    imps = _impressions(n, start, len(FeatureSpace(genres=GENRES, vocabularies={}).names))
     writer = open_decision_log(cs)
     try:
         node_cpu = (lambda: _cpu_seconds(node_pid)) if node_pid is not None else (lambda: float("nan"))

@@ -56,6 +56,8 @@ def train_on_simulated_log(
     settings: KeyartSettings, pages: int = 4000, seed: int = 11, promote: bool = True
 ) -> dict[str, Any]:
     """Train a model on a simulated uniform exploration log of the world (the first model)."""
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.core.feature_space import FeatureSpace
     from keyart.jobs.world.world_model import load_world
     from keyart_training.data.dataset import label
     from keyart_training.job import run_training
@@ -63,7 +65,8 @@ def train_on_simulated_log(
     min_minutes = load_world(settings.world_dir).params.quality_minutes
     frame = simulate_bootstrap_log(settings, pages=pages, seed=seed)
     source = f"simulated uniform exploration, {pages} pages, seed {seed}"
-    data = label(frame, min_minutes=min_minutes, source=source)
+    space = FeatureSpace.from_catalog(load_catalog(settings.world_dir))  # the space simulate_pages used
+    data = label(frame, min_minutes=min_minutes, space=space, source=source)
     result = run_training(data, settings.models_dir, promote_after=promote, source=source)
     return {"version": result.version, "path": str(result.path), "metrics": result.metrics,
             "promoted": result.promoted}

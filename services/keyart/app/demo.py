@@ -15,7 +15,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from keyart.domain import GENRES
+from keyart.jobs.world.vocab import GENRES
 from keyart.settings import KeyartSettings
 from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
@@ -52,14 +52,14 @@ def run_demo(settings: KeyartSettings, address: str) -> dict[str, Any]:
     from keyart.adapters.catalog.parquet import load_catalog
     from keyart.adapters.feast.online import MemberFeatureSource
     from keyart.adapters.feast.repo import open_store, resolve_feature_repo
-    from keyart.core.featurize import FEATURE_NAMES, CatalogIndex, build_matrix, cold_member
+    from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
     from keyart.core.model import current_version, load_model
     from keyart.domain import RequestContext
 
     catalog = load_catalog(settings.world_dir)
-    index = CatalogIndex.build(catalog)
     version = current_version(settings.models_dir)
     model = load_model(settings.models_dir / version) if version else None
+    index = CatalogIndex.build(catalog, model.space if model else None)  # the model's columns
     features = MemberFeatureSource(open_store(resolve_feature_repo(settings)))
     titles = _demo_titles(catalog)
     result: dict[str, Any] = {"address": address, "titles": titles, "members": []}
@@ -86,7 +86,7 @@ def run_demo(settings: KeyartSettings, address: str) -> dict[str, Any]:
                                      np.array([index.image_row[s.image_id]]), np.array([0]))
                     contrib = model.contributions(x)[0, :-1]
                     order = np.argsort(-contrib)[:3]
-                    why = [(FEATURE_NAMES[j], round(float(contrib[j]), 3)) for j in order if contrib[j] > 0]
+                    why = [(index.space.names[j], round(float(contrib[j]), 3)) for j in order if contrib[j] > 0]
                 rows.append({
                     "title_id": s.title_id,
                     "image_id": s.image_id,

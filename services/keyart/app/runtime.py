@@ -81,6 +81,7 @@ class Runtime:
         runtime = cls(settings=settings, page=page, writer=writer)
         runtime.reload_model()
         runtime.reload_catalog()  # records the loaded catalog's file stamps
+        runtime.record_space()
         if watch_interval_s > 0:
             runtime._watcher = threading.Thread(
                 target=runtime._watch, args=(watch_interval_s,), name="model-watcher", daemon=True
@@ -102,6 +103,7 @@ class Runtime:
         self.page.set_model(model)
         self.last_model_error = ""
         log.info("serving model %s", version)
+        self.record_space()
         return True
 
     def reload_catalog(self) -> bool:
@@ -112,10 +114,20 @@ class Runtime:
         if stamp == self._catalog_stamp:
             return False
         if self._catalog_stamp is not None:
-            self.page.index = CatalogIndex.build(load_catalog(self.settings.world_dir))
+            self.page.set_catalog(load_catalog(self.settings.world_dir))
             log.info("catalog reloaded: version %s", self.page.index.catalog.version)
+            self.record_space()
         self._catalog_stamp = stamp
         return True
+
+    def record_space(self) -> None:
+        """Record the feature space decisions are now logged under, so training can read them later."""
+        from keyart.adapters.catalog.spaces import record_space
+
+        try:
+            record_space(self.settings.feature_spaces_dir, self.page.index.space)
+        except OSError:  # serving goes on; training refuses rows of an unknown space by name
+            log.exception("cannot record feature space %s", self.page.index.space.schema_id)
 
     def _watch(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):

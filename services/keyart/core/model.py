@@ -6,9 +6,11 @@ A model directory holds `model.txt` (the booster), optional `ensemble_<k>.txt`
 `model.txt` then predicts P(play starts | shown), `stay.txt` P(quality | started),
 and the model's prediction is their product. `image_offsets.json`, when present,
 holds each image's own appeal (a shrunk logit of its start rate, learned from the
-log), added to the start head's logit: an image the log has not seen gets 0. A model whose schema
-does not match the serving featurizer is refused at load, so a mismatched model
-can never score silently wrong columns.
+log), added to the start head's logit: an image the log has not seen gets 0.
+`meta.json` holds the feature space the model learned with (its columns and the
+meaning of every category code); serving featurizes with that space, and a model
+whose boosters disagree with it is refused at load, so a model can never score
+silently wrong columns.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 
-from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA
+from keyart.core.feature_space import FeatureSpace, FeatureSpaceError
 from keyart.errors import ModelLoadError
 
 CURRENT_POINTER = "CURRENT"
@@ -39,6 +41,9 @@ class QualityPlayModel:
     stay: lgb.Booster | None = None  # P(quality | started), when the model has two heads
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
     image_offsets: Mapping[str, float] = field(default_factory=dict)  # image_id -> start-logit offset
+    # The columns it learned and what their category codes mean (every saved model has
+    # one; None only for an in-memory model of anonymous columns, e.g. DR's reward model).
+    space: FeatureSpace | None = None
 
     def offsets(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
         """Start-logit offset per row; a model with offsets needs the rows' image ids."""
@@ -82,6 +87,7 @@ def save_model(
     directory: Path,
     version: str,
     booster: lgb.Booster,
+    space: FeatureSpace,
     ensemble: list[lgb.Booster] | None = None,
     extra_meta: dict | None = None,
     stay: lgb.Booster | None = None,
@@ -89,6 +95,8 @@ def save_model(
     image_offsets: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a model artifact under directory/version and return its path."""
+    if booster.feature_name() != list(space.names):
+        raise ValueError("the booster's features are not the feature space's columns")
     out = directory / version
     out.mkdir(parents=True, exist_ok=True)
     booster.save_model(str(out / "model.txt"))
@@ -104,8 +112,9 @@ def save_model(
         (out / OFFSETS_FILE).write_text(json.dumps({str(k): float(v) for k, v in image_offsets.items()}))
     meta = {
         "version": version,
-        "feature_names": list(FEATURE_NAMES),
-        "feature_schema": FEATURE_SCHEMA,
+        "feature_names": list(space.names),
+        "feature_schema": space.schema_id,
+        "feature_space": space.to_dict(),
         "ensemble_size": len(ensemble or []),
         **(extra_meta or {}),
         "heads": "start_x_stay" if stay is not None else "quality",
@@ -124,13 +133,17 @@ def load_model(path: Path) -> QualityPlayModel:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise ModelLoadError(f"{meta_path}: not valid JSON ({exc})") from exc
-    if meta.get("feature_schema") != FEATURE_SCHEMA or meta.get("feature_names") != list(
-        FEATURE_NAMES
-    ):
+    if "feature_space" not in meta:
         raise ModelLoadError(
-            f"{path}: feature schema {meta.get('feature_schema')!r} does not match the serving "
-            f"featurizer {FEATURE_SCHEMA!r}; retrain the model with this version of Keyart"
+            f"{meta_path}: no feature_space (a model of an older Keyart, whose vocabularies were code "
+            "constants); retrain the model with this version of Keyart"
         )
+    try:
+        space = FeatureSpace.from_dict(meta["feature_space"])
+    except FeatureSpaceError as exc:
+        raise ModelLoadError(f"{meta_path}: {exc}") from exc
+    if meta.get("feature_names") != list(space.names):
+        raise ModelLoadError(f"{meta_path}: feature_names differ from its feature_space's columns")
     heads = meta.get("heads", "quality")
     if heads not in ("quality", "start_x_stay"):
         raise ModelLoadError(f"{meta_path}: heads {heads!r} is not 'quality' or 'start_x_stay'")
@@ -153,9 +166,9 @@ def load_model(path: Path) -> QualityPlayModel:
         except (OSError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{path / OFFSETS_FILE}: cannot load the image offsets ({exc})") from exc
     for name, b in (("model.txt", booster), ("stay.txt", stay)):
-        if b is not None and b.feature_name() != list(FEATURE_NAMES):
+        if b is not None and b.feature_name() != list(space.names):
             raise ModelLoadError(f"{path}/{name}: booster features differ from meta.json")
-    return QualityPlayModel(version=str(meta["version"]), booster=booster, ensemble=ensemble, meta=meta,
+    return QualityPlayModel(version=str(meta["version"]), booster=booster, space=space, ensemble=ensemble, meta=meta,
                             stay=stay, ensemble_stay=ensemble_stay, image_offsets=offsets)
 
 

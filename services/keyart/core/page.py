@@ -17,7 +17,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from keyart.core.featurize import FEATURE_SCHEMA, CatalogIndex, cold_member
+from keyart.core.feature_space import FeatureSpace
+from keyart.core.featurize import CatalogIndex, cold_member
 from keyart.core.model import QualityPlayModel
 from keyart.core.ports import DecisionSink, MemberLookup, NoMetrics, PageMetrics
 from keyart.core.ranker import (
@@ -26,9 +27,21 @@ from keyart.core.ranker import (
     PolicyConfig,
     Ranker,
 )
-from keyart.domain import Impression, MemberFeatures, Outcome, RequestContext, Selection, TitleRequest
+from keyart.domain import Catalog, Impression, MemberFeatures, Outcome, RequestContext, Selection, TitleRequest
 
 log = logging.getLogger(__name__)
+
+
+def _index_for(catalog: Catalog, model: QualityPlayModel | None, current: CatalogIndex | None) -> CatalogIndex:
+    """The catalog's index in the model's feature space (the catalog's own without a model)."""
+    if model is None:
+        if current is not None and current.catalog is catalog and current.space == FeatureSpace.from_catalog(catalog):
+            return current
+        return CatalogIndex.build(catalog)
+    space = model.space or FeatureSpace.from_catalog(catalog)
+    if current is not None and current.catalog is catalog and current.space == space:
+        return current
+    return CatalogIndex.build(catalog, space)
 
 
 @dataclass(frozen=True)
@@ -48,6 +61,7 @@ class PageResult:
     selections: list[Selection]
     policy: str  # the member's policy, or "fallback" when the whole page fell back
     model_version: str
+    feature_schema: str = ""  # the feature space the selections' features follow
 
 
 class PageService:
@@ -64,7 +78,6 @@ class PageService:
         request_budget_s: float = 0.15,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.index = index
         self.members = members
         self.policy = policy
         self.sink = sink
@@ -72,8 +85,9 @@ class PageService:
         self.feature_timeout_s = feature_timeout_s
         self.request_budget_s = request_budget_s
         self.clock = clock
-        # Swapped by a single assignment when a new model is promoted: a request reads it once.
-        self.model: QualityPlayModel | None = None
+        # The catalog index in the serving model's feature space, and that model: swapped
+        # together by one assignment (a new model or catalog), read once per request.
+        self._serving: tuple[CatalogIndex, QualityPlayModel | None] = (index, None)
         # Impressions per image served by this process: new images get a minimum
         # exposure until they reach policy.new_image_impressions.
         self.exposure: Counter[str] = Counter()
@@ -82,8 +96,22 @@ class PageService:
         self._feature_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
 
     # Model lifecycle -------------------------------------------------------------
+    @property
+    def index(self) -> CatalogIndex:
+        return self._serving[0]
+
+    @property
+    def model(self) -> QualityPlayModel | None:
+        return self._serving[1]
+
     def set_model(self, model: QualityPlayModel | None) -> None:
-        self.model = model
+        """Serve `model`, with the catalog featurized in the space it learned with."""
+        self._serving = (_index_for(self.index.catalog, model, self.index), model)
+
+    def set_catalog(self, catalog: Catalog) -> None:
+        """Serve a new catalog (new artwork) with the current model."""
+        model = self.model
+        self._serving = (_index_for(catalog, model, None), model)
 
     @property
     def model_version(self) -> str:
@@ -106,7 +134,8 @@ class PageService:
         context, titles = request.context, request.titles
         budget_end = started + self.request_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
-        ranker = Ranker(self.index, self.model, self.policy, exposure=self.exposure.__getitem__)
+        index, model = self._serving
+        ranker = Ranker(index, model, self.policy, exposure=self.exposure.__getitem__)
 
         member = self._member(request.member_id, context, deadline)
         if member is None:
@@ -116,7 +145,8 @@ class PageService:
         else:
             policy, selections = ranker.rank(member, context, titles, now)
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
-        result = PageResult(selections=selections, policy=policy, model_version=ranker.model_version)
+        result = PageResult(selections=selections, policy=policy, model_version=ranker.model_version,
+                            feature_schema=index.space.schema_id)
         self._log(request, member, result, now)
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return result
@@ -168,7 +198,7 @@ class PageService:
                 surface=context.surface,
                 decided_at=now,
                 fallback_reason=s.fallback_reason,
-                feature_schema=FEATURE_SCHEMA if s.features else "",
+                feature_schema=result.feature_schema if s.features else "",
                 features=s.features,
                 actor_affinity=actors if s.features else (),
             )

@@ -79,6 +79,10 @@ class Ranker:
         new_id: Callable[[], str] = new_decision_id,
         exposure: Callable[[str], int] | None = None,
     ) -> None:
+        if model is not None and model.space is not None and model.space is not index.space \
+                and model.space != index.space:
+            raise ValueError(f"model {model.version} learned another feature space than the catalog index's: "
+                             "build the index with CatalogIndex.build(catalog, model.space)")
         self.index = index
         self.model = model
         self.config = config

@@ -14,9 +14,10 @@ from feast import FeatureStore
 from keyart.adapters.catalog.parquet import load_catalog
 from keyart.adapters.feast.online import MemberFeatureSource
 from keyart.adapters.feast.repo import apply_and_materialize, load_definitions, prepare_feature_repo
-from keyart.domain import GENRES, MemberFeatures
+from keyart.domain import MemberFeatures
 from keyart.jobs.world.features import build_features
 from keyart.jobs.world.synthetic import build_world
+from keyart.jobs.world.vocab import GENRES
 from keyart.jobs.world.world_model import load_world
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -27,6 +28,12 @@ T0 = pd.Timestamp(NOW) - pd.Timedelta(days=20)
 T1 = pd.Timestamp(NOW) - pd.Timedelta(days=10)
 
 
+def _shares(out: pd.DataFrame, genre: str) -> list[float]:
+    """The share of `genre` per row of a historical frame (NaN where nothing was known)."""
+    return [float("nan") if not isinstance(gs, (list, tuple)) and not hasattr(gs, "tolist")
+            else float(list(ws)[list(gs).index(genre)]) for gs, ws in zip(out["genres"], out["genre_weights"])]
+
+
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("keyart")
@@ -35,9 +42,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # A constructed point-in-time case: action affinity 0.1 from T0, 0.9 from T1.
     path = d / "world" / "member_genre_affinity.parquet"
     g = pd.read_parquet(path)
-    extra = pd.DataFrame([{c: 0.0 for c in g.columns if c.startswith("genre_")} for _ in range(2)])
-    extra["genre_action"] = [0.1, 0.9]
-    extra["genre_drama"] = [0.9, 0.1]
+    genres = list(g["genres"].iloc[0])
+    weights = [[0.1 if x == "action" else 0.9 if x == "drama" else 0.0 for x in genres],
+               [0.9 if x == "action" else 0.1 if x == "drama" else 0.0 for x in genres]]
+    extra = pd.DataFrame({"genres": [genres, genres], "genre_weights": weights})
     extra["history_views"] = [3.0, 7.0]
     extra["history_minutes"] = [150.0, 400.0]
     extra.insert(0, "member_id", PIT_MEMBER)
@@ -67,13 +75,12 @@ def test_prepared_repo_is_isolated(data_dir: Path, store: FeatureStore) -> None:
     assert (data_dir / "feast" / "registry.db").exists() and (data_dir / "feast" / "online.db").exists()
     defs = load_definitions(repo)
     assert Path(defs.WORLD_DIR) == data_dir.resolve() / "world"
-    assert tuple(defs.GENRES) == GENRES
     names = {fv.name for fv in store.list_feature_views()}
     assert names == {
         "member_genre_affinity", "member_actor_affinity", "member_profile",
         "member_title_interaction",
     }
-    svc = store.get_feature_service("member_context_v2")
+    svc = store.get_feature_service("member_context_v3")
     assert {p.name for p in svc.feature_view_projections} == {
         "member_genre_affinity", "member_actor_affinity", "member_profile", "member_title_interaction",
     }
@@ -98,7 +105,7 @@ def test_online_lookup_demo_member(data_dir: Path, source: MemberFeatureSource) 
     row = world.members.set_index("member_id").loc[demo]
     assert (f.country, f.language, f.main_device) == (row["country"], row["language"], row["main_device"])
     assert f.tenure_days == pytest.approx(row["tenure_days"])
-    assert set(f.genre_affinity) == set(GENRES)
+    assert set(f.genre_affinity) == {g for gs in world.titles["genres"] for g in gs}  # the catalog's own
     assert sum(f.genre_affinity.values()) == pytest.approx(1.0)
     assert f.actor_affinity and all(0 <= w <= 1 for w in f.actor_affinity.values())
     assert f.interacted_titles == frozenset(world.viewing.loc[world.viewing["member_id"] == demo, "title_id"])
@@ -128,7 +135,7 @@ def test_point_in_time_never_leaks_future(source: MemberFeatureSource) -> None:
     entity_df = pd.DataFrame({"member_id": PIT_MEMBER, "event_timestamp": times, "row": range(len(times))})
     out = source.historical(entity_df)
     assert out["row"].tolist() == list(range(len(times)))  # one row per input row, in order
-    action = out["genre_action"].tolist()
+    action = _shares(out, "action")
     assert pd.isna(action[0])  # before any snapshot: nothing, never the later value
     assert action[1:4] == pytest.approx([0.1, 0.1, 0.1])  # the T1 value must not leak before T1
     assert action[4:] == pytest.approx([0.9, 0.9])
@@ -143,8 +150,9 @@ def test_historical_keeps_duplicate_and_unknown_rows(source: MemberFeatureSource
     })
     out = source.historical(entity_df)
     assert out["title_id"].tolist() == ["t0001", "t0002", "t0003", "t0004"]
-    assert out["genre_action"].iloc[:2].tolist() == pytest.approx([0.1, 0.1])
-    assert out["genre_action"].iloc[2:].isna().all()
+    action = _shares(out, "action")
+    assert action[:2] == pytest.approx([0.1, 0.1])
+    assert all(pd.isna(a) for a in action[2:])
 
 
 def test_historical_respects_created_time(data_dir: Path, source: MemberFeatureSource) -> None:
@@ -156,8 +164,8 @@ def test_historical_respects_created_time(data_dir: Path, source: MemberFeatureS
     at = pd.Timestamp(snaps[-1]) + pd.Timedelta(minutes=1)  # after the snapshot, before it was created
     known = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [at]}))
     late = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [at]}), as_known=False)
-    assert late["genre_drama"].iloc[0] == pytest.approx(rows.loc[snaps[-1], "genre_drama"])
-    assert known["genre_drama"].iloc[0] == pytest.approx(rows.loc[snaps[-2], "genre_drama"])
+    assert _shares(late, "drama") == pytest.approx(_shares(rows.loc[[snaps[-1]]], "drama"))
+    assert _shares(known, "drama") == pytest.approx(_shares(rows.loc[[snaps[-2]]], "drama"))
 
 
 def test_historical_matches_snapshots(data_dir: Path, source: MemberFeatureSource) -> None:
@@ -166,9 +174,10 @@ def test_historical_matches_snapshots(data_dir: Path, source: MemberFeatureSourc
     member = g.loc[g["event_timestamp"] == snaps[-1], "member_id"].iloc[0]
     mid = pd.Timestamp(snaps[-2]) + pd.Timedelta(days=3)  # between the last two snapshots
     out = source.historical(pd.DataFrame({"member_id": [member], "event_timestamp": [mid]}))
-    expect = g[(g["member_id"] == member) & (g["event_timestamp"] == snaps[-2])].iloc[0]
-    for genre in GENRES:
-        assert out[f"genre_{genre}"].iloc[0] == pytest.approx(expect[f"genre_{genre}"])
+    expect = g[(g["member_id"] == member) & (g["event_timestamp"] == snaps[-2])]
+    assert list(out["genres"].iloc[0]) == list(expect["genres"].iloc[0])
+    for genre in expect["genres"].iloc[0]:
+        assert _shares(out, genre) == pytest.approx(_shares(expect, genre))
     assert "watched_titles" in out.columns and "country" in out.columns
 
 
@@ -197,7 +206,7 @@ def test_historical_rows_convert_to_member_features(source: MemberFeatureSource)
     }))
     rows = out.to_dict("records")
     known = row_to_member_features("m00001", rows[0])
-    assert known is not None and set(known.genre_affinity) == set(GENRES) and known.country
+    assert known is not None and set(known.genre_affinity) <= set(GENRES) and known.country
     assert row_to_member_features("nobody", rows[1]) is None  # extra columns do not count
     pit = row_to_member_features(PIT_MEMBER, rows[2])
     assert pit is not None and pit.genre_affinity["action"] == pytest.approx(0.9)

@@ -90,7 +90,7 @@ def test_ranker_serves_a_page_from_cassandra_features(stores, tiny_model) -> Non
     from keyart.domain import RequestContext, TitleRequest
 
     cassandra, _, world_dir, _ = stores
-    index = CatalogIndex.build(load_catalog(world_dir))
+    index = CatalogIndex.build(load_catalog(world_dir), tiny_model.space)  # the columns the model learned
     member = cassandra.get("m00003")
     assert member is not None
     ctx = RequestContext(country=member.country, language=member.language, device="TV", surface="home",

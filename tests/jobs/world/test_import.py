@@ -99,12 +99,14 @@ BAD = [
      "members.parquet", "tenure_days", 0, "expected float, got string"),
     ("wrong type bool", "images.parquet", lambda df: df.assign(active=df["active"].astype(int)),
      "images.parquet", "active", 0, "expected bool"),
-    ("unknown vocabulary", "images.parquet", _set("tone", 5, "sad"),
-     "images.parquet", "tone", 5, "'sad' is not allowed"),
-    ("unknown genre in list", "titles.parquet", _set("genres", 1, ["drama", "western"]),
-     "titles.parquet", "genres", 1, "'western' is not allowed"),
+    ("label with whitespace", "images.parquet", _set("tone", 5, "sad "),
+     "images.parquet", "tone", 5, "'sad ' has leading or trailing whitespace"),
+    ("bad genre in list", "titles.parquet", _set("genres", 1, ["drama", "west\tern"]),
+     "titles.parquet", "genres", 1, "contains a control character"),
     ("unknown country", "members.parquet", _set("country", 9, "XX"),
-     "members.parquet", "country", 9, "'XX' is not allowed"),
+     "members.parquet", "country", 9, "'XX' is not an ISO 3166-1 alpha-2 country code"),
+    ("closed device vocabulary", "members.parquet", _set("main_device", 2, "FRIDGE"),
+     "members.parquet", "main_device", 2, "'FRIDGE' is not allowed"),
     ("dangling image title", "images.parquet", _set("title_id", 3, "t-nope"),
      "images.parquet", "title_id", 3, "'t-nope' is not a known title_id"),
     ("dangling default image", "titles.parquet", _set("default_image_id", 4, "i-nope"),
@@ -162,7 +164,7 @@ def test_failed_import_leaves_previous_world_intact(exported: Path, tmp_path) ->
     before = {p.name: p.read_bytes() for p in world.iterdir()}
     bad = tmp_path / "bad"
     shutil.copytree(exported, bad)
-    _edit("images.parquet", _set("style", 0, "cubist"))(bad)
+    _edit("images.parquet", _set("style", 0, "x" * 65))(bad)
     with pytest.raises(WorldImportError):
         import_world(bad, world)
 

@@ -12,9 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from keyart.domain import GENRES, ImageInfo
+from keyart.domain import ImageInfo
 from keyart.jobs.world.features import (
-    GENRE_COLUMNS,
     HISTORY_COLUMNS,
     TOP_ACTORS,
     derive_features,
@@ -22,6 +21,7 @@ from keyart.jobs.world.features import (
 )
 from keyart.jobs.world.params import WorldParams
 from keyart.jobs.world.synthetic import build_world
+from keyart.jobs.world.vocab import GENRES
 from keyart.jobs.world.world_model import World, load_world
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -86,7 +86,7 @@ def test_id_formats_and_columns(world: World) -> None:
     assert world.images["image_id"].str.fullmatch(r"i\d{6}").all()
     assert all(re.fullmatch(r"a\d{4}", a) for c in world.titles["cast"] for a in c)
     for f in dataclasses.fields(ImageInfo):
-        assert f.name in world.images.columns
+        assert f.name in world.images.columns or f.name == "attributes"  # a customer's own: none here
     assert "clickbait" in world.images.columns
     assert {c for c in world.members.columns if c.startswith("latent_")} >= {
         "latent_genre_weights", "latent_favourite_actors"
@@ -296,9 +296,12 @@ def features(world: World) -> dict[str, pd.DataFrame]:
 
 def test_feature_tables(world: World, features: dict[str, pd.DataFrame]) -> None:
     g = features["member_genre_affinity"]
-    assert list(g.columns[1:-2]) == [*GENRE_COLUMNS, *HISTORY_COLUMNS]
-    assert np.allclose(g[list(GENRE_COLUMNS)].sum(axis=1), 1.0)
-    assert (g[list(GENRE_COLUMNS)] > 0).all().all()  # shrunk to the population: no genre is ruled out
+    assert list(g.columns[1:-2]) == ["genres", "genre_weights", *HISTORY_COLUMNS]
+    catalog_genres = sorted({x for gs in world.titles["genres"] for x in gs})
+    assert all(list(gs) == catalog_genres for gs in g["genres"])  # the catalog's own vocabulary
+    shares = np.stack(g["genre_weights"].map(np.asarray).to_numpy())
+    assert np.allclose(shares.sum(axis=1), 1.0)
+    assert (shares > 0).all()  # shrunk to the population: no genre is ruled out
     assert (g["history_views"] >= 1).all() and (g["history_minutes"] > 0).all()
     for name, df in features.items():
         assert str(df["event_timestamp"].dt.tz) == "UTC" and str(df["created"].dt.tz) == "UTC", name

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from keyart.core.featurize import FEATURE_NAMES, FEATURE_SCHEMA, CatalogIndex, build_matrix, cold_member
+from keyart.core.feature_space import FeatureSpace, translate_context
+from keyart.core.featurize import CatalogIndex, build_matrix, candidate_rows, cold_member
 from keyart.domain import MemberFeatures, RequestContext
 from keyart.errors import KeyartError
 
@@ -62,9 +63,10 @@ class DatasetError(KeyartError):
 
 @dataclass
 class LabelledData:
-    x: np.ndarray  # shape (n, len(FEATURE_NAMES)), float32
+    x: np.ndarray  # shape (n, len(space.names)), float32
     y: np.ndarray  # shape (n,), 1.0 for a quality play
     frame: pd.DataFrame  # the logged rows the matrix came from, same order
+    space: FeatureSpace  # the columns of x
     started: np.ndarray | None = None  # shape (n,), 1.0 where a play started (None: not logged)
 
 
@@ -155,7 +157,8 @@ def refeaturize(
     """
     out = frame.copy()
     fallback = out["fallback_reason"].fillna("").astype(str).ne("") if "fallback_reason" in out else False
-    need = (~_has_features(out) | (out["feature_schema"] != FEATURE_SCHEMA)) & ~fallback
+    schema = index.space.schema_id
+    need = (~_has_features(out) | (out["feature_schema"] != schema)) & ~fallback
     need &= out["image_id"].isin(index.image_row.keys())
     rows = np.flatnonzero(need.to_numpy())
     if not len(rows):
@@ -176,9 +179,59 @@ def refeaturize(
         x = build_matrix(index, member, ctx, [str(r["title_id"])],
                          np.array([index.image_row[r["image_id"]]]), np.array([0]))
         feats[i] = x[0]
-        schemas[i] = FEATURE_SCHEMA
+        schemas[i] = schema
     out["features"] = feats
     out["feature_schema"] = schemas
+    return out
+
+
+def logged_actor_maps(frame: pd.DataFrame) -> list[dict[str, float]] | None:
+    """Per row, the member's top actors as served (None when the log has no such columns)."""
+    if "top_actors" not in frame.columns or "top_actor_weights" not in frame.columns:
+        return None
+    return [
+        {str(a): float(w) for a, w in zip(list(actors if actors is not None else []),
+                                           list(weights if weights is not None else []))}
+        for actors, weights in zip(frame["top_actors"], frame["top_actor_weights"])
+    ]
+
+
+def align_features(frame: pd.DataFrame, index: CatalogIndex, known: dict[str, FeatureSpace]) -> pd.DataFrame:
+    """Rows logged under another known feature space, rebuilt in `index.space`.
+
+    Context columns (member, request, title) are translated by name and category value
+    (`translate_context`: a column the old space lacked is NaN); image columns and
+    crosses are rebuilt from the catalog with the logged top actors. Rows of an unknown
+    space, or whose image left the catalog, are left as they are (`label` refuses them
+    by name).
+    """
+    target = index.space.schema_id
+    if "feature_schema" not in frame.columns or frame.empty:
+        return frame
+    schemas = frame["feature_schema"].astype(str)
+    has = _has_features(frame)
+    foreign = has & schemas.ne(target) & schemas.isin(list(known)) & frame["image_id"].isin(index.image_row.keys())
+    if not foreign.any():
+        return frame
+    out = frame.copy()
+    feats = list(out["features"])
+    new_schemas = list(schemas)
+    actors = logged_actor_maps(out)
+    for schema in sorted(set(schemas[foreign])):
+        rows = np.flatnonzero((foreign & schemas.eq(schema)).to_numpy())
+        src = known[schema]
+        logged = np.stack([np.asarray(feats[i], dtype=np.float32) for i in rows])
+        if logged.shape[1] != len(src.names):
+            continue  # not that space's vectors after all: label() names the row
+        ctx = translate_context(logged, src, index.space)
+        image_rows = np.array([index.image_row[out["image_id"].iat[i]] for i in rows], dtype=np.int64)
+        x = candidate_rows(index, ctx, np.arange(len(rows)), image_rows,
+                           None if actors is None else [actors[i] for i in rows])
+        for k, i in enumerate(rows):
+            feats[i] = x[k]
+            new_schemas[i] = target
+    out["features"] = feats
+    out["feature_schema"] = new_schemas
     return out
 
 
@@ -213,10 +266,11 @@ def start_labels(frame: pd.DataFrame, quality: np.ndarray,
 def label(
     frame: pd.DataFrame,
     min_minutes: float,
+    space: FeatureSpace,
     source: str = "dataset",
     attribution_window: timedelta | None = None,
 ) -> LabelledData:
-    """Keep rows with logged features of this schema and label quality plays.
+    """Keep rows with logged features of `space` and label quality plays.
 
     Fallback decisions (no features) are not training rows; rows logged under
     another feature schema are refused loudly rather than mixed in (re-featurize
@@ -224,26 +278,26 @@ def label(
     """
     has_features = _has_features(frame)
     usable = frame[has_features]
-    bad = usable.index[usable["feature_schema"] != FEATURE_SCHEMA]
+    bad = usable.index[usable["feature_schema"] != space.schema_id]
     if len(bad):
         row = int(bad[0])
         raise DatasetError(
             f"{source}: column feature_schema, row {row}: {usable.loc[row, 'feature_schema']!r} is not "
-            f"the current schema {FEATURE_SCHEMA!r}; re-featurize from Feast's offline store"
+            f"the current schema {space.schema_id!r}; re-featurize from Feast's offline store"
         )
     props = usable["propensity"].to_numpy(float)
     if len(props) and not ((props > 0) & (props <= 1)).all():
         row = int(usable.index[~((props > 0) & (props <= 1))][0])
         raise DatasetError(f"{source}: column propensity, row {row}: must be in (0, 1]")
     lengths = usable["features"].map(len).to_numpy()
-    wrong = np.flatnonzero(lengths != len(FEATURE_NAMES))
+    wrong = np.flatnonzero(lengths != len(space.names))
     if len(wrong):
         row = int(usable.index[wrong[0]])
         raise DatasetError(f"{source}: column features, row {row}: has {lengths[wrong[0]]} values, "
-                           f"expected {len(FEATURE_NAMES)}")
+                           f"expected {len(space.names)}")
     x = np.stack(usable["features"].to_numpy()).astype(np.float32) if len(usable) else np.empty(
-        (0, len(FEATURE_NAMES)), np.float32
+        (0, len(space.names)), np.float32
     )
     y = quality_labels(usable, min_minutes, attribution_window)
-    return LabelledData(x=x, y=y, frame=usable.reset_index(drop=True),
+    return LabelledData(x=x, y=y, frame=usable.reset_index(drop=True), space=space,
                         started=start_labels(usable, y, attribution_window))

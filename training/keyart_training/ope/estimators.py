@@ -31,7 +31,7 @@ the rows the estimator uses.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -55,6 +55,8 @@ class BanditData:
         x: optional flat candidate features, shape (offsets[-1], d), for reward models.
         time: optional shape (n,) decision times.
         notes: approximations made while building the data.
+        x_in: optional; another feature space -> the candidate features laid out in it
+            (a model trained on another catalog's space scores the same candidates).
     """
 
     reward: np.ndarray
@@ -67,6 +69,7 @@ class BanditData:
     x: np.ndarray | None = None
     time: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+    x_in: Callable[[Any], np.ndarray] | None = None
 
     @property
     def n(self) -> int:

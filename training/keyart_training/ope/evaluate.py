@@ -58,18 +58,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from keyart.core.featurize import (
-    FEATURE_INDEX,
-    FEATURE_NAMES,
-    FEATURE_SCHEMA,
-    GENRE_COLUMNS,
-    CatalogIndex,
-    candidate_rows,
-    code,
-)
+from keyart.core.feature_space import FeatureSpace, translate_context
+from keyart.core.featurize import CatalogIndex, candidate_rows
 from keyart.core.model import QualityPlayModel
-from keyart.domain import COUNTRIES, GENRES
-from keyart_training.data.dataset import DatasetError, HistoricalLookup, quality_labels
+from keyart_training.data.dataset import DatasetError, HistoricalLookup, logged_actor_maps, quality_labels
 from keyart_training.data.window import TrainingWindow, decision_times, holdout_split, utc
 from keyart_training.ope.estimators import (
     ESTIMATORS,
@@ -85,8 +77,6 @@ from keyart_training.ope.estimators import (
     uniform_probs,
 )
 
-COL = FEATURE_INDEX
-GENRE_COLS = list(GENRE_COLUMNS)
 BREAKDOWNS: tuple[str, ...] = ("country", "device", "title_interacted")
 
 
@@ -123,13 +113,9 @@ class EvalConfig:
 
 
 def _actor_maps(frame: pd.DataFrame, lookup: HistoricalLookup | None) -> tuple[list[dict[str, float]], str]:
-    if "top_actors" in frame.columns and "top_actor_weights" in frame.columns:
-        maps = [
-            {str(a): float(w) for a, w in zip(list(actors if actors is not None else []),
-                                               list(weights if weights is not None else []))}
-            for actors, weights in zip(frame["top_actors"], frame["top_actor_weights"])
-        ]
-        return maps, "logged"
+    logged = logged_actor_maps(frame)
+    if logged is not None:
+        return logged, "logged"
     if lookup is not None:
         entity = pd.DataFrame({"member_id": frame["member_id"].astype(str).to_numpy(),
                                "event_timestamp": pd.to_datetime(frame["decided_at"], utc=True).to_numpy()})
@@ -151,7 +137,7 @@ def candidate_matrix(
     `keyart.core.featurize.candidate_rows`, the code that built the served rows.
 
     Args:
-        logged_x: shape (n, len(FEATURE_NAMES)), logged vector of each decision.
+        logged_x: shape (n, >= index.space.context_width), logged vector of each decision.
         image_rows: shape (m,), `index.image_matrix` row of each candidate.
         segment: shape (m,), decision (row of logged_x) of each candidate.
         actor_maps: per decision, actor -> affinity (None or {}: cast crosses 0).
@@ -178,15 +164,17 @@ def keyart_bandit_data(
     dropped = {"fallback_or_no_features": int((~has | fallback).sum()),
                "image_not_in_pool": int((has & ~fallback & ~in_pool).sum())}
     sub = frame[keep].reset_index(drop=True)
-    bad = sub.index[sub["feature_schema"] != FEATURE_SCHEMA]
+    space = index.space
+    bad = sub.index[sub["feature_schema"] != space.schema_id]
     if len(bad):
         raise DatasetError(f"{source}: column feature_schema, row {int(np.flatnonzero(keep)[bad[0]])}: "
-                           f"{sub.loc[bad[0], 'feature_schema']!r} is not {FEATURE_SCHEMA!r}; re-featurize first")
+                           f"{sub.loc[bad[0], 'feature_schema']!r} is not {space.schema_id!r}, and no known "
+                           f"feature space translates it; re-featurize first")
+    width = len(space.names)
     logged_x = np.stack(sub["features"].to_numpy()).astype(np.float32) if len(sub) else np.zeros(
-        (0, len(FEATURE_NAMES)), np.float32)
-    if logged_x.shape[1] != len(FEATURE_NAMES):
-        raise DatasetError(f"{source}: column features has {logged_x.shape[1]} values, "
-                           f"expected {len(FEATURE_NAMES)}")
+        (0, width), np.float32)
+    if logged_x.shape[1] != width:
+        raise DatasetError(f"{source}: column features has {logged_x.shape[1]} values, expected {width}")
     cand_lists = [pools[t] for t in sub["title_id"]]
     sizes = np.array([len(c) for c in cand_lists], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -196,6 +184,17 @@ def keyart_bandit_data(
     actor_maps, actor_source = _actor_maps(sub, lookup)
     image_rows = np.array([index.image_row[i] for i in flat_ids], dtype=np.int64)
     x = candidate_matrix(logged_x, index, image_rows, segment, actor_maps)
+
+    built: dict[str, np.ndarray] = {space.schema_id: x}
+
+    def x_in(other: FeatureSpace) -> np.ndarray:
+        # The same candidates in another model's space: context translated, the rest rebuilt.
+        if other.schema_id not in built:
+            other_index = CatalogIndex.build(catalog, other)
+            rows = np.array([other_index.image_row[i] for i in flat_ids], dtype=np.int64)
+            built[other.schema_id] = candidate_rows(other_index, translate_context(logged_x, space, other),
+                                                    segment, rows, actor_maps)
+        return built[other.schema_id]
     notes = []
     if actor_source == "none":
         notes.append("cast_affinity/max_cast_affinity/cast_known/max_cast_views set to 0 for all candidates: "
@@ -204,7 +203,8 @@ def keyart_bandit_data(
     groups = pd.DataFrame({
         "country": sub["country"].astype(str) if "country" in sub else "",
         "device": sub["device"].astype(str) if "device" in sub else "",
-        "title_interacted": np.where(logged_x[:, COL["title_interacted"]] > 0, "interacted", "not_interacted"),
+        "title_interacted": np.where(logged_x[:, space.index["title_interacted"]] > 0, "interacted",
+                                     "not_interacted"),
         "title_id": sub["title_id"].astype(str),
         "member_id": sub["member_id"].astype(str),
     })
@@ -219,6 +219,7 @@ def keyart_bandit_data(
         x=x,
         time=pd.to_datetime(sub["decided_at"], utc=True).to_numpy(),
         notes=notes,
+        x_in=x_in,
     )
     return data, dropped
 
@@ -272,13 +273,20 @@ def noncontextual_flat_scores(fitted: dict, data: BanditData) -> np.ndarray:
     return scores.fillna(titles.map(title_mean)).fillna(0.0).to_numpy(np.float64)
 
 
-def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: int = 0, num_threads: int = 1):
+def fit_reward_model(x: np.ndarray, y: np.ndarray, decided: np.ndarray, seed: int = 0, num_threads: int = 1,
+                     space: FeatureSpace | None = None):
     """LightGBM P(quality play) for DR's direct-method term; returns predict(x)."""
     from keyart_training.train import TrainConfig, train_quality_model
 
     cfg = TrainConfig(ensemble_size=0, max_rounds=200, num_leaves=15, learning_rate=0.08,
                       min_data_in_leaf=max(5, min(50, len(y) // 50)), seed=seed, num_threads=num_threads)
-    return train_quality_model(x, y, decided, config=cfg).predict
+    return train_quality_model(x, y, decided, config=cfg, space=space).predict
+
+
+def model_features(model: QualityPlayModel, data: BanditData) -> np.ndarray:
+    """The candidates' features in the model's own space (data.x when it is the log's)."""
+    assert data.x is not None
+    return data.x if data.x_in is None else data.x_in(model.space)
 
 
 def served_probs(model: QualityPlayModel, scores: np.ndarray, flat_ids: list[str], data: BanditData,
@@ -287,7 +295,7 @@ def served_probs(model: QualityPlayModel, scores: np.ndarray, flat_ids: list[str
     title by title: the exploration the served policy really has."""
     from keyart.core import policies as pol
 
-    ensemble = (model.predict_ensemble(data.x, flat_ids)
+    ensemble = (model.predict_ensemble(model_features(model, data), flat_ids)
                 if cfg.served_policy == "thompson" and model.ensemble and data.x is not None else None)
     out = np.zeros(len(scores))
     for lo, hi in zip(data.offsets[:-1], data.offsets[1:]):
@@ -331,7 +339,8 @@ def crossfit_noncontextual(data: BanditData, folds: np.ndarray, prior_rows: floa
     return out
 
 
-def crossfit_reward_model(data: BanditData, folds: np.ndarray, seed: int = 0) -> np.ndarray:
+def crossfit_reward_model(data: BanditData, folds: np.ndarray, seed: int = 0,
+                          space: FeatureSpace | None = None) -> np.ndarray:
     """Flat DR reward-model predictions, each row's from a model fitted on the other folds
     (cross-fitting, as Open Bandit Pipeline's `RegressionModel.fit_predict(n_folds=k)`)."""
     assert data.x is not None
@@ -341,7 +350,7 @@ def crossfit_reward_model(data: BanditData, folds: np.ndarray, seed: int = 0) ->
     times = data.time if data.time is not None else np.arange(data.n)
     for j in np.unique(folds):
         train = folds != j
-        predict = fit_reward_model(x_logged[train], data.reward[train], times[train], seed + int(j))
+        predict = fit_reward_model(x_logged[train], data.reward[train], times[train], seed + int(j), space=space)
         flat = folds[seg] == j
         out[flat] = predict(data.x[flat])
     return out
@@ -535,6 +544,8 @@ def evaluate_log(
                            f"{_iso(split.cutoff) or 'the start'} (dropped: {dropped})")
     assert data.x is not None  # built with candidate features above
     fit_usable = _usable(split.fit)
+    if "feature_schema" in fit_usable.columns:  # the reward model learns the scored rows' columns
+        fit_usable = fit_usable[fit_usable["feature_schema"].astype(str) == index.space.schema_id]
     need_lgb = cfg.reward_model == "lightgbm" or not models
     if len(fit_usable) >= cfg.min_fit_rows:
         nc_scores = noncontextual_flat_scores(
@@ -543,19 +554,20 @@ def evaluate_log(
         if need_lgb:
             fx = np.stack(fit_usable["features"].to_numpy()).astype(np.float32)
             fy = quality_labels(fit_usable, cfg.min_minutes, cfg.window)
-            rhat_lgb = fit_reward_model(fx, fy, fit_usable["decided_at"].to_numpy(), cfg.seed)(data.x)
+            rhat_lgb = fit_reward_model(fx, fy, fit_usable["decided_at"].to_numpy(), cfg.seed,
+                                        space=index.space)(data.x)
         baselines: dict[str, Any] = {"fitted_on": "older rows of the log (before every scored decision)",
                      "rows": int(len(fit_usable)), "decided_from": _iso(fit_usable["decided_at"].min()),
                      "decided_until": _iso(fit_usable["decided_at"].max())}
     else:
         folds = member_folds(data, cfg.crossfit_folds, cfg.seed)
         nc_scores = crossfit_noncontextual(data, folds, cfg.prior_rows)
-        rhat_lgb = crossfit_reward_model(data, folds, cfg.seed) if need_lgb else None
+        rhat_lgb = crossfit_reward_model(data, folds, cfg.seed, index.space) if need_lgb else None
         baselines = {"fitted_on": f"cross-fitted in {cfg.crossfit_folds} member folds of the scored rows "
                                   f"(each row's baselines fitted on the other folds)",
                      "rows": int(data.n), "older_rows_available": int(len(fit_usable))}
     flat_ids = [str(i) for i in data.candidates]
-    model_preds = {name: m.predict(data.x, flat_ids) for name, m in models.items()}
+    model_preds = {name: m.predict(model_features(m, data), flat_ids) for name, m in models.items()}
     default_rhat = rhat_lgb if rhat_lgb is not None else model_preds[list(models)[-1]]
     policies = [
         PolicyView("random", uniform_probs(data), default_rhat, {"kind": "uniform over the pool"}),
@@ -595,7 +607,7 @@ def evaluate_log(
         dropped=dropped,
         fit_rows=int(len(fit_usable)),
         reward_model=cfg.reward_model,
-        feature_schema=FEATURE_SCHEMA,
+        feature_schema=index.space.schema_id,
         in_sample=bool(split.in_sample),
         sample=sample,
     )
@@ -603,11 +615,6 @@ def evaluate_log(
 
 
 # ----------------------------------------------------------------------------- profiles (Figure 3)
-
-
-def _vocab(vocab: tuple[str, ...], value: float) -> str:
-    k = int(value)
-    return vocab[k] if 0 <= k < len(vocab) else "?"
 
 
 PROFILE_GENRES: tuple[str, ...] = ("comedy", "romance", "action", "horror")
@@ -624,12 +631,21 @@ def contrasting_profiles(
 
     Members: for each genre, the logged member with the largest logged affinity for
     it (their latest logged vector gives member columns). Titles: the pools with the
-    most distinct tones. Device TV, member's logged country.
+    most distinct tones. Device TV, member's logged country. Genres the catalog does
+    not have are skipped (default: a few demo genres; pass the catalog's own).
     """
+    space = index.space
     usable = frame[frame["features"].map(lambda v: v is not None and len(v) > 0)]
+    usable = usable[usable["feature_schema"].astype(str) == space.schema_id]
     if not len(usable):
         return {"titles": [], "profiles": []}
     x = np.stack(usable["features"].to_numpy()).astype(np.float32)
+    if model.space is not None and model.space != space:
+        x = translate_context(x, space, model.space)
+        space = model.space
+        index = CatalogIndex.build(index.catalog, space)
+    col = space.index
+    genre_cols = list(space.genre_columns)
     catalog = index.catalog
 
     def variety(tid: str) -> tuple[int, int, str]:
@@ -639,10 +655,12 @@ def contrasting_profiles(
     titles = sorted(catalog.titles, key=variety, reverse=True)[:n_titles]
     profiles = []
     for g in genres:
-        share = x[:, COL[f"genre_{g}"]] / np.maximum(x[:, GENRE_COLS].sum(axis=1), 1e-6)
-        k = int(np.argmax(share))
-        base = x[k].copy()
-        base[COL["device"]] = code("device", "TV")
+        if f"genre_{g}" not in col:
+            continue
+        share = x[:, col[f"genre_{g}"]] / np.maximum(np.nansum(x[:, genre_cols], axis=1), 1e-6)
+        k = int(np.nanargmax(share)) if np.isfinite(share).any() else 0
+        base = x[k, : space.context_width].copy()
+        base[col["device"]] = space.code("device", "TV")
         row = usable.iloc[k]
         actors = {}
         if "top_actors" in usable.columns:
@@ -651,11 +669,11 @@ def contrasting_profiles(
         flat = [i for p in pools for i in p]
         seg = np.repeat(np.arange(len(titles)), [len(p) for p in pools])
         logged = np.repeat(base[None, :], len(titles), axis=0)
-        genre_vec = base[GENRE_COLS]
+        genre_vec = np.nan_to_num(base[genre_cols])
         for j, t in enumerate(titles):
-            logged[j, COL["title_interacted"]] = 0.0
-            logged[j, COL["title_genre_affinity"]] = float(index.title_genres[index.title_row[t]] @ genre_vec)
-            logged[j, COL["pool_size"]] = float(index.title_pool_size[index.title_row[t]])
+            logged[j, col["title_interacted"]] = 0.0
+            logged[j, col["title_genre_affinity"]] = float(index.title_genres[index.title_row[t]] @ genre_vec)
+            logged[j, col["pool_size"]] = float(index.title_pool_size[index.title_row[t]])
         rows = np.array([index.image_row[i] for i in flat])
         cx = candidate_matrix(logged, index, rows, seg, [actors] * len(titles))
         scores = model.predict(cx, flat)
@@ -667,8 +685,8 @@ def contrasting_profiles(
             picks.append({"title_id": t, "image_id": best, "tone": im.tone, "style": im.style,
                           "expression": im.expression, "num_faces": im.num_faces,
                           "cast_shown": list(im.cast_shown), "score": float(scores[idx].max())})
-        top = sorted(zip(GENRES, genre_vec.tolist()), key=lambda kv: -kv[1])[:2]
+        top = sorted(zip(space.genres, genre_vec.tolist()), key=lambda kv: -kv[1])[:2]
         profiles.append({"taste": g, "member_id": str(row["member_id"]),
-                         "country": _vocab(COUNTRIES, base[COL["country"]]), "device": "TV",
+                         "country": space.value("country", float(base[col["country"]])), "device": "TV",
                          "top_genres": [(a, round(float(b), 2)) for a, b in top], "picks": picks})
     return {"titles": titles, "profiles": profiles, "model_version": model.version}

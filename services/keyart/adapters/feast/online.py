@@ -1,7 +1,8 @@
 """Online member features: one batched Feast lookup per request, as `MemberFeatures`.
 
-`MemberFeatureSource` reads the versioned feature service `member_context_v2`
-(genre affinity and the history behind it, actor affinity, profile, interacted titles) with one
+`MemberFeatureSource` reads the versioned feature service `member_context_v3`
+(genre affinity over the catalog's genres and the history behind it, actor affinity,
+profile, interacted titles) with one
 `get_online_features` call. Feast returns None for every feature of an entity it does
 not know; such members come back as None so the caller serves defaults.
 """
@@ -16,14 +17,13 @@ from typing import Any
 import pandas as pd
 from feast import FeatureStore
 
-from keyart.domain import GENRES, MemberFeatures
+from keyart.domain import MemberFeatures
 
-MEMBER_SERVICE = "member_context_v2"
-_GENRE_COLS = tuple(f"genre_{g}" for g in GENRES)
+MEMBER_SERVICE = "member_context_v3"
 
 
 MEMBER_SERVICE_FEATURES: tuple[str, ...] = (
-    *_GENRE_COLS, "history_views", "history_minutes", "top_actors", "top_actor_weights",
+    "genres", "genre_weights", "history_views", "history_minutes", "top_actors", "top_actor_weights",
     "country", "language", "main_device", "tenure_days", "watched_titles",
 )
 
@@ -39,6 +39,11 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _float(v: Any) -> float:
+    """A number of the store; missing (a catalog without tenure) stays NaN, unknown."""
+    return float("nan") if v is None else float(v)
+
+
 def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
     """MemberFeatures from one online or historical row; None if no feature is known.
 
@@ -50,13 +55,15 @@ def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
         return None
     actors = r["top_actors"] or []
     weights = r["top_actor_weights"] or []
+    genres = r["genres"] or []
+    shares = r["genre_weights"] or []
     return MemberFeatures(
         member_id=member_id,
         country=r["country"] or "",
         language=r["language"] or "",
         main_device=r["main_device"] or "",
-        tenure_days=float(r["tenure_days"] or 0.0),
-        genre_affinity={g: float(r[c] or 0.0) for g, c in zip(GENRES, _GENRE_COLS)},
+        tenure_days=_float(r["tenure_days"]),
+        genre_affinity={str(g): float(w) for g, w in zip(genres, shares)},
         actor_affinity={str(a): float(w) for a, w in zip(actors, weights)},
         interacted_titles=frozenset(str(t) for t in (r["watched_titles"] or [])),
         history_views=float(r["history_views"] or 0.0),

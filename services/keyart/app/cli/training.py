@@ -36,6 +36,23 @@ def _min_minutes(settings, given: Optional[float]) -> float:
         return 15.0
 
 
+def _catalog_index(settings):  # -> CatalogIndex
+    """The catalog in its own feature space: the space a model trained now learns."""
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.core.featurize import CatalogIndex
+
+    return CatalogIndex.build(load_catalog(settings.world_dir))
+
+
+def _aligned(settings, frame, index):  # -> pd.DataFrame
+    """Rows logged under another feature space that serving recorded or a model carries,
+    rebuilt in `index.space` (an older catalog's, another model's)."""
+    from keyart.adapters.catalog.spaces import known_spaces
+    from keyart_training.data.dataset import align_features
+
+    return align_features(frame, index, known_spaces(settings.feature_spaces_dir, settings.models_dir))
+
+
 def _parse_time(value: Optional[str], default: datetime, what: str, now: datetime) -> datetime:
     """ISO-8601, `now` or an age like 7d, read by the parser `keyart log` uses."""
     from keyart.app.cli.log import parse_when
@@ -138,9 +155,12 @@ def train(
 
         lookup = historical_member_lookup(resolve_feature_repo(s))
         frame = refeat(frame, CatalogIndex.build(load_catalog(s.world_dir)), lookup, progress=True)
+    index = _catalog_index(s)
+    frame = _aligned(s, frame, index)
     window = None if attribution_window_hours is None else timedelta(hours=attribution_window_hours)
     split = holdout_split(frame, holdout_share, source)
-    data = label(split.train, _min_minutes(s, min_minutes), source=source, attribution_window=window)
+    data = label(split.train, _min_minutes(s, min_minutes), index.space, source=source,
+                 attribution_window=window)
     cfg = replace(TrainConfig(), ensemble_size=ensemble_size, num_threads=threads)
     rc = RayConfig(num_workers=ray_workers, address=ray_address) if ray else None
     result = run_training(data, s.models_dir, cfg, ips_weights=ips, promote_after=promote_model, source=source,
@@ -256,6 +276,7 @@ def evaluate(
 
     frame, source = _load_frame(s, log_export, from_store, since, until, days)
     index = CatalogIndex.build(load_catalog(s.world_dir))
+    frame = _aligned(s, frame, index)
     cur = current or current_version(s.models_dir)
     cand = candidate or _newest_other(s.models_dir, cur)
     models = {}

@@ -7,8 +7,10 @@ Mount on the existing world sub-app of keyart.app.cli.main::
     world_app.command("export")(world_export_command)
 
 (or ``app.add_typer(world_import_app, name=...)`` for a stand-alone app holding both).
-The file format is documented in keyart.jobs.world.import_schema. Errors print one line
-``error: <file>, column '<col>', row <n>: <problem>`` and exit with status 2.
+The file format is documented in keyart.jobs.world.import_schema. An invalid world
+prints every problem found (the first 20 of each file, then ``<file>: and N more
+problems``), one ``<file>, column '<col>', row <n>: <problem>`` per line (a single
+problem: one line ``error: world import: <file>, column ...``), and exits with status 2.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from keyart.app.cli.support import console as _err
 from keyart.app.cli.support import emit as _emit
@@ -39,9 +42,10 @@ def world_import_command(
 ) -> None:
     """Import your own catalog and viewing history as the world (atomic, validated).
 
-    Every file is validated first (types, required columns, vocabularies, unique ids,
-    references, tz-aware timestamps); on any problem nothing changes. Then the world
-    and its feature tables replace KEYART_DATA_DIR/world in one rename. Then
+    Every file is validated first (types, required columns, value rules such as ISO
+    country codes, unique ids, references, tz-aware timestamps); on any problem
+    nothing changes and every problem is listed. Then the world and its feature
+    tables replace KEYART_DATA_DIR/world in one rename. Then
     `keyart up` loads the online store (`keyart features apply`) and serves, exploring
     uniformly until a first model is trained on the decision log and promoted.
     """
@@ -57,7 +61,15 @@ def world_import_command(
         if when.tzinfo is None:
             raise WorldImportError([Issue("--now", None, None, f"{now!r} must carry a time zone")])
     s = _settings()
-    result = import_world(src, s.world_dir, now=when)
+    try:
+        result = import_world(src, s.world_dir, now=when)
+    except WorldImportError as exc:
+        # Customer values may hold "[...]": printed as text, never as rich markup.
+        lines = str(exc).splitlines()
+        _err.print(f"[red]error:[/red] {escape(lines[0])}", markup=True)
+        for line in lines[1:]:
+            _err.print(escape(line), markup=True)
+        raise typer.Exit(2) from None
     marker = s.data_dir / "feast" / ".materialized"
     if marker.is_file():
         marker.unlink()  # the online store holds the previous world: `keyart up` re-applies

@@ -7,10 +7,11 @@ events with event_timestamp <= S, so point-in-time retrieval never sees the futu
 Every table has `event_timestamp` and `created` (tz-aware UTC). Tables are written as
 parquet next to the world (same directory) unless `out_dir` says otherwise:
 
-- member_genre_affinity.parquet: member_id, genre_<g> for every g in GENRES
-  (recency-weighted share of minutes watched, half-life `half_life_days`, shrunk
-  towards the population's share with GENRE_PRIOR_VIEWS average views, so a member
-  with two views is not read as a fan of one genre), history_views and
+- member_genre_affinity.parquet: member_id, genres list<str> (every genre of the
+  catalog's titles, sorted: the vocabulary is the catalog's own), genre_weights
+  list<float> aligned with it (recency-weighted share of minutes watched, half-life
+  `half_life_days`, shrunk towards the population's share with GENRE_PRIOR_VIEWS
+  average views, so a member with two views is not read as a fan of one genre), history_views and
   history_minutes (all viewing events and minutes up to the snapshot, unweighted)
 - member_actor_affinity.parquet: member_id, top_actors list<str>, top_actor_weights
   list<float> (share of recency-weighted viewing featuring the actor, in [0, 1]; the
@@ -29,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keyart.domain import GENRES
 from keyart.jobs.world.world_model import World, load_world
 
 FEATURE_TABLES: tuple[str, ...] = (
@@ -38,7 +38,6 @@ FEATURE_TABLES: tuple[str, ...] = (
     "member_profile",
     "member_title_interaction",
 )
-GENRE_COLUMNS: tuple[str, ...] = tuple(f"genre_{g}" for g in GENRES)
 HISTORY_COLUMNS: tuple[str, ...] = ("history_views", "history_minutes")
 # Feature rows become available this long after their snapshot (pipeline delay).
 CREATED_DELAY = timedelta(minutes=30)
@@ -85,8 +84,9 @@ def derive_features(
     t_index = pd.Index(t_ids)
 
     # Title -> genre shares (a view's weight is split over the title's genres).
-    gi = {g: k for k, g in enumerate(GENRES)}
-    tg = np.zeros((len(titles), len(GENRES)))
+    genres = sorted({str(g) for gs in titles["genres"] for g in gs})
+    gi = {g: k for k, g in enumerate(genres)}
+    tg = np.zeros((len(titles), len(genres)))
     for i, gs in enumerate(titles["genres"]):
         for g in gs:
             tg[i, gi[g]] = 1.0 / len(gs)
@@ -117,7 +117,7 @@ def derive_features(
         vm, vt = v_m[mask], v_t[mask]
         created = s + CREATED_DELAY
         # Genre affinity.
-        g = np.zeros((n_m, len(GENRES)))
+        g = np.zeros((n_m, len(genres)))
         np.add.at(g, vm, w[:, None] * tg[vt])
         tot = g.sum(axis=1)
         has = tot > 0
@@ -125,8 +125,8 @@ def derive_features(
         population = g.sum(axis=0) / max(float(g.sum()), 1e-12)
         prior = GENRE_PRIOR_VIEWS * float(w.sum()) / max(1, len(w))  # in weighted minutes
         share = (g[has] + prior * population) / (tot[has, None] + prior)
-        gdf = pd.DataFrame(share, columns=list(GENRE_COLUMNS))
-        gdf.insert(0, "member_id", m_ids[has])
+        gdf = pd.DataFrame({"member_id": m_ids[has], "genres": [genres] * int(has.sum()),
+                            "genre_weights": [row.tolist() for row in share]})
         gdf["history_views"] = n_views[has].astype(float)
         gdf["history_minutes"] = np.bincount(vm, weights=v_min[mask], minlength=n_m)[has]
         gdf["event_timestamp"] = s

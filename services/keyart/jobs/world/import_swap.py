@@ -2,9 +2,12 @@
 
 This module exists to keep the one operation that touches the live world
 directory apart from the checks (keyart.jobs.world.import_validate) and the format
-(keyart.jobs.world.import_schema). Everything is written and derived in a staging
-directory next to ``world_dir``, fsynced, and renamed into place; on any failure
-the staging directory is removed and the previous world is untouched.
+(keyart.jobs.world.import_schema). The installed world is the Parquet files (images
+with the declared attribute columns), ``catalog.json`` (image attributes, vocabularies,
+tone -> genre; see import_schema), ``world.json`` and the derived feature tables.
+Everything is written and derived in a staging directory next to ``world_dir``,
+fsynced, and renamed into place; on any failure the staging directory is removed
+and the previous world is untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ import pandas as pd
 
 from keyart.jobs.world.import_issues import Issue, WorldImportError
 from keyart.jobs.world.import_manifest import Manifest
-from keyart.jobs.world.import_schema import TABLE_KEYS, TABLES, write_parquet
+from keyart.jobs.world.import_schema import (
+    CATALOG,
+    IMAGES,
+    TABLE_KEYS,
+    TABLES,
+    VOCABULARY_KEYS,
+    images_table,
+    write_parquet,
+)
 from keyart.jobs.world.import_validate import validate_world_dir
 from keyart.jobs.world.params import WorldParams
 
@@ -68,11 +79,28 @@ def _world_meta(src: Path, tables: dict[str, pd.DataFrame], params: WorldParams,
     }
 
 
-def _write_tables(tables: dict[str, pd.DataFrame], staging: Path) -> None:
+def _write_tables(tables: dict[str, pd.DataFrame], manifest: Manifest, staging: Path) -> None:
     for spec in TABLES:
         key = TABLE_KEYS[spec.file]
+        if spec.file == IMAGES.file:
+            spec = images_table(manifest.image_attributes)  # the attributes after the fixed columns
         if key in tables:
             write_parquet(tables[key], spec, staging / spec.file)
+
+
+def catalog_meta(members: pd.DataFrame, manifest: Manifest) -> dict[str, Any]:
+    """The catalog.json of an imported world: the declared image attributes, each
+    vocabulary as the sorted union of the members' values and the declared ones, and
+    the tone -> genre map."""
+    vocabularies = {
+        key: sorted({str(v) for v in members[key]} | set(manifest.vocabularies.get(key, ())))
+        for key in VOCABULARY_KEYS
+    }
+    return {
+        "image_attributes": dict(manifest.image_attributes),
+        "vocabularies": vocabularies,
+        "tone_genre": dict(manifest.tone_genre),
+    }
 
 
 def _fsync_dir(path: Path) -> None:
@@ -138,7 +166,9 @@ def import_world(
     staging = world_dir.parent / f".{world_dir.name}-import-{token}"
     staging.mkdir()
     try:
-        _write_tables(tables, staging)
+        _write_tables(tables, manifest, staging)
+        catalog = catalog_meta(tables["members"], manifest)
+        (staging / CATALOG).write_text(json.dumps(catalog, indent=2) + "\n")  # declared order kept
         later = _later_events(tables["viewing"], end)
         meta = _world_meta(src, tables, params, end)
         (staging / "world.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
@@ -162,4 +192,4 @@ def import_world(
     }
 
 
-__all__ = ["import_world"]
+__all__ = ["catalog_meta", "import_world"]

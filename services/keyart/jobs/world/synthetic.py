@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keyart.domain import COUNTRIES, DEVICES, GENRES, PALETTES, STYLES, TONES
+from keyart.domain import DEVICES
 from keyart.jobs.world.params import WorldParams
+from keyart.jobs.world.vocab import COUNTRIES, GENRES, PALETTES, STYLES, TONES
 from keyart.jobs.world.world_model import World
 
 _COUNTRY_P = np.array([0.30, 0.08, 0.12, 0.10, 0.08, 0.07, 0.07, 0.08, 0.05, 0.05])

@@ -38,9 +38,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from keyart.domain import COUNTRIES, DEVICES, EXPRESSIONS, GENRES, STYLES, TONES
+from keyart.domain import DEVICES
 from keyart.errors import KeyartError
 from keyart.jobs.world.params import WorldParams
+from keyart.jobs.world.vocab import COUNTRIES, EXPRESSIONS, GENRES, STYLES, TONES
 
 # Hidden ground-truth columns of the synthetic world, by table.
 LATENT_COLUMNS: dict[str, tuple[str, ...]] = {

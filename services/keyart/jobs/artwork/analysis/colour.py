@@ -10,8 +10,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from keyart.domain import PALETTES
 from keyart.jobs.artwork.analysis.decode import _resize_max
+from keyart.jobs.world.vocab import PALETTES
 
 COLOUR_MAX_SIDE = 256  # brightness / warmth / contrast / palette
 
