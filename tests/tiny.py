@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import lightgbm as lgb
@@ -101,3 +102,20 @@ def make_member(member_id: str = "m1", favourite: str = "romance") -> MemberFeat
 
 def make_context(device: str = "TV") -> RequestContext:
     return RequestContext(country="US", language="en-US", device=device, surface="home", client_time=NOW)
+
+
+def open_catalog() -> Catalog:
+    """The tiny catalog with values no code constant knows, and two declared image attributes."""
+    base = make_catalog()
+    images = {}
+    for k, (image_id, im) in enumerate(sorted(base.images.items())):
+        images[image_id] = dataclasses.replace(
+            im, expression=("intense", "wistful", "", "happy")[k % 4],
+            tone=("romantic", "anime", "comedy", "")[k % 4],
+            attributes={"cv_smile": 0.1 * (k % 7), "cv_scene": ("beach", "city", "")[k % 3]})
+    titles = {t: dataclasses.replace(title, genres=(("anime",) if i % 2 else ("comedy", "romance")))
+              for i, (t, title) in enumerate(sorted(base.titles.items()))}
+    return Catalog(titles=titles, images=images, version="open",
+                   vocabularies={"country": ("NZ", "US"), "language": ("en-NZ", "mi")},
+                   image_attributes={"cv_smile": "numeric", "cv_scene": "categorical"},
+                   tone_genre={"romantic": "romance"})

@@ -130,8 +130,9 @@ class Catalog:
     images: dict[str, ImageInfo] = field(default_factory=dict)
     version: str = ""
     crops: dict[str, dict[str, CropInfo]] = field(default_factory=dict)  # image_id -> ratio -> crop
-    # Declared values of open vocabularies beyond the observed ones, for example
-    # {"country": ("US", "NZ"), "language": ("en", "mi")} (the members' own values).
+    # Values of the open vocabularies the images and titles do not show: the members'
+    # countries and languages (observed in members.parquet, plus those the manifest
+    # declares), for example {"country": ("NZ", "US"), "language": ("en", "mi")}.
     vocabularies: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # The customer's image attributes: name -> "numeric" or "categorical".
     image_attributes: dict[str, str] = field(default_factory=dict)

@@ -35,7 +35,10 @@ from keyart.v1 import ranking_pb2_grpc
 
 pytestmark = pytest.mark.integration
 
-GENRES = ("documentary", "family", "comedy", "crime", "scifi")
+# The customer's own vocabularies: no code constant of Keyart knows "anime", "true-crime",
+# "romantic", "intense", New Zealand or Māori.
+GENRES = ("documentary", "anime", "comedy", "true-crime", "romance")
+TONES = ("documentary", "anime", "comedy", "true-crime", "romantic")
 MEMBERS = 48
 TITLES = 14
 QUALITY_MINUTES = 20.0
@@ -47,48 +50,54 @@ def pool_size(t: int) -> int:
 
 
 def write_catalog(out: Path, now: datetime, seed: int = 4) -> None:
-    """A customer's catalog in the import format, written with plain pyarrow."""
+    """A customer's catalog in the import format, written with plain pyarrow.
+
+    It uses open vocabularies (its own genres, tones, expressions, countries and languages),
+    leaves out the optional columns (name, default_image_id, contrast, style, palette,
+    group_size, tenure_days) and declares two attributes of its own tagger.
+    """
     rng = np.random.default_rng(seed)
     titles, images = [], []
     for t in range(TITLES):
         tid = f"doc-{t:03d}"
         cast = [f"voice-{(t + j) % 9}" for j in range(3)]
         ids = [f"{tid}-art{k}" for k in range(pool_size(t))]
-        titles.append({"title_id": tid, "name": f"Film {t}", "genres": [GENRES[t % len(GENRES)]], "cast": cast,
-                       "villain_actor": None, "default_image_id": ids[0], "runtime_minutes": 50.0 + t})
+        titles.append({"title_id": tid, "genres": [GENRES[t % len(GENRES)]], "cast": cast,
+                       "villain_actor": None, "runtime_minutes": 50.0 + t})
         for k, iid in enumerate(ids):
             faces = k % 3
             images.append({
                 "image_id": iid, "title_id": tid, "lineage_id": f"{tid}-src{k // 2}", "num_faces": faces,
-                "face_area": 0.15 * faces, "expression": ("none", "happy", "complex")[faces], "villain_shown": False,
-                "cast_shown": cast[:faces], "group_size": faces, "brightness": 0.3 + 0.1 * (k % 4),
-                "warmth": -0.4 + 0.2 * (k % 4), "contrast": 0.5, "tone": GENRES[(t + k) % len(GENRES)],
-                "style": ("closeup", "scene", "title_card")[k % 3], "palette": ("teal", "orange", "mono")[k % 3],
-                "text_present": k % 2 == 1,
+                "face_area": 0.15 * faces, "expression": ("none", "intense", "joyful")[faces], "villain_shown": False,
+                "cast_shown": cast[:faces], "brightness": 0.3 + 0.1 * (k % 4),
+                "warmth": -0.4 + 0.2 * (k % 4), "tone": TONES[(t + k) % len(TONES)],
+                "text_present": k % 2 == 1, "cv_smile": 0.2 * (k % 5) if k % 4 else None,
+                "cv_scene": ("beach", "city", None)[k % 3],
             })
-    members = [{"member_id": f"viewer-{m:04d}", "country": ("GB", "DE", "JP")[m % 3],
-                "language": ("en", "de", "ja")[m % 3], "main_device": ("TV", "MOBILE", "WEB")[m % 3],
-                "tenure_days": float(30 + 11 * m)} for m in range(MEMBERS)]
+    members = [{"member_id": f"viewer-{m:04d}", "country": ("GB", "NZ", "JP")[m % 3],
+                "language": ("en", "mi", "ja")[m % 3], "main_device": ("TV", "MOBILE", "WEB")[m % 3]}
+               for m in range(MEMBERS)]
     viewing = [{"member_id": f"viewer-{m:04d}", "title_id": f"doc-{int(rng.integers(TITLES)):03d}",
                 "event_timestamp": now - timedelta(days=float(rng.uniform(1, 50))),
                 "minutes_watched": float(rng.uniform(5, 60))} for m in range(MEMBERS) for _ in range(8)]
     s, f, i, b, lst = pa.string(), pa.float64(), pa.int64(), pa.bool_(), pa.list_(pa.string())
     schemas = {
-        "members": [("member_id", s), ("country", s), ("language", s), ("main_device", s), ("tenure_days", f)],
-        "titles": [("title_id", s), ("name", s), ("genres", lst), ("cast", lst), ("villain_actor", s),
-                   ("default_image_id", s), ("runtime_minutes", f)],
+        "members": [("member_id", s), ("country", s), ("language", s), ("main_device", s)],
+        "titles": [("title_id", s), ("genres", lst), ("cast", lst), ("villain_actor", s), ("runtime_minutes", f)],
         "images": [("image_id", s), ("title_id", s), ("lineage_id", s), ("num_faces", i), ("face_area", f),
-                   ("expression", s), ("villain_shown", b), ("cast_shown", lst), ("group_size", i),
-                   ("brightness", f), ("warmth", f), ("contrast", f), ("tone", s), ("style", s), ("palette", s),
-                   ("text_present", b)],
+                   ("expression", s), ("villain_shown", b), ("cast_shown", lst),
+                   ("brightness", f), ("warmth", f), ("tone", s), ("text_present", b), ("cv_smile", f),
+                   ("cv_scene", s)],
         "viewing": [("member_id", s), ("title_id", s), ("event_timestamp", pa.timestamp("us", tz="UTC")),
                     ("minutes_watched", f)],
     }
     out.mkdir(parents=True)
     for name, rows in (("members", members), ("titles", titles), ("images", images), ("viewing", viewing)):
         pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema(schemas[name])), out / f"{name}.parquet")
-    (out / "manifest.json").write_text(json.dumps({"format": "keyart-world/1", "now": now.isoformat(),
-                                                   "history_days": 60, "quality_minutes": QUALITY_MINUTES}))
+    (out / "manifest.json").write_text(json.dumps({
+        "format": "keyart-world/1", "now": now.isoformat(), "history_days": 60, "quality_minutes": QUALITY_MINUTES,
+        "image_attributes": {"cv_smile": "numeric", "cv_scene": "categorical"},
+        "tone_genre": {"romantic": "romance"}}))
 
 
 def keyart(env: dict[str, str], *args: str, stream: str = "stdout") -> str:
@@ -288,6 +297,14 @@ def test_first_week_of_a_new_customer(customer):
                                     "--threads", "1", "--json"))
         version = trained["version"]
         assert trained["promoted"] is False and current_version(settings.models_dir) is None
+        # The model learned the customer's own vocabularies and attributes as columns.
+        meta = json.loads((settings.models_dir / version / "meta.json").read_text())
+        space = meta["feature_space"]
+        assert space["genres"] == sorted(GENRES) and space["tone_genre"]["romantic"] == "romance"
+        assert space["vocabularies"]["country"] == ["GB", "JP", "NZ"]
+        assert "intense" in space["vocabularies"]["expression"] and "language" in meta["feature_names"]
+        assert {"attr_cv_smile", "attr_cv_scene", "genre_anime"} <= set(meta["feature_names"])
+        assert (frame["feature_schema"] == meta["feature_schema"]).all()  # day one logged in the catalog's space
         evaluated = json.loads(keyart(env, "evaluate", "--log-export", str(log), "--bootstrap", "50",
                                       "--no-report", "--json"))
         assert "candidate" in evaluated["policies"] and "random" in evaluated["policies"]

@@ -94,3 +94,46 @@ def test_refeaturize_rebuilds_logged_features(uniform_log, index, lookup):
     rebuilt = refeaturize(stripped, index, lookup)
     assert (rebuilt["feature_schema"] == index.space.schema_id).all()
     np.testing.assert_allclose(np.stack(rebuilt["features"]), np.stack(log["features"]), rtol=1e-6)
+
+
+def test_rows_of_an_older_catalogs_space_are_rebuilt_in_the_new_one():
+    """A new genre and a new country since the log was written: known spaces translate, unknown stay refused."""
+    import dataclasses
+
+    from tiny import NOW, make_catalog, make_context, make_member
+
+    from keyart.core.featurize import CatalogIndex, build_matrix
+    from keyart_training.data.dataset import align_features
+
+    old_index = CatalogIndex.build(make_catalog())
+    grown = make_catalog()
+    grown.titles["t5"] = dataclasses.replace(grown.titles["t5"], genres=("western",))
+    grown.vocabularies = {"country": ("AR", "BR", "GB", "US"), "language": ("en-US", "pt-BR")}
+    new_index = CatalogIndex.build(grown)
+    assert new_index.space != old_index.space
+    member, ctx = make_member(), make_context()
+    images = ["t0-i1", "t1-i2", "t5-i0"]
+    rows = []
+    for k, image_id in enumerate(images):
+        title = image_id.split("-")[0]
+        x = build_matrix(old_index, member, ctx, [title], np.array([old_index.image_row[image_id]]), np.zeros(1, int))
+        rows.append({"decision_id": f"d{k}", "member_id": "m1", "title_id": title, "image_id": image_id,
+                     "propensity": 0.2, "policy": "uniform", "decided_at": NOW, "max_minutes": 0.0,
+                     "feature_schema": old_index.space.schema_id, "features": x[0],
+                     "top_actors": list(member.actor_affinity), "top_actor_weights": list(member.actor_affinity.values())})
+    log = pd.DataFrame(rows)
+    with pytest.raises(DatasetError, match="feature_schema, row 0"):
+        label(log, 15.0, new_index.space)  # an unknown space is refused by name
+    aligned = align_features(log, new_index, {old_index.space.schema_id: old_index.space})
+    data = label(aligned, 15.0, new_index.space)
+    assert data.x.shape == (3, len(new_index.space.names))
+    col = new_index.space.index
+    for k, image_id in enumerate(images):
+        title = image_id.split("-")[0]
+        direct = build_matrix(new_index, member, ctx, [title], np.array([new_index.image_row[image_id]]),
+                              np.zeros(1, int))[0]
+        assert np.isnan(data.x[k, col["genre_western"]])  # the old log could not know it: unknown
+        same = [j for j, name in enumerate(new_index.space.names)
+                if name not in ("genre_western", "title_genre_affinity", "tone_affinity")]
+        np.testing.assert_allclose(data.x[k, same], direct[same], rtol=1e-6)
+        assert data.x[k, col["country"]] == new_index.space.code("country", "US") == 3

@@ -144,6 +144,9 @@ def load_model(path: Path) -> QualityPlayModel:
         raise ModelLoadError(f"{meta_path}: {exc}") from exc
     if meta.get("feature_names") != list(space.names):
         raise ModelLoadError(f"{meta_path}: feature_names differ from its feature_space's columns")
+    if meta.get("feature_schema") != space.schema_id:
+        raise ModelLoadError(f"{meta_path}: feature schema {meta.get('feature_schema')!r} is not the id of its "
+                             f"feature_space ({space.schema_id!r}): the metadata was altered")
     heads = meta.get("heads", "quality")
     if heads not in ("quality", "start_x_stay"):
         raise ModelLoadError(f"{meta_path}: heads {heads!r} is not 'quality' or 'start_x_stay'")
