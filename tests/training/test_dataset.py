@@ -120,7 +120,8 @@ def test_rows_of_an_older_catalogs_space_are_rebuilt_in_the_new_one():
         rows.append({"decision_id": f"d{k}", "member_id": "m1", "title_id": title, "image_id": image_id,
                      "propensity": 0.2, "policy": "uniform", "decided_at": NOW, "max_minutes": 0.0,
                      "feature_schema": old_index.space.schema_id, "features": x[0],
-                     "top_actors": list(member.actor_affinity), "top_actor_weights": list(member.actor_affinity.values())})
+                     "top_actors": list(member.actor_affinity),
+                     "top_actor_weights": list(member.actor_affinity.values())})
     log = pd.DataFrame(rows)
     with pytest.raises(DatasetError, match="feature_schema, row 0"):
         label(log, 15.0, new_index.space)  # an unknown space is refused by name
