@@ -51,6 +51,9 @@ class KeyartSettings(BaseSettings):
         24.0, gt=0.0, description="A member sees the same image for a title within this window."
     )
     stability_salt: str = Field("keyart-v1", description="Salt of the stable-choice hash.")
+    compiled_trees: bool = Field(
+        True, description="Score with the model's forests compiled by lleaves (cached per model and CPU); "
+        "a forest that fails to compile or to match LightGBM stays on LightGBM.")
     diversity_strength: float = Field(
         0.0, ge=0.0, description="Penalty on images similar to those already chosen on the page."
     )

@@ -12,6 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from keyart.core.compiled import with_compiled_trees
 from keyart.core.featurize import CatalogIndex
 from keyart.core.model import current_version, load_model
 from keyart.core.page import PageService
@@ -96,6 +97,8 @@ class Runtime:
             return False
         try:
             model = load_model(self.settings.models_dir / version)
+            if self.settings.compiled_trees:  # seconds the first time: on the watcher's thread, never a page's
+                model = with_compiled_trees(model, self.settings.models_dir / version)
         except ModelLoadError as exc:
             self.last_model_error = str(exc)
             log.error("model %s refused, keeping %r: %s", version, self.page.model_version, exc)

@@ -16,7 +16,7 @@ silently wrong columns.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +44,9 @@ class QualityPlayModel:
     # The columns it learned and what their category codes mean (every saved model has
     # one; None only for an in-memory model of anonymous columns, e.g. DR's reward model).
     space: FeatureSpace | None = None
+    # Forests compiled to machine code (keyart.core.compiled), by name: "start", "stay",
+    # "start_<k>", "stay_<k>"; rows -> raw score. A forest not in it is scored by LightGBM.
+    compiled: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
 
     def offsets(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
         """Start-logit offset per row; a model with offsets needs the rows' image ids."""
@@ -54,25 +57,30 @@ class QualityPlayModel:
         get = self.image_offsets.get
         return np.fromiter((get(i, 0.0) for i in image_ids), dtype=np.float64, count=n)
 
-    def _start(self, booster: lgb.Booster, x: np.ndarray, off: np.ndarray | float) -> np.ndarray:
-        if not self.image_offsets:
+    def _p(self, name: str, booster: lgb.Booster, x: np.ndarray, off: np.ndarray | float = 0.0) -> np.ndarray:
+        """P(positive) of one forest (logit + offset, through the sigmoid): compiled when it is."""
+        compiled = self.compiled.get(name)
+        if compiled is not None:
+            raw = compiled(x)
+        elif isinstance(off, float) and off == 0.0:
             return np.asarray(booster.predict(x, num_threads=1), dtype=np.float64)
-        raw = np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64) + off
-        return 1.0 / (1.0 + np.exp(-raw))
+        else:
+            raw = np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64)
+        return 1.0 / (1.0 + np.exp(-(raw + off)))
 
     def predict(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
         """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
-        p = self._start(self.booster, x, self.offsets(image_ids, len(x)))
+        p = self._p("start", self.booster, x, self.offsets(image_ids, len(x)))
         if self.stay is not None:
-            p = p * np.asarray(self.stay.predict(x, num_threads=1), dtype=np.float64)
+            p = p * self._p("stay", self.stay, x)
         return p
 
     def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
         """Per-member predictions, shape (len(ensemble), n)."""
         off = self.offsets(image_ids, len(x))
-        out = np.stack([self._start(b, x, off) for b in self.ensemble])
+        out = np.stack([self._p(f"start_{k}", b, x, off) for k, b in enumerate(self.ensemble)])
         if self.ensemble_stay:
-            out = out * np.stack([np.asarray(b.predict(x, num_threads=1)) for b in self.ensemble_stay])
+            out = out * np.stack([self._p(f"stay_{k}", b, x) for k, b in enumerate(self.ensemble_stay)])
         return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:

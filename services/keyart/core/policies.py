@@ -60,6 +60,52 @@ def thompson(ensemble_scores: np.ndarray, epsilon: float, scores: np.ndarray | N
     return (1.0 - epsilon) * greedy(scores) + epsilon * (0.5 * share + 0.5 / n)
 
 
+def distribution_rows(policy: str, scores: np.ndarray, ensemble: np.ndarray | None, epsilon: float,
+                      temperature: float) -> np.ndarray:
+    """The policy's distribution for each row of `scores` (titles with k candidates each).
+
+    Row by row the same arithmetic as the 1-D policies above, so each row equals what
+    they return for it (the ranker's vectorized path relies on that; tests check it).
+
+    Args:
+        scores: shape (t, k). ensemble: shape (members, t, k), for thompson.
+    """
+    t, k = scores.shape
+    if policy == "uniform":
+        return np.full((t, k), 1.0 / k)
+    if policy == "softmax":
+        z = (scores - np.max(scores, axis=1, keepdims=True)) / temperature
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+    g = np.zeros((t, k))
+    g[np.arange(t), np.argmax(scores, axis=1)] = 1.0
+    if policy == "greedy":
+        return g
+    if policy == "thompson" and ensemble is not None:
+        members = ensemble.shape[0]
+        best = np.argmax(ensemble, axis=2)  # (members, t)
+        share = np.zeros((t, k))
+        np.add.at(share, (np.broadcast_to(np.arange(t), best.shape), best), 1.0)
+        return (1.0 - epsilon) * g + epsilon * (0.5 * (share / members) + 0.5 / k)
+    return (1.0 - epsilon) * g + epsilon / k
+
+
+def new_image_floor_rows(p: np.ndarray, new: np.ndarray, share: float) -> np.ndarray:
+    """Rows of `p` with `share` moved uniformly onto the row's new images (rows with none
+    or all new unchanged): the ranker's cold-start floor, row by row."""
+    n_new = new.sum(axis=1, keepdims=True)
+    mixed = (1.0 - share) * p + share * new / np.maximum(n_new, 1)
+    some = (n_new > 0) & (n_new < new.shape[1])
+    return np.where(some, mixed, p)
+
+
+def draw_rows(p: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """`draw` for each row of p (shape (t, k)) with its own u (shape (t,))."""
+    cdf = np.cumsum(p, axis=1)
+    i = (cdf <= (u * cdf[:, -1])[:, None]).sum(axis=1)
+    return np.minimum(i, p.shape[1] - 1)
+
+
 def draw(p: np.ndarray, u: float) -> int:
     """Index chosen by inverse-CDF sampling with u in [0, 1): P(i) = p[i] exactly."""
     cdf = np.cumsum(p)

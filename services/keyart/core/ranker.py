@@ -9,6 +9,7 @@ Before a first model exists, the draw is uniform over each title's candidates.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ def new_decision_id() -> str:
     return uuid.uuid4().hex
 
 
+def new_decision_ids(n: int) -> list[str]:
+    """n random version-4 UUIDs as hex, from one urandom read (a page needs 40)."""
+    raw = bytearray(os.urandom(16 * n))
+    for k in range(n):  # RFC 4122 version and variant bits, as uuid.uuid4 sets them
+        raw[16 * k + 6] = (raw[16 * k + 6] & 0x0F) | 0x40
+        raw[16 * k + 8] = (raw[16 * k + 8] & 0x3F) | 0x80
+    text = raw.hex()
+    return [text[32 * k : 32 * (k + 1)] for k in range(n)]
+
+
 def _similarity(a: ImageInfo, b: ImageInfo) -> float:
     """How alike two images look on a page, in [0, 1]."""
     return (
@@ -77,6 +88,7 @@ class Ranker:
         model: QualityPlayModel | None,
         config: PolicyConfig,
         new_id: Callable[[], str] = new_decision_id,
+        new_ids: Callable[[int], list[str]] | None = None,
         exposure: Callable[[str], int] | None = None,
     ) -> None:
         if model is not None and model.space is not None and model.space is not index.space \
@@ -87,6 +99,9 @@ class Ranker:
         self.model = model
         self.config = config
         self.new_id = new_id
+        # Bulk ids for a page (one urandom call); by default from new_id when that was given.
+        self.new_ids = new_ids or (new_decision_ids if new_id is new_decision_id
+                                   else (lambda n: [new_id() for _ in range(n)]))
         self.exposure = exposure  # image_id -> impressions so far; None disables cold-start boost
 
     @property
@@ -183,8 +198,30 @@ class Ranker:
             return policy, [s for s in selections if s is not None]
 
         window = time_window(decided_at, self.config.window_hours)
-        chosen_images: list[ImageInfo] = []
         offsets = np.concatenate([[0], np.cumsum(sizes)])
+        uniforms = [stable_uniform(member.member_id, titles[p].title_id, window, self.config.salt)
+                    for p in scored_titles]
+        if self.config.diversity_strength <= 0.0:  # titles are independent: choose them all at once
+            picks, props, explored = self._choose_all(policy, scores, ensemble, offsets, flat_ids, uniforms)
+            ids_new = self.new_ids(len(scored_titles))
+            images = self.index.catalog.images
+            for k, pos in enumerate(scored_titles):
+                row = int(offsets[k]) + picks[k]
+                image = images[flat_ids[row]]
+                selections[pos] = Selection(
+                    title_id=titles[pos].title_id,
+                    image_id=image.image_id,
+                    lineage_id=image.lineage_id,
+                    propensity=props[k],
+                    score=float(scores[row]),
+                    explored=explored[k],
+                    decision_id=ids_new[k],
+                    position=pos,
+                    features=tuple(x[row].tolist()),
+                    crop=self.index.catalog.crop_for_device(image.image_id, context.device),
+                )
+            return policy, [s for s in selections if s is not None]
+        chosen_images: list[ImageInfo] = []
         for k, pos in enumerate(scored_titles):
             lo, hi = offsets[k], offsets[k + 1]
             ids = candidates[k]
@@ -192,8 +229,7 @@ class Ranker:
             s = scores[lo:hi] * keep
             p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi] * keep)
             p = self._with_new_image_floor(p, ids)
-            u = stable_uniform(member.member_id, titles[pos].title_id, window, self.config.salt)
-            i = policies.draw(p, u)
+            i = policies.draw(p, uniforms[k])
             image = self.index.catalog.images[ids[i]]
             chosen_images.append(image)
             selections[pos] = Selection(
@@ -252,6 +288,48 @@ class Ranker:
                 features=tuple(x[k].tolist()),
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
+
+    def _choose_all(
+        self,
+        policy: str,
+        scores: np.ndarray,
+        ensemble: np.ndarray | None,
+        offsets: np.ndarray,
+        flat_ids: list[str],
+        uniforms: list[float],
+    ) -> tuple[list[int], list[float], list[bool]]:
+        """Every title's draw at once (no diversity: titles do not depend on each other).
+
+        Titles are grouped by candidate count and each group is one 2-D array, so every
+        row goes through the same numpy reductions as the per-title loop (`_distribution`,
+        `_with_new_image_floor`, `policies.draw`): same floats, same choices. Returns,
+        per title, the chosen candidate's index, its propensity and whether it was explored.
+        """
+        n_titles = len(offsets) - 1
+        sizes = np.diff(offsets)
+        picks = [0] * n_titles
+        props = [0.0] * n_titles
+        explored = [False] * n_titles
+        counts = None
+        if self.exposure is not None and self.config.new_image_min_share > 0.0:
+            counts = np.fromiter((self.exposure(i) for i in flat_ids), dtype=np.int64, count=len(flat_ids))
+        for k in np.unique(sizes).tolist():
+            group = np.flatnonzero(sizes == k)
+            cols = offsets[group][:, None] + np.arange(k)  # flat rows of each title of the group
+            s = scores[cols]
+            p = policies.distribution_rows(policy, s, None if ensemble is None else ensemble[:, cols],
+                                           self.config.epsilon, self.config.temperature)
+            if counts is not None:
+                p = policies.new_image_floor_rows(p, counts[cols] < self.config.new_image_impressions,
+                                                  self.config.new_image_min_share)
+            u = np.array([uniforms[g] for g in group])
+            chosen = policies.draw_rows(p, u)
+            best = np.argmax(s, axis=1)
+            for j, g in enumerate(group.tolist()):
+                picks[g] = int(chosen[j])
+                props[g] = float(p[j, chosen[j]])
+                explored[g] = bool(chosen[j] != best[j])
+        return picks, props, explored
 
     def _diversity_factor(self, ids: list[str], chosen: list[ImageInfo]) -> np.ndarray | float:
         """Multiplier in [0, 1] per candidate, shrinking images like ones already on the page."""

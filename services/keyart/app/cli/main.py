@@ -111,6 +111,14 @@ def models_promote(version: str = typer.Argument(..., help="Model version to ser
     from keyart.core.model import promote
 
     s = settings()
+    if s.compiled_trees:  # compiled once here and cached, so serving replicas on this CPU load it at once
+        from keyart.core.compiled import with_compiled_trees
+        from keyart.core.model import load_model
+
+        compiled = with_compiled_trees(load_model(s.models_dir / version), s.models_dir / version)
+        refused = compiled.meta["compiled_trees"]["lightgbm"]
+        if refused:
+            console.print(f"[yellow]forests left on LightGBM: {', '.join(sorted(refused))}[/yellow]")
     promote(s.models_dir, version)
     console.print(f"promoted {version}")
 
