@@ -5,6 +5,14 @@ in their own processes, one after the other, driven by the same closed-loop
 load generator at several concurrencies; then an open-loop run at half the best
 rate measures the tail latency at a realistic load. Pages are 40 titles x 12
 candidates. Results go to bench/results/latest.json.
+
+Capacity is counted in CPU, not inferred from latency: every process of a server
+(its whole session: for Ray Serve the replicas, proxy, controller, raylet and GCS;
+for the bare baseline as many processes as Serve has replicas, sharing the port
+through SO_REUSEPORT), every thread included (the decision-log writer's, the
+feature lookups'), is sampled before and after each load level, and
+`cpu_ms_per_page` is that CPU divided by the pages served. The load generator's
+own CPU is reported apart.
 """
 
 from __future__ import annotations
@@ -80,11 +88,35 @@ def _summary(latencies: list[float], errors: int, seconds: float) -> dict[str, f
     }
 
 
+def tree_cpu_s(root_pid: int) -> float:
+    """User + system CPU seconds of a process and all its live descendants, all threads."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
 async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concurrency: int,
-                      duration_s: float) -> dict[str, float]:
-    """`concurrency` callers, each sending its next request when the last returns."""
+                      duration_s: float, sessions: list[int] | None = None) -> dict[str, float]:
+    """`concurrency` callers, each sending its next request when the last returns.
+
+    With `sessions` (the servers' root pids), the CPU of those processes and all their
+    descendants over the run is measured, and the load generator's (this process) beside it.
+    """
     latencies: list[float] = []
     errors = 0
+    selections = fallbacks = 0
     async with grpc.aio.insecure_channel(address) as channel:
         stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
         await stub.RankArtwork(requests[0], timeout=10)  # warm the connection
@@ -93,19 +125,34 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
         async def caller(offset: int) -> None:
             nonlocal errors
             i = offset
+            nonlocal selections, fallbacks
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
                 try:
-                    await stub.RankArtwork(requests[i % len(requests)], timeout=10)
+                    reply = await stub.RankArtwork(requests[i % len(requests)], timeout=10)
                     latencies.append(time.perf_counter() - t0)
+                    selections += len(reply.selections)
+                    fallbacks += sum(1 for s in reply.selections if s.fallback_reason)
                 except grpc.aio.AioRpcError:
                     errors += 1
                 i += concurrency
 
+        server_cpu0 = sum(tree_cpu_s(pid) for pid in sessions or [])
+        own_cpu0 = time.process_time()
         t_start = time.perf_counter()
         await asyncio.gather(*(caller(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - t_start
-    return _summary(latencies, errors, elapsed)
+        own_cpu = time.process_time() - own_cpu0
+        server_cpu = sum(tree_cpu_s(pid) for pid in sessions or []) - server_cpu0
+    out: dict[str, Any] = _summary(latencies, errors, elapsed)
+    pages = max(1, len(latencies))
+    out["fallback_share"] = round(fallbacks / selections, 5) if selections else None
+    out["load_generator_cpu_ms_per_page"] = round(1000.0 * own_cpu / pages, 3)
+    if sessions:
+        out["cpu_ms_per_page"] = round(1000.0 * server_cpu / pages, 3)
+        out["cores_used"] = round(server_cpu / elapsed, 3)
+        out["pages_per_s_per_core"] = round(pages / server_cpu, 1) if server_cpu > 0 else None
+    return out
 
 
 async def open_loop(address: str, requests: list[pb.RankArtworkRequest], rate: float,
@@ -135,23 +182,31 @@ async def open_loop(address: str, requests: list[pb.RankArtworkRequest], rate: f
 
 
 def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies: list[int],
-             duration_s: float, say: Callable[[str], None], name: str) -> dict[str, Any]:
+             duration_s: float, say: Callable[[str], None], name: str, sessions: list[int]) -> dict[str, Any]:
     levels = []
     for c in concurrencies:
-        r = asyncio.run(closed_loop(address, requests, c, duration_s))
-        say(f"  {name} concurrency {c}: {r['rps']} RPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms")
+        r = asyncio.run(closed_loop(address, requests, c, duration_s, sessions))
+        say(f"  {name} concurrency {c}: {r['rps']} RPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+            f"{r['cpu_ms_per_page']} ms CPU/page on {r['cores_used']} cores, fallback share {r['fallback_share']}")
         levels.append({"concurrency": c, **r})
     best = max(levels, key=lambda r: r["rps"])
+    peak = levels[-1]  # the highest load the bench drives
     half = asyncio.run(open_loop(address, requests, best["rps"] / 2.0, duration_s))
     say(f"  {name} open loop at {half['target_rps']} RPS: p50 {half['p50_ms']} ms, p99 {half['p99_ms']} ms")
     return {"rps": best["rps"], "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"],
-            "best_concurrency": best["concurrency"], "levels": levels, "half_rate": half}
+            "best_concurrency": best["concurrency"], "cpu_ms_per_page": best["cpu_ms_per_page"],
+            "pages_per_s_per_core": best["pages_per_s_per_core"], "cores_used": best["cores_used"],
+            "fallback_share_at_peak": peak["fallback_share"], "processes": len(sessions),
+            "load_generator_cpu_ms_per_page": best["load_generator_cpu_ms_per_page"],
+            "levels": levels, "half_rate": half}
 
 
 def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400) -> dict[str, Any]:
     """In-process cost of one page through the page service, with and without decision logging.
 
     The two variants alternate request by request so machine noise hits both alike.
+    `cpu_ms_per_page` is this process's CPU (every thread: the handler, the feature
+    lookups and the decision-log writer, flushed before the clock stops) per page logged.
     """
     from keyart.adapters.grpc.servicer import RankerCalls
     from keyart.app.runtime import Runtime
@@ -162,6 +217,14 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
     try:
         for r in requests[:20]:
             calls.rank(r)  # warm caches and the feature thread
+        if runtime.writer is not None:
+            runtime.writer.flush(60)
+        cpu0 = time.process_time()
+        for k in range(pages):
+            calls.rank(requests[k % len(requests)])
+        if runtime.writer is not None:
+            runtime.writer.flush(60)
+        cpu_ms = 1000.0 * (time.process_time() - cpu0) / pages
         timings: dict[str, list[float]] = {"with_log": [], "without_log": []}
         for k in range(pages):
             for variant in ("with_log", "without_log") if k % 2 == 0 else ("without_log", "with_log"):
@@ -170,12 +233,13 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
                 calls.rank(requests[k % len(requests)])
                 timings[variant].append(time.perf_counter() - t0)
         page.sink = sink
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = {"policy": settings.policy, "cpu_ms_per_page": round(cpu_ms, 3)}
         for variant, values in timings.items():
             arr = np.array(values) * 1000.0
             out[variant] = {"p50_ms": round(float(np.percentile(arr, 50)), 3),
                             "p99_ms": round(float(np.percentile(arr, 99)), 3)}
-        out["pages_per_s_one_core"] = round(1000.0 / out["with_log"]["p50_ms"], 1)
+        out["p50_ms"], out["p99_ms"] = out["with_log"]["p50_ms"], out["with_log"]["p99_ms"]
+        out["model"] = (page.model.meta.get("compiled_trees") if page.model is not None else None)
         out["log_writer"] = runtime.writer.stats() if runtime.writer is not None else {}
         return out
     finally:
@@ -222,34 +286,56 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     keyart = [sys.executable, "-m", "keyart.app.cli.main"]
     env = dict(os.environ)
 
+    from keyart.adapters.ray_serve.launch import THROUGHPUT_ENV, load_serve_config
+
+    deployment = load_serve_config(settings)["applications"][0]["deployments"][0]
+    auto = deployment.get("autoscaling_config") or {}
+    replicas = int(deployment.get("num_replicas") or auto.get("initial_replicas") or auto.get("min_replicas") or 1)
+
     say("decision core in process (with and without logging) ...")
     core = core_figures(settings, requests)
-    say(f"  core p50 {core['with_log']['p50_ms']} ms, p99 {core['with_log']['p99_ms']} ms with logging; "
-        f"p50 {core['without_log']['p50_ms']} ms, p99 {core['without_log']['p99_ms']} ms without")
+    say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
+        f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, writer included")
+    policies = {}
+    for name in ("epsilon_greedy", "thompson"):
+        policies[name] = core_figures(settings.model_copy(update={"policy": name}), requests, pages=300)
+        say(f"  {name}: {policies[name]['cpu_ms_per_page']} ms CPU per page")
 
-    say(f"bare grpc.aio server on :{bare_port} ...")
-    proc = _start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 120)
+    say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas ...")
+    procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 180) for _ in range(replicas)]
     try:
-        bare = _measure(f"127.0.0.1:{bare_port}", requests, concurrencies, duration_s, say, "bare")
+        bare = _measure(f"127.0.0.1:{bare_port}", requests, concurrencies, duration_s, say, "bare",
+                        [p.pid for p in procs])
     finally:
-        _stop(proc)
+        for p in procs:
+            _stop(p)
 
     say(f"Ray Serve on :{ray_port} ...")
     proc = _start(keyart + ["up", "--port", str(ray_port)], env, "READY", 300)
     try:
-        ray_result = _measure(f"127.0.0.1:{ray_port}", requests, concurrencies, duration_s, say, "ray")
+        ray_result = _measure(f"127.0.0.1:{ray_port}", requests, concurrencies, duration_s, say, "ray", [proc.pid])
     finally:
         _stop(proc)
 
-    from keyart.adapters.ray_serve.launch import THROUGHPUT_ENV, load_serve_config
-
-    deployment = load_serve_config(settings)["applications"][0]["deployments"][0]
+    per_core_ray, per_core_bare = ray_result["pages_per_s_per_core"], bare["pages_per_s_per_core"]
+    titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
     result = {
         "ray": ray_result,
         "bare": bare,
         "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
+        "cpu_ms_per_page": {"bare": bare["cpu_ms_per_page"], "ray": ray_result["cpu_ms_per_page"]},
+        "pages_per_s_per_core": {"bare": per_core_bare, "ray": per_core_ray},
+        "ratio_per_core": round(per_core_ray / per_core_bare, 3) if per_core_ray and per_core_bare else None,
+        "fallback_share": max(bare["fallback_share_at_peak"] or 0.0, ray_result["fallback_share_at_peak"] or 0.0),
+        "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
+                                           "ray": ray_result["load_generator_cpu_ms_per_page"]},
         "core": core,
-        "cores_for_20M_rps": round(20_000_000 / (ray_result["rps"] / (os.cpu_count() or 1))),
+        "thompson": {"cpu_ms_per_page": policies["thompson"]["cpu_ms_per_page"],
+                     "epsilon_greedy_cpu_ms_per_page": policies["epsilon_greedy"]["cpu_ms_per_page"],
+                     "ratio": round(policies["thompson"]["cpu_ms_per_page"]
+                                    / policies["epsilon_greedy"]["cpu_ms_per_page"], 3)},
+        # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
+        "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
         "setup": {
             "page": f"{TITLES_PER_PAGE} titles x {CANDIDATES_PER_TITLE} candidates",
             "duration_s_per_level": duration_s,
@@ -257,7 +343,9 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             "machine": platform.machine(),
             "ray_env": {k: os.environ.get(k, v) for k, v in THROUGHPUT_ENV.items()},
             "ray_deployment": deployment,
-            "load_generator": "one grpc.aio process on the same machine (shares the cores)",
+            "load_generator": "one grpc.aio process on the same machine (shares the cores; its CPU is "
+                              "load_generator_cpu_ms_per_page, not in the servers' figures)",
+            "bare_processes": replicas,
         },
     }
     out.parent.mkdir(parents=True, exist_ok=True)

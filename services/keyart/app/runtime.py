@@ -98,7 +98,8 @@ class Runtime:
         try:
             model = load_model(self.settings.models_dir / version)
             if self.settings.compiled_trees:  # seconds the first time: on the watcher's thread, never a page's
-                model = with_compiled_trees(model, self.settings.models_dir / version)
+                model = with_compiled_trees(model, self.settings.models_dir / version,
+                                            ensemble=self.settings.policy == "thompson")
         except ModelLoadError as exc:
             self.last_model_error = str(exc)
             log.error("model %s refused, keeping %r: %s", version, self.page.model_version, exc)

@@ -75,10 +75,12 @@ def compile_forest(model_file: Path, cache_dir: Path) -> RawPredict:
     return predict
 
 
-def _forest_files(model: QualityPlayModel, directory: Path) -> dict[str, Path]:
+def _forest_files(model: QualityPlayModel, directory: Path, ensemble: bool) -> dict[str, Path]:
     files = {"start": directory / "model.txt"}
     if model.stay is not None:
         files["stay"] = directory / "stay.txt"
+    if not ensemble:
+        return files
     for k in range(len(model.ensemble)):
         files[f"start_{k}"] = directory / f"ensemble_{k}.txt"
     for k in range(len(model.ensemble_stay)):
@@ -86,10 +88,12 @@ def _forest_files(model: QualityPlayModel, directory: Path) -> dict[str, Path]:
     return files
 
 
-def with_compiled_trees(model: QualityPlayModel, directory: Path) -> QualityPlayModel:
+def with_compiled_trees(model: QualityPlayModel, directory: Path, ensemble: bool = True) -> QualityPlayModel:
     """`model` scoring through compiled forests where each compiled and matched LightGBM.
 
-    `directory` is the model artifact's; binaries are cached in its `compiled/`.
+    `directory` is the model artifact's; binaries are cached in its `compiled/`. The
+    Thompson ensemble's forests are compiled with `ensemble` (only Thompson sampling
+    scores them on the request path).
     A forest that cannot be compiled, or whose scores differ from LightGBM's by more
     than MATCH_TOLERANCE on a probe, stays on LightGBM (logged, and listed in
     `model.meta["compiled_trees"]`).
@@ -100,7 +104,7 @@ def with_compiled_trees(model: QualityPlayModel, directory: Path) -> QualityPlay
     probe = _probe(model)
     compiled: dict[str, RawPredict] = {}
     refused: dict[str, str] = {}
-    for name, path in _forest_files(model, directory).items():
+    for name, path in _forest_files(model, directory, ensemble).items():
         booster = boosters[name]
         assert booster is not None
         try:

@@ -267,9 +267,9 @@ def _cast_crosses(
             owner = np.repeat(np.arange(n), lengths)  # candidate of each (candidate, cast member) pair
             offset = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
             weights = weight_of[index.cast_actor[np.repeat(begin, lengths) + offset]]
-            cast_sum = np.bincount(owner, weights=weights, minlength=n)
+            cast_sum += np.bincount(owner, weights=weights, minlength=n)
             np.maximum.at(cast_max, owner, weights)
-            cast_known = np.bincount(owner, weights=(weights > 0.0).astype(np.float64), minlength=n)
+            cast_known += np.bincount(owner, weights=(weights > 0.0).astype(np.float64), minlength=n)
         return cast_sum, cast_max, cast_known
     for k, (r, s) in enumerate(zip(image_rows, segment)):
         actors = actor_maps[s]

@@ -110,7 +110,14 @@ _PAGE = 1000
 _IN_CHUNK = 500  # below SQLite's host-parameter limit
 
 
-def _impression_row(imp: Impression) -> tuple[Any, ...]:
+def _impression_row(imp: Impression, actors: dict[int, str] | None = None) -> tuple[Any, ...]:
+    """The row of an impression; `actors` memoizes the actors' encoding by tuple identity:
+    the 40 impressions of a page share one member's tuple, encoded once."""
+    if actors is None:
+        encoded = encode_actors(imp.actor_affinity)
+    else:
+        key = id(imp.actor_affinity)
+        encoded = actors.get(key) or actors.setdefault(key, encode_actors(imp.actor_affinity))
     return (
         imp.decision_id,
         imp.request_id,
@@ -132,7 +139,7 @@ def _impression_row(imp: Impression) -> tuple[Any, ...]:
         imp.fallback_reason,
         imp.feature_schema,
         encode_features(imp.features),
-        encode_actors(imp.actor_affinity),
+        encoded,
     )
 
 
@@ -224,7 +231,8 @@ class SqliteLogStore:
     def write_impressions(self, impressions: list[Impression]) -> None:
         if not impressions:
             return
-        rows = [_impression_row(imp) for imp in impressions]
+        memo: dict[int, str] = {}  # ids stay valid: `impressions` holds every tuple alive meanwhile
+        rows = [_impression_row(imp, memo) for imp in impressions]
         ids = [(imp.decision_id,) for imp in impressions]
         with self._transaction() as conn:
             conn.executemany(_UPSERT_IMPRESSION, rows)

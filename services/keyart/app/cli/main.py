@@ -115,7 +115,8 @@ def models_promote(version: str = typer.Argument(..., help="Model version to ser
         from keyart.core.compiled import with_compiled_trees
         from keyart.core.model import load_model
 
-        compiled = with_compiled_trees(load_model(s.models_dir / version), s.models_dir / version)
+        compiled = with_compiled_trees(load_model(s.models_dir / version), s.models_dir / version,
+                                       ensemble=s.policy == "thompson")
         refused = compiled.meta["compiled_trees"]["lightgbm"]
         if refused:
             console.print(f"[yellow]forests left on LightGBM: {', '.join(sorted(refused))}[/yellow]")
