@@ -181,24 +181,27 @@ class SegmentSpool:
     def consume(self, length: int) -> None:
         """Mark ``length`` bytes returned by ``read`` as stored; finished segments go."""
         with self.lock:
-            self._head_offset += length
             head = self._segments[0]
-            if self._head_offset >= self._sizes[head]:
-                if head == self._active:
-                    # Caught up with the writer: start over with an empty segment.
-                    assert self._active_fd is not None
-                    os.close(self._active_fd)
-                    self._active_fd, self._active = None, None
-                self._drop_head()
+            if self._head_offset + length < self._sizes[head]:
+                self._head_offset += length
+                return
+            if head == self._active:
+                # Caught up with the writer: start over with an empty segment.
+                assert self._active_fd is not None
+                os.close(self._active_fd)
+                self._active_fd, self._active = None, None
+            self._drop_head()
 
     def _drop_head(self) -> None:
+        # The file goes before its bytes leave the count: whoever reads (lock-free) that
+        # nothing is pending also finds no finished segment left on disk.
         head = self._segments.pop(0)
-        self._disk_bytes -= self._sizes.pop(head, 0)
-        self._head_offset = 0
         try:
             head.unlink()
         except FileNotFoundError:  # pragma: no cover
             pass
+        self._disk_bytes -= self._sizes.pop(head, 0)
+        self._head_offset = 0
 
     def adopt(self, segments: Sequence[Path]) -> int:
         """Move other segment files (in order) to the tail of this spool by renaming
