@@ -296,9 +296,10 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     core = core_figures(settings, requests)
     say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
         f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, writer included")
-    policies = {}
+    policies = {settings.policy: core}  # the run above is the configured policy's
     for name in ("epsilon_greedy", "thompson"):
-        policies[name] = core_figures(settings.model_copy(update={"policy": name}), requests, pages=300)
+        if name not in policies:
+            policies[name] = core_figures(settings.model_copy(update={"policy": name}), requests)
         say(f"  {name}: {policies[name]['cpu_ms_per_page']} ms CPU per page")
 
     say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas ...")

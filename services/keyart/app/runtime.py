@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from keyart.core.compiled import with_compiled_trees
 from keyart.core.featurize import CatalogIndex
-from keyart.core.model import current_version, load_model
+from keyart.core.model import QualityPlayModel, current_version, load_model
 from keyart.core.page import PageService
 from keyart.core.ports import DecisionLog, PageMetrics
 from keyart.core.ranker import PolicyConfig
@@ -36,6 +36,16 @@ def policy_config(settings: KeyartSettings) -> PolicyConfig:
         new_image_min_share=settings.new_image_min_share,
         new_image_impressions=settings.new_image_impressions,
     )
+
+
+def load_serving_model(settings: KeyartSettings, version: str) -> QualityPlayModel:
+    """A model as serving scores with it: loaded and checked, its forests compiled (cached;
+    the Thompson ensemble's only when serving Thompson) unless compiled trees are off."""
+    path = settings.models_dir / version
+    model = load_model(path)
+    if settings.compiled_trees:
+        model = with_compiled_trees(model, path, ensemble=settings.policy == "thompson")
+    return model
 
 
 @dataclass
@@ -96,10 +106,8 @@ class Runtime:
         if version is None or version == self.page.model_version:
             return False
         try:
-            model = load_model(self.settings.models_dir / version)
-            if self.settings.compiled_trees:  # seconds the first time: on the watcher's thread, never a page's
-                model = with_compiled_trees(model, self.settings.models_dir / version,
-                                            ensemble=self.settings.policy == "thompson")
+            # Seconds the first time (compiling): on the watcher's thread, never a page's.
+            model = load_serving_model(self.settings, version)
         except ModelLoadError as exc:
             self.last_model_error = str(exc)
             log.error("model %s refused, keeping %r: %s", version, self.page.model_version, exc)

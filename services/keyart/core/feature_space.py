@@ -63,8 +63,8 @@ CROSS_FEATURES: tuple[str, ...] = (
     "cast_known",  # cast members shown whom the member has watched
     "max_cast_views",  # max affinity x history views: about how many views featured that actor
 )
-# Categorical columns whose vocabulary the catalog gives (device's is the API's).
-OPEN_CATEGORIES: tuple[str, ...] = ("country", "language", "expression", "tone", "style", "palette")
+# The fixed categorical columns; their vocabularies are the catalog's (device's is the API's).
+CATEGORIES: tuple[str, ...] = ("country", "language", "device", "expression", "tone", "style", "palette")
 ATTRIBUTE_PREFIX = "attr_"
 ATTRIBUTE_KINDS: tuple[str, ...] = ("numeric", "categorical")
 
@@ -138,9 +138,7 @@ class FeatureSpace:
     @cached_property
     def categorical(self) -> tuple[str, ...]:
         """The columns LightGBM treats as categories (codes from `code`)."""
-        return ("country", "language", "device", "expression", "tone", "style", "palette") + tuple(
-            ATTRIBUTE_PREFIX + a for a in self.categorical_attributes
-        )
+        return CATEGORIES + tuple(ATTRIBUTE_PREFIX + a for a in self.categorical_attributes)
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -262,7 +260,7 @@ __all__ = [
     "CROSS_FEATURES",
     "IMAGE_FIXED",
     "MEMBER_FIXED",
-    "OPEN_CATEGORIES",
+    "CATEGORIES",
     "TITLE_FEATURES",
     "FeatureSpace",
     "FeatureSpaceError",

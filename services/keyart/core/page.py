@@ -34,11 +34,7 @@ log = logging.getLogger(__name__)
 
 def _index_for(catalog: Catalog, model: QualityPlayModel | None, current: CatalogIndex | None) -> CatalogIndex:
     """The catalog's index in the model's feature space (the catalog's own without a model)."""
-    if model is None:
-        if current is not None and current.catalog is catalog and current.space == FeatureSpace.from_catalog(catalog):
-            return current
-        return CatalogIndex.build(catalog)
-    space = model.space or FeatureSpace.from_catalog(catalog)
+    space = (model.space if model is not None else None) or FeatureSpace.from_catalog(catalog)
     if current is not None and current.catalog is catalog and current.space == space:
         return current
     return CatalogIndex.build(catalog, space)

@@ -203,48 +203,57 @@ class Ranker:
                     for p in scored_titles]
         if self.config.diversity_strength <= 0.0:  # titles are independent: choose them all at once
             picks, props, explored = self._choose_all(policy, scores, ensemble, offsets, flat_ids, uniforms)
-            ids_new = self.new_ids(len(scored_titles))
-            images = self.index.catalog.images
-            for k, pos in enumerate(scored_titles):
-                row = int(offsets[k]) + picks[k]
-                image = images[flat_ids[row]]
-                selections[pos] = Selection(
-                    title_id=titles[pos].title_id,
-                    image_id=image.image_id,
-                    lineage_id=image.lineage_id,
-                    propensity=props[k],
-                    score=float(scores[row]),
-                    explored=explored[k],
-                    decision_id=ids_new[k],
-                    position=pos,
-                    features=tuple(x[row].tolist()),
-                    crop=self.index.catalog.crop_for_device(image.image_id, context.device),
-                )
-            return policy, [s for s in selections if s is not None]
-        chosen_images: list[ImageInfo] = []
+        else:  # each title's choice depends on the images already on the page
+            picks, props, explored = self._choose_in_order(policy, scores, ensemble, offsets, candidates, uniforms)
+        ids_new = self.new_ids(len(scored_titles))
+        images = self.index.catalog.images
         for k, pos in enumerate(scored_titles):
+            row = int(offsets[k]) + picks[k]
+            image = images[flat_ids[row]]
+            selections[pos] = Selection(
+                title_id=titles[pos].title_id,
+                image_id=image.image_id,
+                lineage_id=image.lineage_id,
+                propensity=props[k],
+                score=float(scores[row]),
+                explored=explored[k],
+                decision_id=ids_new[k],
+                position=pos,
+                features=tuple(x[row].tolist()),
+                crop=self.index.catalog.crop_for_device(image.image_id, context.device),
+            )
+        return policy, [s for s in selections if s is not None]
+
+    def _choose_in_order(
+        self,
+        policy: str,
+        scores: np.ndarray,
+        ensemble: np.ndarray | None,
+        offsets: np.ndarray,
+        candidates: list[list[str]],
+        uniforms: list[float],
+    ) -> tuple[list[int], list[float], list[bool]]:
+        """Title by title in page order, penalising images like those already chosen.
+
+        Returns, per title, the chosen candidate's index, its propensity and whether it
+        was explored (as `_choose_all`, which this equals with diversity off).
+        """
+        picks: list[int] = []
+        props: list[float] = []
+        explored: list[bool] = []
+        chosen_images: list[ImageInfo] = []
+        for k, ids in enumerate(candidates):
             lo, hi = offsets[k], offsets[k + 1]
-            ids = candidates[k]
             keep = self._diversity_factor(ids, chosen_images)  # 1 = unlike anything on the page
             s = scores[lo:hi] * keep
             p = self._distribution(policy, s, None if ensemble is None else ensemble[:, lo:hi] * keep)
             p = self._with_new_image_floor(p, ids)
             i = policies.draw(p, uniforms[k])
-            image = self.index.catalog.images[ids[i]]
-            chosen_images.append(image)
-            selections[pos] = Selection(
-                title_id=titles[pos].title_id,
-                image_id=image.image_id,
-                lineage_id=image.lineage_id,
-                propensity=float(p[i]),
-                score=float(scores[lo + i]),
-                explored=i != int(np.argmax(s)),
-                decision_id=self.new_id(),
-                position=pos,
-                features=tuple(x[lo + i].tolist()),
-                crop=self.index.catalog.crop_for_device(image.image_id, context.device),
-            )
-        return policy, [s for s in selections if s is not None]
+            chosen_images.append(self.index.catalog.images[ids[i]])
+            picks.append(i)
+            props.append(float(p[i]))
+            explored.append(i != int(np.argmax(s)))
+        return picks, props, explored
 
     def _explore_uniformly(
         self,

@@ -112,12 +112,9 @@ def models_promote(version: str = typer.Argument(..., help="Model version to ser
 
     s = settings()
     if s.compiled_trees:  # compiled once here and cached, so serving replicas on this CPU load it at once
-        from keyart.core.compiled import with_compiled_trees
-        from keyart.core.model import load_model
+        from keyart.app.runtime import load_serving_model
 
-        compiled = with_compiled_trees(load_model(s.models_dir / version), s.models_dir / version,
-                                       ensemble=s.policy == "thompson")
-        refused = compiled.meta["compiled_trees"]["lightgbm"]
+        refused = load_serving_model(s, version).meta["compiled_trees"]["lightgbm"]
         if refused:
             console.print(f"[yellow]forests left on LightGBM: {', '.join(sorted(refused))}[/yellow]")
     promote(s.models_dir, version)

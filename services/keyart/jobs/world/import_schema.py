@@ -147,6 +147,7 @@ import pyarrow.parquet as pq
 import pycountry
 
 from keyart.adapters.catalog.parquet import CATALOG_FILE
+from keyart.core.feature_space import ATTRIBUTE_KINDS
 from keyart.domain import DEVICES
 
 FORMAT = "keyart-world/1"
@@ -159,7 +160,6 @@ LABEL_MAX = 64
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*")
 ATTRIBUTE_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-ATTRIBUTE_KINDS: tuple[str, ...] = ("numeric", "categorical")
 VOCABULARY_KEYS: tuple[str, ...] = ("country", "language")
 
 
