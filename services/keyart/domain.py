@@ -176,6 +176,24 @@ class Selection:
 
 
 @dataclass(frozen=True)
+class ShadowChoice:
+    """What a shadow model would have done for one served decision (never shown).
+
+    With the served propensity these give its exact off-policy value: IPS weighs the
+    served image's reward by `served_propensity / propensity served`, and DR adds the
+    shadow's own expectation `expected_score` with `served_score` as its control variate.
+    """
+
+    name: str  # the shadow's name in the experiment
+    model_version: str
+    image_id: str  # the shadow's greedy choice among the same candidates
+    propensity: float  # the shadow policy's probability of its greedy choice
+    served_propensity: float  # the shadow policy's probability of the image really served
+    expected_score: float  # sum over candidates of shadow probability x shadow score
+    served_score: float  # the shadow model's score of the image really served
+
+
+@dataclass(frozen=True)
 class Impression:
     """One logged decision: what was shown, to whom, where, with which probability."""
 
@@ -202,6 +220,12 @@ class Impression:
     # The member's top actors as served: with `features` they let offline evaluation
     # rebuild the features of every other candidate image (cast crosses included).
     actor_affinity: tuple[tuple[str, float], ...] = ()
+    # The online experiment the member is in (both "" outside one), and what each of its
+    # shadow models would have chosen for this decision.
+    experiment: str = ""
+    cell: str = ""
+    shadows: tuple[ShadowChoice, ...] = ()
+    latency_ms: float = 0.0  # the page's time in the service until its choices were made
 
 
 @dataclass(frozen=True)

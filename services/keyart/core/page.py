@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
+from keyart.core.experiment import CURRENT_MODEL, Experiment
 from keyart.core.feature_space import FeatureSpace
 from keyart.core.featurize import CatalogIndex, cold_member
 from keyart.core.model import QualityPlayModel
@@ -27,9 +28,20 @@ from keyart.core.ranker import (
     PolicyConfig,
     Ranker,
 )
-from keyart.domain import Catalog, Impression, MemberFeatures, Outcome, RequestContext, Selection, TitleRequest
+from keyart.domain import (
+    Catalog,
+    Impression,
+    MemberFeatures,
+    Outcome,
+    RequestContext,
+    Selection,
+    ShadowChoice,
+    TitleRequest,
+)
 
 log = logging.getLogger(__name__)
+
+PageShadows = tuple["ShadowChoice | None", ...]  # one selection's would-be choice of each shadow
 
 
 def _index_for(catalog: Catalog, model: QualityPlayModel | None, current: CatalogIndex | None) -> CatalogIndex:
@@ -38,6 +50,23 @@ def _index_for(catalog: Catalog, model: QualityPlayModel | None, current: Catalo
     if current is not None and current.catalog is catalog and current.space == space:
         return current
     return CatalogIndex.build(catalog, space)
+
+
+@dataclass(frozen=True)
+class _Arm:
+    """What serves (or shadows) for an experiment's cell: None index and model = the promoted pair."""
+
+    index: CatalogIndex | None
+    model: QualityPlayModel | None
+    policy: PolicyConfig
+
+
+@dataclass(frozen=True)
+class _LiveExperiment:
+    experiment: Experiment
+    models: Mapping[str, QualityPlayModel]
+    cells: Mapping[str, _Arm]
+    shadows: tuple[tuple[str, _Arm], ...]
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,10 @@ class PageResult:
     policy: str  # the member's policy, or "fallback" when the whole page fell back
     model_version: str
     feature_schema: str = ""  # the feature space the selections' features follow
+    experiment: str = ""  # the running experiment the member is in ("" for none)
+    cell: str = ""
+    shadows: tuple[PageShadows, ...] = ()  # per selection, one per shadow
+    latency_ms: float = 0.0
 
 
 class PageService:
@@ -90,6 +123,8 @@ class PageService:
         # One thread owns the feature client (SQLite connections are per thread), and
         # lets a hung store time out instead of holding the page.
         self._feature_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
+        self._experiment: _LiveExperiment | None = None
+        self.shadow_errors = 0  # pages whose shadows failed (the page itself was served)
 
     # Model lifecycle -------------------------------------------------------------
     @property
@@ -108,6 +143,39 @@ class PageService:
         """Serve a new catalog (new artwork) with the current model."""
         model = self.model
         self._serving = (_index_for(catalog, model, None), model)
+        live = self._experiment
+        if live is not None:
+            self.set_experiment(live.experiment, live.models)
+
+    # Experiments ---------------------------------------------------------------------
+    @property
+    def experiment(self) -> Experiment | None:
+        live = self._experiment
+        return live.experiment if live is not None else None
+
+    def set_experiment(self, experiment: Experiment | None,
+                       models: Mapping[str, QualityPlayModel] | None = None) -> None:
+        """Run `experiment` (None: stop it), its cells and shadows served by `models`
+        (version -> loaded model; every version it names). Swapped in one assignment."""
+        if experiment is None:
+            self._experiment = None
+            return
+        models = dict(models or {})
+        missing = [v for v in experiment.model_versions() if v not in models]
+        if missing:
+            raise ValueError(f"experiment {experiment.experiment_id}: models not loaded: {', '.join(missing)}")
+        catalog = self.index.catalog
+
+        def arm(version: str, policy: str) -> _Arm:
+            config = replace(self.policy, name=policy) if policy else self.policy
+            if version == CURRENT_MODEL:
+                return _Arm(None, None, config)
+            model = models[version]
+            return _Arm(_index_for(catalog, model, self.index), model, config)
+
+        cells = {c.name: arm(c.model, c.policy) for c in experiment.cells}
+        shadows = tuple((sh.name, arm(sh.model, sh.policy)) for sh in experiment.shadows)
+        self._experiment = _LiveExperiment(experiment, models, cells, shadows)
 
     @property
     def model_version(self) -> str:
@@ -131,7 +199,15 @@ class PageService:
         budget_end = started + self.request_budget_s
         deadline = budget_end if deadline is None else min(deadline, budget_end)
         index, model = self._serving
-        ranker = Ranker(index, model, self.policy, exposure=self.exposure.__getitem__)
+        policy_config = self.policy
+        live, cell = self._experiment, ""
+        if live is not None:
+            cell = live.experiment.cell_for(request.member_id).name
+            arm = live.cells[cell]
+            if arm.index is not None:
+                index, model = arm.index, arm.model
+            policy_config = arm.policy
+        ranker = Ranker(index, model, policy_config, exposure=self.exposure.__getitem__)
 
         member = self._member(request.member_id, context, deadline)
         if member is None:
@@ -141,11 +217,30 @@ class PageService:
         else:
             policy, selections = ranker.rank(member, context, titles, now)
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
+        shadows = self._shadows(live, member, context, titles, selections) if live and member else ()
         result = PageResult(selections=selections, policy=policy, model_version=ranker.model_version,
-                            feature_schema=index.space.schema_id)
+                            feature_schema=index.space.schema_id,
+                            experiment=live.experiment.experiment_id if live else "", cell=cell,
+                            shadows=shadows, latency_ms=(time.monotonic() - started) * 1000.0)
         self._log(request, member, result, now)
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return result
+
+    def _shadows(self, live: _LiveExperiment, member: MemberFeatures, context: RequestContext,
+                 titles: list[TitleRequest], selections: list[Selection]) -> tuple[PageShadows, ...]:
+        """Per selection, each shadow's would-be choice; a failing shadow never fails the page."""
+        if not live.shadows:
+            return ()
+        per_shadow = []
+        for name, arm in live.shadows:
+            try:
+                ranker = Ranker(arm.index or self.index, arm.model, arm.policy, exposure=self.exposure.__getitem__)
+                per_shadow.append(ranker.shadow_choices(name, member, context, titles, selections))
+            except Exception:  # logged without the member: the served page stands
+                self.shadow_errors += 1
+                log.exception("shadow %s failed on a page", name)
+                per_shadow.append([None] * len(selections))
+        return tuple(zip(*per_shadow))
 
     def _member(self, member_id: str, context: RequestContext, deadline: float) -> MemberFeatures | None:
         """Member features within the time left (None if the store failed or timed out).
@@ -197,8 +292,12 @@ class PageService:
                 feature_schema=result.feature_schema if s.features else "",
                 features=s.features,
                 actor_affinity=actors if s.features else (),
+                experiment=result.experiment,
+                cell=result.cell,
+                shadows=tuple(c for c in result.shadows[k] if c is not None) if result.shadows else (),
+                latency_ms=result.latency_ms,
             )
-            for s in result.selections
+            for k, s in enumerate(result.selections)
         ]
         self.sink.submit_impressions(records)  # never blocks: a queue feeds the writer
 

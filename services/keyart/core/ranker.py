@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +21,7 @@ from keyart.core import policies
 from keyart.core.featurize import CatalogIndex, build_matrix
 from keyart.core.model import QualityPlayModel
 from keyart.core.stable import stable_uniform, time_window
-from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, TitleRequest
+from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, ShadowChoice, TitleRequest
 
 FALLBACK_UNKNOWN_TITLE = "unknown_title"
 FALLBACK_UNKNOWN_IMAGE = "unknown_image"
@@ -315,10 +315,29 @@ class Ranker:
         per title, the chosen candidate's index, its propensity and whether it was explored.
         """
         n_titles = len(offsets) - 1
-        sizes = np.diff(offsets)
         picks = [0] * n_titles
         props = [0.0] * n_titles
         explored = [False] * n_titles
+        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, flat_ids):
+            u = np.array([uniforms[g] for g in group])
+            chosen = policies.draw_rows(p, u)
+            best = np.argmax(s, axis=1)
+            for j, g in enumerate(group.tolist()):
+                picks[g] = int(chosen[j])
+                props[g] = float(p[j, chosen[j]])
+                explored[g] = bool(chosen[j] != best[j])
+        return picks, props, explored
+
+    def _group_distributions(
+        self,
+        policy: str,
+        scores: np.ndarray,
+        ensemble: np.ndarray | None,
+        offsets: np.ndarray,
+        flat_ids: list[str],
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(titles, their scores, their choice distributions) per group of equal candidate count."""
+        sizes = np.diff(offsets)
         counts = None
         if self.exposure is not None and self.config.new_image_min_share > 0.0:
             counts = np.fromiter((self.exposure(i) for i in flat_ids), dtype=np.int64, count=len(flat_ids))
@@ -331,14 +350,59 @@ class Ranker:
             if counts is not None:
                 p = policies.new_image_floor_rows(p, counts[cols] < self.config.new_image_impressions,
                                                   self.config.new_image_min_share)
-            u = np.array([uniforms[g] for g in group])
-            chosen = policies.draw_rows(p, u)
+            yield group, s, p
+
+    def shadow_choices(
+        self,
+        name: str,
+        member: MemberFeatures,
+        context: RequestContext,
+        titles: list[TitleRequest],
+        served: list[Selection],
+    ) -> list[ShadowChoice | None]:
+        """What this ranker (a shadow's model and policy) would do for each served selection.
+
+        The same candidates are scored; the distribution is the shadow policy's with the
+        new-image floor, title by title (page diversity is not applied: the served page's
+        images would be the shadow's context, not its own). None for a fallback selection,
+        which has no candidates to compare, or when the shadow has no model.
+        """
+        out: list[ShadowChoice | None] = [None] * len(served)
+        if self.model is None:
+            return out
+        keep: list[int] = []
+        candidates: list[list[str]] = []
+        for k, sel in enumerate(served):
+            if sel.fallback_reason or not sel.features or sel.position >= len(titles):
+                continue
+            ids, reason = self._candidates(titles[sel.position])
+            if reason or sel.image_id not in ids:
+                continue
+            keep.append(k)
+            candidates.append(ids)
+        if not keep:
+            return out
+        sizes = np.array([len(c) for c in candidates])
+        rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
+        title_of_row = np.repeat(np.arange(len(candidates)), sizes)
+        x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
+        flat_ids = [i for c in candidates for i in c]
+        policy = self.config.name
+        scores = self.model.predict(x, flat_ids)
+        ensemble = (self.model.predict_ensemble(x, flat_ids)
+                    if policy == "thompson" and self.model.ensemble else None)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, flat_ids):
             best = np.argmax(s, axis=1)
+            expected = np.sum(p * s, axis=1)
             for j, g in enumerate(group.tolist()):
-                picks[g] = int(chosen[j])
-                props[g] = float(p[j, chosen[j]])
-                explored[g] = bool(chosen[j] != best[j])
-        return picks, props, explored
+                ids, sel = candidates[g], served[keep[g]]
+                at = ids.index(sel.image_id)
+                out[keep[g]] = ShadowChoice(
+                    name=name, model_version=self.model.version, image_id=ids[int(best[j])],
+                    propensity=float(p[j, best[j]]), served_propensity=float(p[j, at]),
+                    expected_score=float(expected[j]), served_score=float(s[j, at]))
+        return out
 
     def _diversity_factor(self, ids: list[str], chosen: list[ImageInfo]) -> np.ndarray | float:
         """Multiplier in [0, 1] per candidate, shrinking images like ones already on the page."""

@@ -248,10 +248,12 @@ def test_bound_values_encode_features_and_buckets(store, session) -> None:
     by_time = next(v for s, v in session.executed if "impressions_by_time" in s.query_string)
     assert by_time[0] == "2024-05-01T12"
     assert 0 <= by_time[1] < store.shards
-    assert by_time[-3] == b"\x00\x00\x80?\x00\x00\x00@"  # float32 LE
-    assert by_time[-4] == "fs-1"
+    assert by_time[-7] == b"\x00\x00\x80?\x00\x00\x00@"  # float32 LE
+    assert by_time[-8] == "fs-1"
     # actor_affinity: two parallel lists, in the statement's top_actors / top_actor_weights.
-    assert by_time[-2:] == (["actor-1", "actor-x"], [0.75, 0.5])
+    assert by_time[-6:-4] == (["actor-1", "actor-x"], [0.75, 0.5])
+    # experiment, cell, shadows (JSON text) and latency last: none for this decision.
+    assert by_time[-4:] == ("", "", "[]", 0.0)
 
 
 def test_bound_values_carry_actor_affinity_to_every_table(store, session) -> None:
@@ -370,7 +372,7 @@ def test_handed_in_session_is_not_shut_down(store, session) -> None:
 
 def test_migrate_renders_and_is_idempotent(session) -> None:
     stmts = migrate(session, "keyart_test", {"class": "NetworkTopologyStrategy", "dc1": 3}, 86400)
-    assert len(stmts) == 13
+    assert len(stmts) == 25  # 7 CREATE, 6 actor-column and 12 experiment-column ALTERs
     creates, alters = stmts[:7], stmts[7:]
     assert all(s.startswith("CREATE") and "IF NOT EXISTS" in s for s in creates)
     assert all(s.startswith("ALTER TABLE keyart_test.impressions_by_") for s in alters)
@@ -391,23 +393,25 @@ def test_migrate_renders_and_is_idempotent(session) -> None:
 
 IMPRESSION_TABLES = ("impressions_by_time", "impressions_by_decision", "impressions_by_member")
 ACTOR_COLUMNS = {"top_actors": "frozen<list<text>>", "top_actor_weights": "frozen<list<float>>"}
+EXPERIMENT_COLUMNS = {"experiment": "text", "cell": "text", "shadows": "text", "latency_ms": "double"}
+ADDED_COLUMNS = {**ACTOR_COLUMNS, **EXPERIMENT_COLUMNS}  # in the order of schema.cql's ALTERs
 
 
 def test_new_tables_have_the_actor_columns(session) -> None:
     stmts = migrate(session, "ks")
     for table in IMPRESSION_TABLES:
         create = next(s for s in stmts if f"TABLE IF NOT EXISTS ks.{table} (" in s)
-        for column, cql_type in ACTOR_COLUMNS.items():
+        for column, cql_type in ADDED_COLUMNS.items():
             assert re.search(rf"\b{column}\s+{re.escape(cql_type)}", create)
             assert f"ALTER TABLE ks.{table} ADD {column} {cql_type}" in stmts
-        assert list(ACTOR_COLUMNS) == session.columns[table][-2:]
+        assert list(ADDED_COLUMNS) == session.columns[table][-len(ADDED_COLUMNS):]
 
 
 def _old_keyspace(session: FakeSession) -> None:
-    """The keyspace as the previous schema.cql left it: no actor columns."""
+    """The keyspace as an older schema.cql left it: no actor or experiment columns."""
     migrate(session, "ks")
     for table in IMPRESSION_TABLES:
-        session.columns[table] = [c for c in session.columns[table] if c not in ACTOR_COLUMNS]
+        session.columns[table] = [c for c in session.columns[table] if c not in ADDED_COLUMNS]
     session.executed.clear()
 
 
@@ -427,7 +431,7 @@ def test_migrate_adds_actor_columns_to_old_tables_idempotently(session, exists_m
 
     stmts = migrate(session, "ks")
     for table in IMPRESSION_TABLES:
-        assert session.columns[table][-2:] == list(ACTOR_COLUMNS)
+        assert session.columns[table][-len(ADDED_COLUMNS):] == list(ADDED_COLUMNS)
     # Again, and again: every ADD now conflicts and is skipped; nothing changes.
     before = {t: list(c) for t, c in session.columns.items()}
     assert migrate(session, "ks") == stmts

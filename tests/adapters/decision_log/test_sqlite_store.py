@@ -224,7 +224,7 @@ def test_old_schema_file_gains_the_column_and_keeps_working(tmp_path) -> None:
     _old_log(path)
     assert "actor_affinity" not in _columns(path)
     s = SqliteLogStore(path)
-    assert _columns(path)[-1] == "actor_affinity"
+    assert _columns(path)[-5:] == ["actor_affinity", "experiment", "cell", "shadows", "latency_ms"]
     # The old row reads back with no actors; new rows keep theirs; outcomes still attach.
     old = list(s.scan_impressions(T0, T0 + timedelta(hours=1)))
     assert [(i.decision_id, i.actor_affinity) for i in old] == [("dec-000001", ())]

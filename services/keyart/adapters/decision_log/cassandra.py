@@ -43,7 +43,9 @@ from keyart.adapters.decision_log.records import (
     DEFAULT_SHARDS,
     as_utc,
     decode_features,
+    decode_shadows,
     encode_features,
+    encode_shadows,
     hour_bucket,
     hour_buckets,
     normalize_actors,
@@ -85,7 +87,10 @@ _IMPRESSION_FIELDS = (
 # Impression.actor_affinity as two parallel frozen lists (added by ALTER TABLE on
 # keyspaces created before; rows written before read back as null: no actors).
 _ACTOR_COLUMNS = ("top_actors", "top_actor_weights")
-_IMPRESSION_COLUMNS = _IMPRESSION_FIELDS + _ACTOR_COLUMNS
+# The online experiment, its shadows' choices (JSON text) and the page latency; added
+# by ALTER TABLE like the actor columns (older rows read back as null: none).
+_EXPERIMENT_COLUMNS = ("experiment", "cell", "shadows", "latency_ms")
+_IMPRESSION_COLUMNS = _IMPRESSION_FIELDS + _ACTOR_COLUMNS + _EXPERIMENT_COLUMNS
 _OUTCOME_FIELDS = (
     "decision_id",
     "kind",
@@ -602,6 +607,10 @@ def _impression_values(imp: Impression) -> tuple[Any, ...]:
         # Frozen lists; empty lists are bound as such, never None (a null is a tombstone).
         [a for a, _ in actors],
         [w for _, w in actors],
+        imp.experiment,
+        imp.cell,
+        encode_shadows(imp.shadows),
+        float(imp.latency_ms),
     )
 
 
@@ -632,6 +641,10 @@ def _impression_from_row(row: Any) -> Impression:
         log.warning("decision %s: %d top_actors but %d top_actor_weights; pairing the first",
                     values["decision_id"], len(actors), len(weights))
     values["actor_affinity"] = normalize_actors(zip(actors, weights))
+    values["experiment"] = _get(row, "experiment", n + 2) or ""
+    values["cell"] = _get(row, "cell", n + 3) or ""
+    values["shadows"] = decode_shadows(_get(row, "shadows", n + 4))
+    values["latency_ms"] = float(_get(row, "latency_ms", n + 5) or 0.0)
     values["decided_at"] = as_utc(values["decided_at"])
     values["features"] = decode_features(values["features"])
     values["explored"] = bool(values["explored"])

@@ -30,6 +30,12 @@ features            list<float32>              model inputs of the chosen image
 top_actors          list<string>               member's top actors as served (empty for fallbacks
                                                and decisions logged before this column existed)
 top_actor_weights   list<float32>              their affinity weights, in the order of top_actors
+experiment          string                     the online experiment the member was in ("" none)
+cell                string                     the member's cell in it
+shadows             string                     JSON list of the experiment's shadow choices:
+                                               name, model_version, image_id, propensity,
+                                               served_propensity, expected_score, served_score
+latency_ms          float64                    the page's time in the service until chosen
 seen                bool                       an IMPRESSION_SEEN outcome was logged
 played              bool                       a PLAY_STARTED or PLAYBACK_PROGRESS outcome was logged
 max_minutes         float64                    largest minutes_played over its outcomes (0 if none)
@@ -50,7 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from keyart.adapters.decision_log.records import as_utc
+from keyart.adapters.decision_log.records import as_utc, encode_shadows
 from keyart.adapters.decision_log.store import LogStore
 from keyart.domain import Impression, OutcomeKind
 
@@ -79,6 +85,10 @@ SCHEMA = pa.schema(
         ("features", pa.list_(pa.float32())),
         ("top_actors", pa.list_(pa.string())),
         ("top_actor_weights", pa.list_(pa.float32())),
+        ("experiment", pa.string()),
+        ("cell", pa.string()),
+        ("shadows", pa.string()),
+        ("latency_ms", pa.float64()),
         ("seen", pa.bool_()),
         ("played", pa.bool_()),
         ("max_minutes", pa.float64()),
@@ -169,6 +179,10 @@ def _write_batch(
     flat: list[float] = []
     actors: list[list[str]] = []
     weights: list[list[float]] = []
+    experiment: list[str] = []
+    cell: list[str] = []
+    shadows: list[str] = []
+    latency: list[float] = []
     matched = 0
     for i, imp in enumerate(batch):
         for name in _SCALAR_FIELDS:
@@ -178,6 +192,10 @@ def _write_batch(
         lengths[i + 1] = len(imp.features)
         actors.append([str(a) for a, _ in imp.actor_affinity])
         weights.append([float(w) for _, w in imp.actor_affinity])
+        experiment.append(imp.experiment)
+        cell.append(imp.cell)
+        shadows.append(encode_shadows(imp.shadows))
+        latency.append(float(imp.latency_ms))
         agg = aggs.get(imp.decision_id) or _Agg()
         matched += agg.n
         seen.append(agg.seen)
@@ -196,6 +214,10 @@ def _write_batch(
         features,
         pa.array(actors, type=pa.list_(pa.string())),
         pa.array(weights, type=pa.list_(pa.float32())),
+        pa.array(experiment, type=pa.string()),
+        pa.array(cell, type=pa.string()),
+        pa.array(shadows, type=pa.string()),
+        pa.array(latency, type=pa.float64()),
         pa.array(seen, type=pa.bool_()),
         pa.array(played, type=pa.bool_()),
         pa.array(max_minutes, type=pa.float64()),

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from keyart.domain import Impression, Outcome, OutcomeKind
+from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice
 
 # Number of shards of each hour bucket of the time-ordered tables. Readers scan every
 # shard of every hour, so changing it for an existing keyspace makes older rows
@@ -137,6 +137,30 @@ def outcome_key(outcome: Outcome) -> str:
     return hashlib.blake2b(raw.encode("utf-8"), digest_size=12).hexdigest()
 
 
+# --- shadow choices -------------------------------------------------------------------
+
+_SHADOW_FIELDS = tuple(f.name for f in fields(ShadowChoice))
+
+
+def encode_shadows(shadows: tuple[ShadowChoice, ...] | list[ShadowChoice]) -> str:
+    """Compact ASCII JSON, one object per shadow (``"[]"`` for none)."""
+    if not shadows:
+        return "[]"
+    return json.dumps([{k: getattr(c, k) for k in _SHADOW_FIELDS} for c in shadows], separators=(",", ":"))
+
+
+def shadows_from_objects(items: Any) -> tuple[ShadowChoice, ...]:
+    """Shadow choices from decoded JSON objects (None or empty: none)."""
+    if not items:
+        return ()
+    return tuple(ShadowChoice(**{k: item[k] for k in _SHADOW_FIELDS}) for item in items)
+
+
+def decode_shadows(text: str | bytes | None) -> tuple[ShadowChoice, ...]:
+    """Inverse of :func:`encode_shadows`; None or empty text (rows before the field) is ``()``."""
+    return shadows_from_objects(json.loads(text)) if text else ()
+
+
 # --- JSON (spool) -----------------------------------------------------------------------
 # One JSON object per line, tagged "_t": "i" (impression) or "o" (outcome); datetimes
 # as ISO-8601 UTC; impression features as base64 of float64 little-endian (exact).
@@ -157,6 +181,7 @@ def record_to_json(record: Impression | Outcome) -> bytes:
         body["features"] = base64.b64encode(np.asarray(record.features, dtype="<f8").tobytes())
         body["features"] = body["features"].decode("ascii")
         body["actor_affinity"] = [[a, w] for a, w in normalize_actors(record.actor_affinity)]
+        body["shadows"] = [{k: getattr(c, k) for k in _SHADOW_FIELDS} for c in record.shadows]
         tag = IMPRESSION_TAG
     elif isinstance(record, Outcome):
         body = {name: getattr(record, name) for name in _OUTCOME_FIELDS}
@@ -178,6 +203,7 @@ def record_from_json(line: bytes | str) -> Impression | Outcome:
         body["features"] = tuple(np.frombuffer(raw, dtype="<f8").tolist())
         # Lines spooled before the field existed have no key: the default, ().
         body["actor_affinity"] = normalize_actors(body.get("actor_affinity"))
+        body["shadows"] = shadows_from_objects(body.get("shadows"))
         return Impression(**body)
     if tag == OUTCOME_TAG:
         body["kind"] = OutcomeKind(body["kind"])

@@ -34,8 +34,10 @@ from typing import Any
 from keyart.adapters.decision_log.records import (
     decode_actors,
     decode_features,
+    decode_shadows,
     encode_actors,
     encode_features,
+    encode_shadows,
     from_micros,
     outcome_key,
     to_micros,
@@ -65,7 +67,11 @@ CREATE TABLE IF NOT EXISTS impressions (
     fallback_reason TEXT NOT NULL,
     feature_schema  TEXT NOT NULL,
     features        BLOB NOT NULL,
-    actor_affinity  TEXT NOT NULL DEFAULT '[]'
+    actor_affinity  TEXT NOT NULL DEFAULT '[]',
+    experiment      TEXT NOT NULL DEFAULT '',
+    cell            TEXT NOT NULL DEFAULT '',
+    shadows         TEXT NOT NULL DEFAULT '[]',
+    latency_ms      REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (decided_at_us, decision_id);
 CREATE INDEX IF NOT EXISTS impressions_by_member ON impressions (member_id, decided_at_us);
@@ -89,12 +95,16 @@ CREATE INDEX IF NOT EXISTS outcomes_unknown ON outcomes (decision_id) WHERE deci
 # _SCHEMA creates new files with them; opening an older file adds the missing ones.
 _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("impressions", "actor_affinity", "TEXT NOT NULL DEFAULT '[]'"),
+    ("impressions", "experiment", "TEXT NOT NULL DEFAULT ''"),
+    ("impressions", "cell", "TEXT NOT NULL DEFAULT ''"),
+    ("impressions", "shadows", "TEXT NOT NULL DEFAULT '[]'"),
+    ("impressions", "latency_ms", "REAL NOT NULL DEFAULT 0"),
 )
 
 _IMPRESSION_COLUMNS = (
     "decision_id, request_id, member_id, title_id, image_id, lineage_id, propensity, score, "
     "explored, policy, model_version, position, country, language, device, surface, "
-    "decided_at_us, fallback_reason, feature_schema, features, actor_affinity"
+    "decided_at_us, fallback_reason, feature_schema, features, actor_affinity, experiment, cell, shadows, latency_ms"
 )
 _UPSERT_IMPRESSION = (
     f"INSERT INTO impressions ({_IMPRESSION_COLUMNS}) VALUES "
@@ -140,6 +150,10 @@ def _impression_row(imp: Impression, actors: dict[int, str] | None = None) -> tu
         imp.feature_schema,
         encode_features(imp.features),
         encoded,
+        imp.experiment,
+        imp.cell,
+        encode_shadows(imp.shadows),
+        float(imp.latency_ms),
     )
 
 
@@ -166,6 +180,10 @@ def _impression_from_row(row: tuple[Any, ...]) -> Impression:
         feature_schema=row[18],
         features=decode_features(row[19]),
         actor_affinity=decode_actors(row[20]),
+        experiment=row[21],
+        cell=row[22],
+        shadows=decode_shadows(row[23]),
+        latency_ms=row[24],
     )
 
 
