@@ -108,5 +108,10 @@ class KeyartSettings(BaseSettings):
         return self.data_dir / "feature_spaces"
 
     @property
+    def experiments_dir(self) -> Path:
+        """Online experiments: one JSON file each, and ACTIVE naming the running one."""
+        return self.data_dir / "experiments"
+
+    @property
     def log_dir(self) -> Path:
         return self.data_dir / "log"

@@ -58,6 +58,7 @@ class Runtime:
     _stop: threading.Event = field(default_factory=threading.Event)
     _watcher: threading.Thread | None = None
     last_model_error: str = ""
+    last_experiment_error: str = ""
     _catalog_stamp: tuple[int, ...] | None = None
 
     @classmethod
@@ -91,6 +92,7 @@ class Runtime:
         )
         runtime = cls(settings=settings, page=page, writer=writer)
         runtime.reload_model()
+        runtime.reload_experiment()
         runtime.reload_catalog()  # records the loaded catalog's file stamps
         runtime.record_space()
         if watch_interval_s > 0:
@@ -118,6 +120,42 @@ class Runtime:
         self.record_space()
         return True
 
+    def reload_experiment(self) -> bool:
+        """Serve the running experiment (`keyart experiments start/stop`) if it changed. True if swapped.
+
+        Its models are loaded first; one that fails refuses the whole change and what ran
+        before keeps running (the error is in `last_experiment_error`).
+        """
+        from keyart.adapters.experiments import ExperimentError, ExperimentStore
+
+        try:
+            wanted = ExperimentStore(self.settings.experiments_dir).active()
+        except (ExperimentError, OSError, ValueError, KeyError) as exc:
+            self.last_experiment_error = str(exc)
+            log.error("running experiment unreadable, keeping the one served: %s", exc)
+            return False
+        running = self.page.experiment
+        key = None if wanted is None else (wanted.experiment_id, wanted.revision)
+        if key == (None if running is None else (running.experiment_id, running.revision)):
+            return False
+        if wanted is None:
+            self.page.set_experiment(None)
+            log.info("experiment %s stopped", running.experiment_id if running else "")
+            return True
+        serving = self.page.model
+        try:
+            models = {v: serving if serving is not None and serving.version == v
+                      else load_serving_model(self.settings, v) for v in wanted.model_versions()}
+            self.page.set_experiment(wanted, models)
+        except (ModelLoadError, ValueError) as exc:
+            self.last_experiment_error = str(exc)
+            log.error("experiment %s refused, keeping %r: %s", wanted.experiment_id,
+                      running.experiment_id if running else None, exc)
+            return False
+        self.last_experiment_error = ""
+        log.info("running experiment %s (revision %d)", wanted.experiment_id, wanted.revision)
+        return True
+
     def reload_catalog(self) -> bool:
         """Reload the catalog when its files changed (new artwork ingested). True if swapped."""
         from keyart.adapters.catalog.parquet import catalog_files, load_catalog
@@ -143,7 +181,7 @@ class Runtime:
 
     def _watch(self, interval_s: float) -> None:
         while not self._stop.wait(interval_s):
-            for reload in (self.reload_model, self.reload_catalog):
+            for reload in (self.reload_model, self.reload_experiment, self.reload_catalog):
                 try:
                     reload()
                 except Exception:  # the watcher must outlive any one bad artifact

@@ -30,11 +30,13 @@ def _mount_sub_apps() -> None:
     """Commands that live next to the code they drive."""
     from keyart.app.bench_features import bench_features_command
     from keyart.app.cli.artwork import artwork_app
+    from keyart.app.cli.experiments import experiments_app
     from keyart.app.cli.log import log_app
     from keyart.app.cli.world import world_export_command, world_import_command
 
     app.add_typer(artwork_app, name="artwork", help="Artwork analysis: faces, focal points, crops, badges.")
     app.add_typer(log_app, name="log")
+    app.add_typer(experiments_app, name="experiments")
     world_app.command("import")(world_import_command)
     world_app.command("export")(world_export_command)
     app.command("bench-features")(bench_features_command)
@@ -106,11 +108,28 @@ def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
 
 @models_app.command("promote")
 @friendly
-def models_promote(version: str = typer.Argument(..., help="Model version to serve.")) -> None:
-    """Serve VERSION from now on (running replicas pick it up within seconds, no restart)."""
+def models_promote(
+    version: str = typer.Argument(..., help="Model version to serve."),
+    require_shadow: str = typer.Option("", "--require-shadow", metavar="EXPERIMENT",
+                                       help="Promote only if VERSION's shadow in EXPERIMENT beats the control."),
+    margin: float = typer.Option(0.0, help="Take fraction the shadow's lower bound must beat the control by."),
+) -> None:
+    """Serve VERSION from now on (running replicas pick it up within seconds, no restart).
+
+    With --require-shadow, only when the live evidence says so: the lower bound of the
+    shadow's lift over the control cell (DR on the control's decisions, member bootstrap)
+    must exceed --margin.
+    """
     from keyart.core.model import promote
 
     s = settings()
+    if require_shadow:
+        from keyart.app.cli.experiments import shadow_evidence
+
+        sh = shadow_evidence(s, require_shadow, version, margin)
+        vc = sh["vs_control"]
+        console.print(f"shadow {sh['name']} beats the control by {vc['value']:+.4f} [{vc['lo']:+.4f}, "
+                      f"{vc['hi']:+.4f}] on {vc['decisions']:,} live decisions")
     if s.compiled_trees:  # compiled once here and cached, so serving replicas on this CPU load it at once
         from keyart.app.runtime import load_serving_model
 
