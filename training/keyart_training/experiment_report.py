@@ -12,7 +12,8 @@ the served propensities: IPS (mean of r * pi/mu), SNIPS (sum r * pi/mu over sum 
 and DR (the shadow's own expectation, corrected by pi/mu * (r - its score of the served
 image)); all unbiased when the served policy gave every candidate a positive probability
 (the ESS says how many decisions the estimate is worth). Against the control the shadow is
-compared on the control cell's own decisions (DR of the shadow minus the reward served).
+compared with the control cell's take fraction: its SNIPS value on each cell's decisions,
+pooled over cells by inverse variance (the uniformly explored cells count most).
 
 A verdict per comparison: "significant" (interval above 0), "harmful" (interval below 0),
 or "not yet (n needed ≈ N per cell)" from the interval's width and the observed lift.
@@ -189,11 +190,30 @@ def _shadow(name: str, sh: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray, coun
     ws = w[used]
     ess = float(ws.sum() ** 2 / (ws * ws).sum()) if (ws * ws).sum() > 0 else 0.0
     served = est(y * u, u)
-    # Against the control: the shadow's DR and the control's own reward on the same decisions.
-    c = (used & control).astype(float)
-    lift_boot = _ratio_boot(counts, dr_terms * c, c) - _ratio_boot(counts, y * c, c)
-    lift = float((dr_terms * c).sum() / c.sum() - (y * c).sum() / c.sum()) if c.sum() else float("nan")
-    lift_lo, lift_hi = percentile_interval(lift_boot, cfg.confidence)
+    # Against the control: the shadow's value (SNIPS: bounded, and free of its own calibration,
+    # unlike DR's control variate) on each cell's decisions, cells weighted by inverse bootstrap
+    # variance (each cell is a random share of members, so each estimates the same value; the
+    # explored ones more precisely), minus the control's own take fraction; one resampling of
+    # members for both, so the interval is paired.
+    cells = rows["cell"].astype(str).to_numpy()
+    parts, precisions = [], []
+    for cell in sorted(set(cells[used])):
+        m = (used & (cells == cell)).astype(float)
+        boot = _ratio_boot(counts, w * y * m, w * m)
+        var = float(np.nanvar(boot))
+        if m.sum() >= 30 and np.isfinite(var) and var > 0:
+            parts.append((float((w * y * m).sum() / (w * m).sum()), boot))
+            precisions.append(1.0 / var)
+    c = control.astype(float)
+    if parts and c.sum():
+        lam = np.array(precisions) / np.sum(precisions)
+        value = float(sum(weight * v for weight, (v, _) in zip(lam, parts)))
+        boot = sum(weight * b for weight, (_, b) in zip(lam, parts))
+        control_boot = _ratio_boot(counts, y * c, c)
+        lift = value - float((y * c).sum() / c.sum())
+        lift_lo, lift_hi = percentile_interval(boot - control_boot, cfg.confidence)
+    else:
+        value, lift, lift_lo, lift_hi = float("nan"), float("nan"), float("nan"), float("nan")
     agree = sh["image_id"].to_numpy() == rows["image_id"].to_numpy()[idx]
     return {
         "name": name, "model_version": str(sh["model_version"].iloc[-1]), "decisions": int(used.sum()),
@@ -201,8 +221,9 @@ def _shadow(name: str, sh: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray, coun
         "max_weight": float(ws.max()) if len(ws) else float("nan"),
         "agreement": float(agree.mean()) if len(agree) else float("nan"),
         "served_take_fraction": served,
-        "vs_control": {"decisions": int(c.sum()), "value": lift, "lo": lift_lo, "hi": lift_hi,
-                       **_verdict(lift, lift_lo, lift_hi, int(c.sum()), cfg)},
+        "vs_control": {"estimator": "snips, cells pooled by inverse variance", "shadow_value": value,
+                       "control_impressions": int(c.sum()), "value": lift, "lo": lift_lo, "hi": lift_hi,
+                       **_verdict(lift, lift_lo, lift_hi, int(min(c.sum(), used.sum())), cfg)},
     }
 
 

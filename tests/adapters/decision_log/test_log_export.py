@@ -17,8 +17,8 @@ COLUMNS = [
     "decision_id", "request_id", "member_id", "title_id", "image_id", "lineage_id",
     "propensity", "score", "explored", "policy", "model_version", "position", "country",
     "language", "device", "surface", "decided_at", "fallback_reason", "feature_schema",
-    "features", "top_actors", "top_actor_weights", "experiment", "cell", "shadows", "latency_ms", "seen", "played", "max_minutes",
-    "first_play_time", "n_outcomes",
+    "features", "top_actors", "top_actor_weights", "experiment", "cell", "shadows", "latency_ms",
+    "seen", "played", "max_minutes", "first_play_time", "n_outcomes",
 ]  # fmt: skip
 
 

@@ -187,7 +187,8 @@ def shadow_evidence(settings: Any, experiment: str, version: str, margin: float)
     vc = best["vs_control"]
     if not vc["lo"] > margin:
         raise KeyartError(
-            f"--require-shadow: not promoted: shadow {best['name']} against the control on {vc['decisions']:,} "
-            f"decisions: {vc['value']:+.4f} [{vc['lo']:+.4f}, {vc['hi']:+.4f}]; its lower bound must exceed "
+            f"--require-shadow: not promoted: shadow {best['name']} against the control "
+            f"({vc['control_impressions']:,} control impressions): {vc['value']:+.4f} "
+            f"[{vc['lo']:+.4f}, {vc['hi']:+.4f}]; its lower bound must exceed "
             f"{margin:+.4f} ({vc['verdict']})")
     return best

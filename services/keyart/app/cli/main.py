@@ -117,8 +117,8 @@ def models_promote(
     """Serve VERSION from now on (running replicas pick it up within seconds, no restart).
 
     With --require-shadow, only when the live evidence says so: the lower bound of the
-    shadow's lift over the control cell (DR on the control's decisions, member bootstrap)
-    must exceed --margin.
+    shadow's lift over the control cell (its SNIPS value pooled over cells, minus the
+    control's take fraction, member bootstrap) must exceed --margin.
     """
     from keyart.core.model import promote
 
@@ -129,7 +129,7 @@ def models_promote(
         sh = shadow_evidence(s, require_shadow, version, margin)
         vc = sh["vs_control"]
         console.print(f"shadow {sh['name']} beats the control by {vc['value']:+.4f} [{vc['lo']:+.4f}, "
-                      f"{vc['hi']:+.4f}] on {vc['decisions']:,} live decisions")
+                      f"{vc['hi']:+.4f}] ({sh['decisions']:,} live decisions)")
     if s.compiled_trees:  # compiled once here and cached, so serving replicas on this CPU load it at once
         from keyart.app.runtime import load_serving_model
 

@@ -125,8 +125,9 @@ def train(
     ray: bool = typer.Option(False, "--ray", help="Train distributed on Ray (Ray Train LightGBMTrainer)."),
     ray_workers: int = typer.Option(2, help="Ray Train workers."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local instance)."),
-    promote_model: bool = typer.Option(False, "--promote/--no-promote",
-                                       help="Promote unconditionally (prefer `evaluate --promote-if-better`)."),
+    promote_model: Optional[bool] = typer.Option(
+        None, "--promote/--no-promote",
+        help="Promote unconditionally (prefer `evaluate --promote-if-better`); default: only a --bootstrap model."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train the quality-play model from the decision log (locally, or on Ray with --ray)."""
@@ -143,7 +144,7 @@ def train(
         from keyart.app.build import simulate_bootstrap_log
 
         frame, source = simulate_bootstrap_log(s, pages=pages, seed=11), f"simulated uniform exploration, {pages} pages"
-        promote_model = True  # the first model has nothing to beat
+        promote_model = promote_model is not False  # the first model has nothing to beat
     else:
         frame, source = _load_frame(s, log_export, from_store, since, until, days)
     if refeaturize:
@@ -163,7 +164,7 @@ def train(
                  attribution_window=window)
     cfg = replace(TrainConfig(), ensemble_size=ensemble_size, num_threads=threads)
     rc = RayConfig(num_workers=ray_workers, address=ray_address) if ray else None
-    result = run_training(data, s.models_dir, cfg, ips_weights=ips, promote_after=promote_model, source=source,
+    result = run_training(data, s.models_dir, cfg, ips_weights=ips, promote_after=bool(promote_model), source=source,
                           ips_clip=ips_clip, ray=rc, holdout_from=split.holdout_from,
                           holdout_share=holdout_share, holdout_rows=int(len(split.holdout)))
     meta = json.loads((result.path / "meta.json").read_text())
