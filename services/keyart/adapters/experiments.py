@@ -46,7 +46,7 @@ class _CellFile(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     share: float = Field(gt=0.0, le=1.0)
     model: str = Field(CURRENT_MODEL, pattern=NAME_PATTERN)
-    policy: PolicyName | Literal[""] = ""
+    policy: Literal["", "epsilon_greedy", "softmax", "thompson", "greedy", "uniform"] = ""
 
 
 class _ShadowFile(BaseModel):
@@ -86,8 +86,11 @@ class _ExperimentFile(BaseModel):
         return self
 
 
-def _where(error: Any) -> str:
-    return ".".join(str(p) for p in error["loc"]) or "(file)"
+def _problem(error: Any) -> str:
+    """`field.path: reason` (checks across fields name their field in the reason)."""
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(p) for p in error["loc"])
+    return f"{where}: {reason}" if where else reason
 
 
 def parse_experiment(path: Path) -> Experiment:
@@ -106,7 +109,7 @@ def parse_experiment(path: Path) -> Experiment:
     try:
         spec = _ExperimentFile.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{_where(e)}: {e['msg']}" for e in exc.errors(include_url=False))
+        problems = "; ".join(_problem(e) for e in exc.errors(include_url=False))
         raise ExperimentError(f"{path}: {problems}") from None
     return Experiment(
         experiment_id=spec.experiment,
