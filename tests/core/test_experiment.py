@@ -44,3 +44,11 @@ def test_model_versions() -> None:
     exp = Experiment("e", cells=(Cell("c", 0.5), Cell("d", 0.5, model="m-2")), control="c",
                      shadows=(Shadow("s", "m-3"),))
     assert exp.model_versions() == ["m-2", "m-3"]
+
+
+def test_a_sampled_shadow_scores_its_share_of_pages() -> None:
+    shadow = Shadow("s", "m-3", share=0.25)
+    scored = sum(shadow.scores(f"request-{k}") for k in range(20_000))
+    assert chisquare([scored, 20_000 - scored], [5_000, 15_000]).pvalue > 0.01
+    assert shadow.scores("request-7") == shadow.scores("request-7")
+    assert all(Shadow("t", "m-3").scores(f"r{k}") for k in range(100))

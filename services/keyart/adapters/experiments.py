@@ -9,7 +9,7 @@ An experiment is declared in a YAML or JSON file (`keyart experiments start FILE
       - {name: candidate, share: 0.1, model: m-2026...}  # a given model version
       - {name: explore, share: 0.1, policy: uniform}     # another policy
     shadows:                            # scored on every page of the experiment, never shown
-      - {name: challenger, model: m-2026..., policy: greedy}
+      - {name: challenger, model: m-2026..., policy: greedy, share: 0.25}  # share: of the pages
 
 State lives in `settings.experiments_dir`: `<id>.json` per experiment (its definition,
 status, start and stop times, revision) and `ACTIVE` naming the running one, which every
@@ -54,6 +54,7 @@ class _ShadowFile(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     model: str = Field(pattern=NAME_PATTERN)
     policy: PolicyName = "greedy"
+    share: float = Field(1.0, gt=0.0, le=1.0)  # of the experiment's pages it scores
 
     @field_validator("model")
     @classmethod
@@ -115,7 +116,7 @@ def parse_experiment(path: Path) -> Experiment:
         experiment_id=spec.experiment,
         control=spec.control,
         cells=tuple(Cell(c.name, c.share, c.model, c.policy) for c in spec.cells),
-        shadows=tuple(Shadow(s.name, s.model, s.policy) for s in spec.shadows),
+        shadows=tuple(Shadow(s.name, s.model, s.policy, s.share) for s in spec.shadows),
     )
 
 
@@ -123,7 +124,8 @@ def experiment_to_dict(exp: Experiment) -> dict[str, Any]:
     return {
         "experiment": exp.experiment_id, "control": exp.control, "revision": exp.revision,
         "cells": [{"name": c.name, "share": c.share, "model": c.model, "policy": c.policy} for c in exp.cells],
-        "shadows": [{"name": s.name, "model": s.model, "policy": s.policy} for s in exp.shadows],
+        "shadows": [{"name": s.name, "model": s.model, "policy": s.policy, "share": s.share}
+                    for s in exp.shadows],
     }
 
 
@@ -131,7 +133,8 @@ def experiment_from_dict(body: dict[str, Any]) -> Experiment:
     return Experiment(
         experiment_id=body["experiment"], control=body["control"], revision=int(body.get("revision", 1)),
         cells=tuple(Cell(c["name"], float(c["share"]), c["model"], c["policy"]) for c in body["cells"]),
-        shadows=tuple(Shadow(s["name"], s["model"], s["policy"]) for s in body.get("shadows", ())),
+        shadows=tuple(Shadow(s["name"], s["model"], s["policy"], float(s.get("share", 1.0)))
+                      for s in body.get("shadows", ())),
     )
 
 

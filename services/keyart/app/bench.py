@@ -246,6 +246,54 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
         runtime.close()
 
 
+def shadow_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400,
+                   block: int = 20) -> dict[str, Any]:
+    """What one shadow model costs a page: the page service with no experiment against one
+    with a single-cell experiment and one shadow (the promoted model, greedy), alternating
+    in blocks of `block` pages; CPU of every thread (writer flushed per block) and latency."""
+    from keyart.adapters.grpc.servicer import RankerCalls
+    from keyart.app.runtime import Runtime
+    from keyart.core.experiment import Cell, Experiment, Shadow
+
+    runtime = Runtime.start(settings, watch_interval_s=0)
+    page, model = runtime.page, runtime.page.model
+    if model is None:
+        runtime.close()
+        return {"skipped": "no promoted model"}
+    calls = RankerCalls(page)
+    shadowed = Experiment("bench-shadow", cells=(Cell("all", 1.0),), control="all",
+                          shadows=(Shadow("shadow", model.version),))
+    cpu = {"without": 0.0, "with_one_shadow": 0.0}
+    lat: dict[str, list[float]] = {"without": [], "with_one_shadow": []}
+    try:
+        for r in requests[:20]:
+            calls.rank(r)
+        for b in range(0, pages, block):
+            for variant in ("without", "with_one_shadow") if (b // block) % 2 == 0 else ("with_one_shadow", "without"):
+                page.set_experiment(shadowed if variant != "without" else None, {model.version: model})
+                c0 = time.process_time()
+                for k in range(b, b + block):
+                    t0 = time.perf_counter()
+                    calls.rank(requests[k % len(requests)])
+                    lat[variant].append(time.perf_counter() - t0)
+                if runtime.writer is not None:
+                    runtime.writer.flush(60)
+                cpu[variant] += time.process_time() - c0
+    finally:
+        runtime.close()
+    n = len(lat["without"])
+    out: dict[str, Any] = {}
+    for variant in cpu:
+        arr = np.array(lat[variant]) * 1000.0
+        out[variant] = {"cpu_ms_per_page": round(1000.0 * cpu[variant] / n, 3),
+                        "p50_ms": round(float(np.percentile(arr, 50)), 3),
+                        "p99_ms": round(float(np.percentile(arr, 99)), 3)}
+    out["added_cpu_ms_per_page"] = round(out["with_one_shadow"]["cpu_ms_per_page"]
+                                         - out["without"]["cpu_ms_per_page"], 3)
+    out["cpu_ratio"] = round(out["with_one_shadow"]["cpu_ms_per_page"] / out["without"]["cpu_ms_per_page"], 3)
+    return out
+
+
 def _start(cmd: list[str], env: dict[str, str], ready: str, timeout_s: float) -> subprocess.Popen:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -302,6 +350,12 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             policies[name] = core_figures(settings.model_copy(update={"policy": name}), requests)
         say(f"  {name}: {policies[name]['cpu_ms_per_page']} ms CPU per page")
 
+    shadow = shadow_figures(settings, requests)
+    if "skipped" not in shadow:
+        say(f"  one shadow model: +{shadow['added_cpu_ms_per_page']} ms CPU per page "
+            f"({shadow['cpu_ratio']}x), p99 {shadow['with_one_shadow']['p99_ms']} ms "
+            f"against {shadow['without']['p99_ms']} ms")
+
     say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas ...")
     procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 180) for _ in range(replicas)]
     try:
@@ -335,6 +389,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
                      "epsilon_greedy_cpu_ms_per_page": policies["epsilon_greedy"]["cpu_ms_per_page"],
                      "ratio": round(policies["thompson"]["cpu_ms_per_page"]
                                     / policies["epsilon_greedy"]["cpu_ms_per_page"], 3)},
+        "shadow": shadow,
         # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
         "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
         "setup": {

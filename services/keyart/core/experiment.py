@@ -34,6 +34,13 @@ class Shadow:
     name: str
     model: str  # a model version
     policy: str = "greedy"  # the policy its probabilities are those of
+    # Share of the experiment's pages it scores (a stable hash of the request id): bounds its
+    # CPU; the pages it skips are chosen independently of members' behaviour, so its
+    # estimates stay unbiased on the pages it scored.
+    share: float = 1.0
+
+    def scores(self, request_id: str) -> bool:
+        return self.share >= 1.0 or stable_uniform(request_id, self.name, "shadow") < self.share
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from keyart.core.experiment import CURRENT_MODEL, Experiment
+from keyart.core.experiment import CURRENT_MODEL, Experiment, Shadow
 from keyart.core.feature_space import FeatureSpace
 from keyart.core.featurize import CatalogIndex, cold_member
 from keyart.core.model import QualityPlayModel
@@ -66,7 +66,7 @@ class _LiveExperiment:
     experiment: Experiment
     models: Mapping[str, QualityPlayModel]
     cells: Mapping[str, _Arm]
-    shadows: tuple[tuple[str, _Arm], ...]
+    shadows: tuple[tuple[Shadow, _Arm], ...]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class PageService:
             return _Arm(_index_for(catalog, model, self.index), model, config)
 
         cells = {c.name: arm(c.model, c.policy) for c in experiment.cells}
-        shadows = tuple((sh.name, arm(sh.model, sh.policy)) for sh in experiment.shadows)
+        shadows = tuple((sh, arm(sh.model, sh.policy)) for sh in experiment.shadows)
         self._experiment = _LiveExperiment(experiment, models, cells, shadows)
 
     @property
@@ -210,14 +210,17 @@ class PageService:
         ranker = Ranker(index, model, policy_config, exposure=self.exposure.__getitem__)
 
         member = self._member(request.member_id, context, deadline)
+        shadows: tuple[PageShadows, ...] = ()
         if member is None:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)
         elif time.monotonic() >= deadline:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_DEADLINE, context.device)
         else:
             policy, selections = ranker.rank(member, context, titles, now)
+            # Shadows first: they see the impressions as the served choice saw them.
+            shadows = self._shadows(live, request.request_id, member, context, titles, selections, ranker) \
+                if live else ()
             self.exposure.update(s.image_id for s in selections if not s.fallback_reason)
-        shadows = self._shadows(live, member, context, titles, selections) if live and member else ()
         result = PageResult(selections=selections, policy=policy, model_version=ranker.model_version,
                             feature_schema=index.space.schema_id,
                             experiment=live.experiment.experiment_id if live else "", cell=cell,
@@ -226,16 +229,20 @@ class PageService:
         self.metrics.observe_page(policy, selections, time.monotonic() - started)
         return result
 
-    def _shadows(self, live: _LiveExperiment, member: MemberFeatures, context: RequestContext,
-                 titles: list[TitleRequest], selections: list[Selection]) -> tuple[PageShadows, ...]:
+    def _shadows(self, live: _LiveExperiment, request_id: str, member: MemberFeatures, context: RequestContext,
+                 titles: list[TitleRequest], selections: list[Selection], served_by: Ranker) -> tuple[PageShadows, ...]:
         """Per selection, each shadow's would-be choice; a failing shadow never fails the page."""
         if not live.shadows:
             return ()
-        per_shadow = []
-        for name, arm in live.shadows:
+        per_shadow: list[list[ShadowChoice | None]] = []
+        for shadow, arm in live.shadows:
+            name = shadow.name
+            if not shadow.scores(request_id):  # a sampled shadow skips this page
+                per_shadow.append([None] * len(selections))
+                continue
             try:
                 ranker = Ranker(arm.index or self.index, arm.model, arm.policy, exposure=self.exposure.__getitem__)
-                per_shadow.append(ranker.shadow_choices(name, member, context, titles, selections))
+                per_shadow.append(ranker.shadow_choices(name, member, context, titles, selections, served_by))
             except Exception:  # logged without the member: the served page stands
                 self.shadow_errors += 1
                 log.exception("shadow %s failed on a page", name)

@@ -79,6 +79,16 @@ def _similarity(a: ImageInfo, b: ImageInfo) -> float:
     )
 
 
+@dataclass(frozen=True)
+class ScoredPage:
+    """The candidates a ranker scored for one page (titles with candidates, in page order)."""
+
+    title_ids: list[str]
+    candidates: list[list[str]]
+    x: np.ndarray  # their feature rows, candidates of each title in turn
+    counts: np.ndarray | None  # their impressions so far (the new-image floor), None if off
+
+
 class Ranker:
     """Chooses artwork for pages using one catalog snapshot and one model."""
 
@@ -103,6 +113,9 @@ class Ranker:
         self.new_ids = new_ids or (new_decision_ids if new_id is new_decision_id
                                    else (lambda n: [new_id() for _ in range(n)]))
         self.exposure = exposure  # image_id -> impressions so far; None disables cold-start boost
+        # The last page's scored candidates: a shadow ranker on the same index scores them
+        # without resolving and featurizing the page again.
+        self.last_scored: ScoredPage | None = None
 
     @property
     def model_version(self) -> str:
@@ -182,8 +195,10 @@ class Ranker:
         title_of_row = np.repeat(np.arange(len(candidates)), sizes)
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
+        flat_ids = [i for c in candidates for i in c]
+        counts = self._exposure_counts(flat_ids) if self.config.diversity_strength <= 0.0 else None
+        self.last_scored = ScoredPage(title_ids, candidates, x, counts)
         try:
-            flat_ids = [i for c in candidates for i in c]
             scores = self.model.predict(x, flat_ids)
             ensemble = (
                 self.model.predict_ensemble(x, flat_ids)
@@ -202,7 +217,7 @@ class Ranker:
         uniforms = [stable_uniform(member.member_id, titles[p].title_id, window, self.config.salt)
                     for p in scored_titles]
         if self.config.diversity_strength <= 0.0:  # titles are independent: choose them all at once
-            picks, props, explored = self._choose_all(policy, scores, ensemble, offsets, flat_ids, uniforms)
+            picks, props, explored = self._choose_all(policy, scores, ensemble, offsets, counts, uniforms)
         else:  # each title's choice depends on the images already on the page
             picks, props, explored = self._choose_in_order(policy, scores, ensemble, offsets, candidates, uniforms)
         ids_new = self.new_ids(len(scored_titles))
@@ -304,7 +319,7 @@ class Ranker:
         scores: np.ndarray,
         ensemble: np.ndarray | None,
         offsets: np.ndarray,
-        flat_ids: list[str],
+        counts: np.ndarray | None,
         uniforms: list[float],
     ) -> tuple[list[int], list[float], list[bool]]:
         """Every title's draw at once (no diversity: titles do not depend on each other).
@@ -318,7 +333,7 @@ class Ranker:
         picks = [0] * n_titles
         props = [0.0] * n_titles
         explored = [False] * n_titles
-        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, flat_ids):
+        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, counts):
             u = np.array([uniforms[g] for g in group])
             chosen = policies.draw_rows(p, u)
             best = np.argmax(s, axis=1)
@@ -334,13 +349,11 @@ class Ranker:
         scores: np.ndarray,
         ensemble: np.ndarray | None,
         offsets: np.ndarray,
-        flat_ids: list[str],
+        counts: np.ndarray | None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(titles, their scores, their choice distributions) per group of equal candidate count."""
+        """(titles, their scores, their choice distributions) per group of equal candidate count;
+        `counts` (impressions per flat candidate) applies the new-image floor."""
         sizes = np.diff(offsets)
-        counts = None
-        if self.exposure is not None and self.config.new_image_min_share > 0.0:
-            counts = np.fromiter((self.exposure(i) for i in flat_ids), dtype=np.int64, count=len(flat_ids))
         for k in np.unique(sizes).tolist():
             group = np.flatnonzero(sizes == k)
             cols = offsets[group][:, None] + np.arange(k)  # flat rows of each title of the group
@@ -352,6 +365,12 @@ class Ranker:
                                                   self.config.new_image_min_share)
             yield group, s, p
 
+    def _exposure_counts(self, flat_ids: list[str]) -> np.ndarray | None:
+        """Impressions so far of each candidate, when the new-image floor is on."""
+        if self.exposure is None or self.config.new_image_min_share <= 0.0:
+            return None
+        return np.fromiter((self.exposure(i) for i in flat_ids), dtype=np.int64, count=len(flat_ids))
+
     def shadow_choices(
         self,
         name: str,
@@ -359,40 +378,49 @@ class Ranker:
         context: RequestContext,
         titles: list[TitleRequest],
         served: list[Selection],
+        served_by: Ranker | None = None,
     ) -> list[ShadowChoice | None]:
         """What this ranker (a shadow's model and policy) would do for each served selection.
 
         The same candidates are scored; the distribution is the shadow policy's with the
         new-image floor, title by title (page diversity is not applied: the served page's
         images would be the shadow's context, not its own). None for a fallback selection,
-        which has no candidates to compare, or when the shadow has no model.
+        which has no candidates to compare, or when the shadow has no model. `served_by`, the
+        ranker that served the page, lends its feature matrix when it featurized in this
+        ranker's index (the same rows, so the same features).
         """
         out: list[ShadowChoice | None] = [None] * len(served)
         if self.model is None:
             return out
-        keep: list[int] = []
-        candidates: list[list[str]] = []
-        for k, sel in enumerate(served):
-            if sel.fallback_reason or not sel.features or sel.position >= len(titles):
-                continue
-            ids, reason = self._candidates(titles[sel.position])
-            if reason or sel.image_id not in ids:
-                continue
-            keep.append(k)
-            candidates.append(ids)
+        lent = served_by.last_scored if served_by is not None and served_by.index is self.index else None
+        scored = [k for k, sel in enumerate(served)
+                  if not sel.fallback_reason and sel.features and sel.position < len(titles)]
+        if lent is not None and lent.title_ids == [served[k].title_id for k in scored]:
+            keep, candidates, x = scored, lent.candidates, lent.x
+            sizes = np.array([len(c) for c in candidates])
+        else:
+            keep, candidates = [], []
+            for k in scored:
+                ids, reason = self._candidates(titles[served[k].position])
+                if not reason and served[k].image_id in ids:
+                    keep.append(k)
+                    candidates.append(ids)
+            if not keep:
+                return out
+            sizes = np.array([len(c) for c in candidates])
+            rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
+            title_of_row = np.repeat(np.arange(len(candidates)), sizes)
+            x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
         if not keep:
             return out
-        sizes = np.array([len(c) for c in candidates])
-        rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
-        title_of_row = np.repeat(np.arange(len(candidates)), sizes)
-        x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
         flat_ids = [i for c in candidates for i in c]
         policy = self.config.name
+        counts = lent.counts if lent is not None and candidates is lent.candidates else self._exposure_counts(flat_ids)
         scores = self.model.predict(x, flat_ids)
         ensemble = (self.model.predict_ensemble(x, flat_ids)
                     if policy == "thompson" and self.model.ensemble else None)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, flat_ids):
+        for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, counts):
             best = np.argmax(s, axis=1)
             expected = np.sum(p * s, axis=1)
             for j, g in enumerate(group.tolist()):
