@@ -16,6 +16,9 @@ from typing import Any
 
 import pandas as pd
 from feast import FeatureStore
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.type_map import feast_value_type_to_python_type
 
 from keyart.domain import MemberFeatures
 
@@ -72,17 +75,36 @@ def _to_member(member_id: str, row: dict[str, Any]) -> MemberFeatures | None:
 
 
 class MemberFeatureSource:
-    """Member features from a Feast online store, via one feature service."""
+    """Member features from a Feast online store, via one feature service.
 
-    def __init__(self, store: FeatureStore, service_name: str = MEMBER_SERVICE) -> None:
+    `get` (one member, the request path) reads the service's feature views through the
+    store's own provider (`provider.online_read`, what `get_online_features` calls
+    underneath) without the SDK's per-call request building and response conversion:
+    about a fifth of its CPU. `get_many` goes through `get_online_features`; the two are
+    checked equal on every member of the test world (tests/adapters/feast).
+    """
+
+    def __init__(self, store: FeatureStore, service_name: str = MEMBER_SERVICE, direct: bool = True) -> None:
         self.store = store
         self.service_name = service_name
         # Resolved once: a registry lookup per request would add latency.
         self.service = store.get_feature_service(service_name)
+        self._views = ([(store.get_feature_view(p.name), [f.name for f in p.features])
+                        for p in self.service.feature_view_projections] if direct else None)
 
     def get(self, member_id: str) -> MemberFeatures | None:
         """Features of one member, or None when the store does not know the member."""
-        return self.get_many([member_id])[0]
+        if self._views is None:
+            return self.get_many([member_id])[0]
+        key = EntityKeyProto(join_keys=["member_id"], entity_values=[ValueProto(string_val=str(member_id))])
+        provider, config = self.store.provider, self.store.config
+        row: dict[str, Any] = {}
+        for view, names in self._views:
+            [(_, values)] = provider.online_read(config, view, [key], names)
+            for name in names:
+                value = values.get(name) if values else None
+                row[name] = None if value is None else feast_value_type_to_python_type(value)
+        return _to_member(str(member_id), row)
 
     def get_many(self, member_ids: Sequence[str] | Iterable[str]) -> list[MemberFeatures | None]:
         """Features of several members in one online call, in input order."""
