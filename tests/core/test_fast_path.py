@@ -102,11 +102,23 @@ def test_fast_path_equals_the_reference_on_random_pages(tiny_index, tiny_model, 
     assert mismatches == 0
 
 
-def test_bulk_decision_ids_are_random_uuid4() -> None:
+def test_bulk_decision_ids_are_time_ordered_uuid7() -> None:
+    import time
     import uuid
 
-    from keyart.core.ranker import new_decision_ids
+    from keyart.core.ranker import new_decision_id, new_decision_ids
 
-    ids = new_decision_ids(500)
-    assert len(set(ids)) == 500
-    assert all(uuid.UUID(hex=i).version == 4 and uuid.UUID(hex=i).variant == uuid.RFC_4122 for i in ids)
+    before = time.time_ns() // 1_000_000
+    ids = new_decision_ids(500) + [new_decision_id() for _ in range(50)]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 550
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert all(before <= int(i[:12], 16) <= after for i in ids)  # 48 bits of Unix milliseconds
+    later = new_decision_ids(1)[0]
+    time.sleep(0.002)
+    assert new_decision_ids(1)[0][:12] > later[:12]  # time order across pages
+    # The 74 random bits are random: each hex digit of the tail near-uniform.
+    tails = "".join(i[20:] for i in ids)
+    counts = [tails.count(c) for c in "0123456789abcdef"]
+    assert max(counts) / min(counts) < 1.3
