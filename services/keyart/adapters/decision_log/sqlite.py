@@ -251,14 +251,16 @@ class SqliteLogStore:
             return
         memo: dict[int, str] = {}  # ids stay valid: `impressions` holds every tuple alive meanwhile
         rows = [_impression_row(imp, memo) for imp in impressions]
-        ids = [(imp.decision_id,) for imp in impressions]
         with self._transaction() as conn:
             conn.executemany(_UPSERT_IMPRESSION, rows)
-            # Outcomes that arrived before their impression become known.
-            conn.executemany(
-                "UPDATE outcomes SET decision_known = 1 WHERE decision_id = ? AND decision_known = 0",
-                ids,
-            )
+            # Outcomes that arrived before their impression become known: found through the
+            # partial index of unknown outcomes (usually none), not one UPDATE per decision.
+            early = self._unknown_outcome_decisions(conn, [imp.decision_id for imp in impressions])
+            if early:
+                conn.executemany(
+                    "UPDATE outcomes SET decision_known = 1 WHERE decision_id = ? AND decision_known = 0",
+                    [(d,) for d in early],
+                )
 
     def write_outcomes(self, outcomes: list[Outcome]) -> OutcomeWriteResult:
         if not outcomes:
@@ -288,6 +290,17 @@ class SqliteLogStore:
                 else:
                     duplicates += 1
         return OutcomeWriteResult(written, duplicates, unknown)
+
+    @staticmethod
+    def _unknown_outcome_decisions(conn: sqlite3.Connection, ids: list[str]) -> set[str]:
+        """The ids among `ids` that outcomes logged as unknown decisions point to."""
+        found: set[str] = set()
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in conn.execute(
+                f"SELECT decision_id FROM outcomes WHERE decision_known = 0 AND decision_id IN ({marks})", chunk))
+        return found
 
     @staticmethod
     def _known_decisions(conn: sqlite3.Connection, ids: set[str]) -> set[str]:
