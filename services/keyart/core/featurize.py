@@ -9,7 +9,7 @@ and the personalization crosses are computed, vectorized over all candidates.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
@@ -27,6 +27,14 @@ def _number(v: object) -> float:
         return float(v)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return float("nan")
+
+
+def _images_by_title(catalog: Catalog) -> dict[str, frozenset[str]]:
+    """Every image id of each title (active or not), as candidate lists are checked against."""
+    out: dict[str, set[str]] = {}
+    for image in catalog.images.values():
+        out.setdefault(image.title_id, set()).add(image.image_id)
+    return {t: frozenset(ids) for t, ids in out.items()}
 
 
 @dataclass
@@ -51,6 +59,7 @@ class CatalogIndex:
     title_row: dict[str, int]
     title_genres: np.ndarray  # shape (n_titles, len(space.genres)), rows sum to 1 (or 0)
     title_pool_size: np.ndarray  # shape (n_titles,), images in the title's pool (how much choice)
+    title_images: dict[str, frozenset[str]] = field(default_factory=dict)  # title_id -> its image ids
 
     @classmethod
     def build(cls, catalog: Catalog, space: FeatureSpace | None = None) -> CatalogIndex:
@@ -119,6 +128,7 @@ class CatalogIndex:
             title_row={title_id: i for i, title_id in enumerate(title_ids)},
             title_genres=genres,
             title_pool_size=np.array([len(catalog.pool(t)) for t in title_ids], dtype=np.float32),
+            title_images=_images_by_title(catalog),
         )
 
 

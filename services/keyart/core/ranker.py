@@ -157,11 +157,14 @@ class Ranker:
         if title is None:
             return [], FALLBACK_UNKNOWN_TITLE
         if request.candidate_image_ids:
-            for image_id in request.candidate_image_ids:
-                image = catalog.images.get(image_id)
-                if image is None or image.title_id != title.title_id:
-                    return [], f"{FALLBACK_UNKNOWN_IMAGE}:{image_id}"
-            return list(dict.fromkeys(request.candidate_image_ids)), ""
+            ids = request.candidate_image_ids
+            own = self.index.title_images.get(title.title_id)
+            if own is None or not own.issuperset(ids):  # name the first image that is not the title's
+                for image_id in ids:
+                    image = catalog.images.get(image_id)
+                    if image is None or image.title_id != title.title_id:
+                        return [], f"{FALLBACK_UNKNOWN_IMAGE}:{image_id}"
+            return list(dict.fromkeys(ids)), ""
         pool = list(catalog.pool(title.title_id))
         return (pool, "") if pool else ([], FALLBACK_NO_CANDIDATES)
 
