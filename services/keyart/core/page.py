@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from keyart.core.experiment import CURRENT_MODEL, Experiment, Shadow
 from keyart.core.feature_space import FeatureSpace
 from keyart.core.featurize import CatalogIndex, cold_member
+from keyart.core.log_limit import LimitedLog
 from keyart.core.model import QualityPlayModel
 from keyart.core.ports import DecisionSink, MemberLookup, NoMetrics, PageMetrics
 from keyart.core.ranker import (
@@ -40,6 +41,7 @@ from keyart.domain import (
 )
 
 log = logging.getLogger(__name__)
+limited = LimitedLog(log)  # request-path failures: one line per reason per 10 s, never a traceback
 
 PageShadows = tuple["ShadowChoice | None", ...]  # one selection's would-be choice of each shadow
 
@@ -243,9 +245,10 @@ class PageService:
             try:
                 ranker = Ranker(arm.index or self.index, arm.model, arm.policy, exposure=self.exposure.__getitem__)
                 per_shadow.append(ranker.shadow_choices(name, member, context, titles, selections, served_by))
-            except Exception:  # logged without the member: the served page stands
+            except Exception as exc:  # logged without the member: the served page stands
                 self.shadow_errors += 1
-                log.exception("shadow %s failed on a page", name)
+                limited.error(f"shadow:{name}", "shadow %s failed on a page (%s: %s)", name, type(exc).__name__,
+                              str(exc)[:200])
                 per_shadow.append([None] * len(selections))
         return tuple(zip(*per_shadow))
 
@@ -261,11 +264,13 @@ class PageService:
             member = future.result(timeout=timeout)
         except FutureTimeout:
             future.cancel()
-            log.warning("member features timed out after %.1f ms", timeout * 1000)
+            limited.warning("features_timeout", "member features timed out after %.1f ms: default artwork served",
+                            timeout * 1000)
             self.metrics.observe_features(time.monotonic() - t0, ok=False)
             return None
-        except Exception:
-            log.exception("member feature lookup failed")
+        except Exception as exc:
+            limited.error("features_unavailable", "member feature lookup failed (%s): default artwork served",
+                          type(exc).__name__)
             self.metrics.observe_features(time.monotonic() - t0, ok=False)
             return None
         self.metrics.observe_features(time.monotonic() - t0, ok=True)

@@ -9,6 +9,7 @@ Before a first model exists, the draw is uniform over each title's candidates.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -19,9 +20,12 @@ import numpy as np
 
 from keyart.core import policies
 from keyart.core.featurize import CatalogIndex, build_matrix
+from keyart.core.log_limit import LimitedLog
 from keyart.core.model import QualityPlayModel
 from keyart.core.stable import stable_uniform, time_window
 from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, ShadowChoice, TitleRequest
+
+limited = LimitedLog(logging.getLogger(__name__))
 
 FALLBACK_UNKNOWN_TITLE = "unknown_title"
 FALLBACK_UNKNOWN_IMAGE = "unknown_image"
@@ -217,7 +221,9 @@ class Ranker:
                 if policy == "thompson" and self.model.ensemble
                 else None
             )
-        except Exception:  # a broken model must not fail the page
+        except Exception as exc:  # a broken model must not fail the page
+            limited.error("model_error", "model %s failed to score a page (%s: %s): default artwork served",
+                          self.model_version, type(exc).__name__, str(exc)[:200])
             for pos in scored_titles:
                 selections[pos] = self.fallback(
                     titles[pos].title_id, pos, FALLBACK_MODEL_ERROR, context.device
