@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -37,7 +38,8 @@ def test_job_with_ips_weights_writes_artifact(labelled, tmp_path):
     assert meta["ips_weights"] is True and meta["ips_clip"] == 50.0 and meta["distributed"] is False
     assert meta["data_until"] >= meta["data_from"]
     assert not (tmp_path / "CURRENT").exists()
-    assert len(load_model(result.path).ensemble) == 3
+    model = load_model(result.path)  # two heads with image offsets: Thompson draws offsets
+    assert len(model.ensemble_offsets) == 3 and model.ensemble == [] and model.has_ensemble
 
 
 def test_ray_distributed_training(labelled, tmp_path):
@@ -64,10 +66,11 @@ def test_ray_distributed_training(labelled, tmp_path):
 
 
 def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
-    """start x stay: both heads and their ensembles round-trip through the artifact, and the
-    prediction is the product of the heads."""
+    """start x stay: both heads and their forest ensembles round-trip through the artifact, and
+    the prediction is the product of the heads."""
     assert labelled.started is not None and (labelled.started >= labelled.y).all()
-    result = run_training(labelled, tmp_path, FAST, promote_after=False, source="test")
+    result = run_training(labelled, tmp_path, replace(FAST, thompson_posterior="forests"), promote_after=False,
+                          source="test")
     meta = json.loads((result.path / "meta.json").read_text())
     assert meta["heads"] == "start_x_stay" and meta["metrics"]["heads"] == "start_x_stay"
     model = load_model(result.path)
@@ -113,3 +116,30 @@ def test_guard_says_when_a_per_image_rate_beats_the_model():
     y_ctx = (rng.random(n) < 1.0 / (1.0 + np.exp(-6.0 * (blind[:, 0] - 0.5)))).astype(float)
     res = train_quality_model(blind, y_ctx, decided, config=cfg, image_ids=ids)
     assert res.metrics["beats_non_contextual"] is True
+
+
+def test_thompson_offset_draws(labelled, tmp_path):
+    """The default posterior: bootstrap draws of the per-image offsets over the main heads.
+    Member k scores sigmoid(start logit + offsets_k) x stay; the draws differ (the images'
+    appeal is uncertain), round-trip through the artifact, and a bad file is refused."""
+    result = run_training(labelled, tmp_path, FAST, promote_after=False, source="test")
+    meta = json.loads((result.path / "meta.json").read_text())
+    assert meta["metrics"]["thompson_posterior"] == "offsets" and meta["ensemble_offsets"] == 3
+    assert meta["ensemble_size"] == 0  # no forest members to score per page
+    model = load_model(result.path)
+    x, ids = labelled.x[:50], list(labelled.frame["image_id"][:50])
+    members = model.predict_ensemble(x, ids)
+    assert members.shape == (3, 50) and np.ptp(members, axis=0).max() > 1e-3
+    raw = model.booster.predict(x, raw_score=True)
+    for k, table in enumerate(model.ensemble_offsets):
+        off = np.array([table.get(i, 0.0) for i in ids])
+        assert np.allclose(members[k], model.stay.predict(x) / (1 + np.exp(-(raw + off))))
+    # The draws scatter around the point offsets (an image a resample missed has the prior, 0).
+    mean = {i: np.mean([t.get(i, 0.0) for t in model.ensemble_offsets]) for i in model.image_offsets}
+    assert np.corrcoef(list(mean.values()), [model.image_offsets[i] for i in mean])[0, 1] > 0.9
+    with pytest.raises(ValueError, match="pass the 50 rows' image ids"):
+        model.predict_ensemble(x)
+    from keyart.errors import ModelLoadError
+    (result.path / "ensemble_offsets.json").write_text("{")
+    with pytest.raises(ModelLoadError, match="cannot load Thompson's offset draws"):
+        load_model(result.path)

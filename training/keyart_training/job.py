@@ -90,6 +90,7 @@ def run_training(
         stay=result.stay,
         ensemble_stay=result.ensemble_stay,
         image_offsets=result.image_offsets,
+        ensemble_offsets=result.ensemble_offsets,
         extra_meta={
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "source": source,

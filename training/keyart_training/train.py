@@ -40,6 +40,12 @@ class TrainConfig:
     lambda_l2: float = 10.0
     validation_share: float = 0.2
     ensemble_size: int = 5  # bootstrap members for Thompson sampling; 0 = none
+    # What Thompson's members resample: "offsets", the per-image start offsets on bootstrap
+    # rows (the image's own appeal: where the uncertainty about which image lies; costs a
+    # table lookup per member at serving), or "forests", both heads refit on bootstrap rows
+    # (uncertainty in the contextual trees too; each member is two more forests per page).
+    # A model without image offsets always uses forests.
+    thompson_posterior: str = "offsets"
     seed: int = 7
     num_threads: int = 0  # 0 = OpenMP default (all cores); 1 is much faster on a busy shared machine
     two_heads: bool = True  # start x stay when the data says which decisions started a play
@@ -60,11 +66,13 @@ class TrainResult:
     stay: lgb.Booster | None = None  # the stay head, when there are two
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
     image_offsets: dict[str, float] = field(default_factory=dict)  # start-logit offset per image
+    ensemble_offsets: list[dict[str, float]] = field(default_factory=list)  # Thompson's offset draws
 
     def as_model(self, version: str, meta: dict | None = None) -> QualityPlayModel:
         return QualityPlayModel(version=version, booster=self.booster, space=self.space, ensemble=self.ensemble,
                                 meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay,
-                                image_offsets=self.image_offsets)
+                                image_offsets=self.image_offsets,
+                                ensemble_offsets=list(self.ensemble_offsets))
 
     def predict(self, x: np.ndarray, image_ids: np.ndarray | None = None) -> np.ndarray:
         """P(quality play) per row (the product of the heads)."""
@@ -226,8 +234,10 @@ def _head_p(booster: lgb.Booster, x: np.ndarray, rounds: int, init: np.ndarray |
 
 def _refit(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, cfg: TrainConfig,
            rounds: int,
-           rows: np.ndarray, init: np.ndarray | None = None) -> tuple[lgb.Booster, list[lgb.Booster]]:
-    """The head refit on `rows` with the chosen rounds, and its bootstrap ensemble."""
+           rows: np.ndarray, init: np.ndarray | None = None,
+           members: int | None = None) -> tuple[lgb.Booster, list[lgb.Booster]]:
+    """The head refit on `rows` with the chosen rounds, and its bootstrap ensemble
+    (`members` forests; default the config's ensemble size)."""
     def fit(idx: np.ndarray, seed: int) -> lgb.Booster:
         return lgb.train(_params(cfg, seed), _dataset(space, x[idx], y[idx], None if w is None else w[idx],
                                                       None if init is None else init[idx]),
@@ -236,8 +246,16 @@ def _refit(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarr
     final = fit(rows, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     ensemble = [fit(rows[rng.integers(0, len(rows), size=len(rows))], cfg.seed + 1 + k)
-                for k in range(cfg.ensemble_size)]
+                for k in range(cfg.ensemble_size if members is None else members)]
     return final, ensemble
+
+
+def bootstrap_offsets(image_ids: np.ndarray, y: np.ndarray, prior_rows: float, members: int,
+                      seed: int) -> list[dict[str, float]]:
+    """Thompson's posterior draws of the per-image offsets: each from a bootstrap of the rows."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    return [image_offsets(image_ids, y, rng.integers(0, n, size=n), prior_rows) for _ in range(members)]
 
 
 def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
@@ -288,12 +306,15 @@ def train_quality_model(
     if space is not None and x.shape[1] != len(space.names):
         raise ValueError(f"x has {x.shape[1]} columns, the feature space {len(space.names)}")
     cfg = config or TrainConfig()
+    if cfg.thompson_posterior not in ("offsets", "forests"):
+        raise ValueError(f"thompson_posterior {cfg.thompson_posterior!r} is not 'offsets' or 'forests'")
     tr, va = time_split(decided_at, cfg.validation_share)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     everything = np.arange(len(y))
     metrics: dict = {"rows_train": float(len(tr)), "rows_valid": float(len(va))}
     two = cfg.two_heads and started is not None and bool(np.any(started))
     offsets: dict[str, float] = {}
+    ensemble_offsets: list[dict[str, float]] = []
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
         prior, init_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids)
@@ -306,8 +327,13 @@ def train_quality_model(
         if prior is not None and image_ids is not None:
             init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed)
             offsets = image_offsets(image_ids, s, everything, prior)
-        booster, ensemble = _refit(space, x, s, w, c_start, r_start, everything, init_all)
-        stay, ensemble_stay = _refit(space, x, y, w, c_stay, r_stay, everything[s > 0])
+        by_offsets = cfg.thompson_posterior == "offsets" and bool(offsets) and image_ids is not None
+        forests = 0 if by_offsets else None
+        booster, ensemble = _refit(space, x, s, w, c_start, r_start, everything, init_all, members=forests)
+        stay, ensemble_stay = _refit(space, x, y, w, c_stay, r_stay, everything[s > 0], members=forests)
+        if by_offsets:
+            assert prior is not None and image_ids is not None
+            ensemble_offsets = bootstrap_offsets(np.asarray(image_ids), s, prior, cfg.ensemble_size, cfg.seed + 1)
         metrics.update({
             "image_prior_rows": float("nan") if prior is None else float(prior),
             "image_offsets": float(len(offsets)),
@@ -317,6 +343,7 @@ def train_quality_model(
             "min_data_in_leaf_stay": float(c_stay.min_data_in_leaf),
             "valid_logloss_start": ll_start, "valid_logloss_stay": ll_stay,
             "start_rate": float(np.mean(s)),
+            "thompson_posterior": "offsets" if ensemble_offsets else "forests",
         })
     else:
         c, rounds, _, b = _fit_head(space, x, y, w, tr, va, cfg)
@@ -342,4 +369,4 @@ def train_quality_model(
         metrics["beats_non_contextual"] = bool(metrics["valid_logloss"] < metrics["valid_logloss_non_contextual"])
     # The heads are refit on everything with the chosen rounds: the newest data matters most.
     return TrainResult(booster=booster, space=space, ensemble=ensemble, metrics=metrics, stay=stay,
-                       ensemble_stay=ensemble_stay, image_offsets=offsets)
+                       ensemble_stay=ensemble_stay, image_offsets=offsets, ensemble_offsets=ensemble_offsets)

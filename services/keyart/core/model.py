@@ -27,6 +27,7 @@ from keyart.core.feature_space import FeatureSpace, FeatureSpaceError
 from keyart.errors import ModelLoadError
 
 CURRENT_POINTER = "CURRENT"
+ENSEMBLE_OFFSETS_FILE = "ensemble_offsets.json"
 OFFSETS_FILE = "image_offsets.json"
 
 
@@ -47,6 +48,16 @@ class QualityPlayModel:
     # Forests compiled to machine code (keyart.core.compiled), by name: "start", "stay",
     # "start_<k>", "stay_<k>"; rows -> raw score. A forest not in it is scored by LightGBM.
     compiled: Mapping[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    # Thompson sampling's posterior as bootstrap draws of the per-image start offsets (the
+    # image's own appeal, where a page's uncertainty about which image lies): member k
+    # scores sigmoid(start logit + offsets_k) x stay. Models trained before score forest
+    # ensembles (`ensemble`, `ensemble_stay`) instead.
+    ensemble_offsets: list[Mapping[str, float]] = field(default_factory=list)
+
+    @property
+    def has_ensemble(self) -> bool:
+        """Whether Thompson sampling has posterior draws to sample from."""
+        return bool(self.ensemble_offsets or self.ensemble)
 
     def offsets(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
         """Start-logit offset per row; a model with offsets needs the rows' image ids."""
@@ -56,6 +67,13 @@ class QualityPlayModel:
             raise ValueError(f"model {self.version} adds per-image offsets: pass the {n} rows' image ids")
         get = self.image_offsets.get
         return np.fromiter((get(i, 0.0) for i in image_ids), dtype=np.float64, count=n)
+
+    def _raw(self, name: str, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
+        """One forest's raw score (logit), compiled when it is."""
+        compiled = self.compiled.get(name)
+        if compiled is not None:
+            return compiled(x)
+        return np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64)
 
     def _p(self, name: str, booster: lgb.Booster, x: np.ndarray, off: np.ndarray | float = 0.0) -> np.ndarray:
         """P(positive) of one forest (logit + offset, through the sigmoid): compiled when it is."""
@@ -76,7 +94,18 @@ class QualityPlayModel:
         return p
 
     def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
-        """Per-member predictions, shape (len(ensemble), n)."""
+        """Per-member predictions, shape (members, n)."""
+        if self.ensemble_offsets:
+            if image_ids is None or len(image_ids) != len(x):
+                raise ValueError(f"model {self.version} samples per-image offsets: pass the {len(x)} rows' image ids")
+            raw = self._raw("start", self.booster, x)
+            stay = self._p("stay", self.stay, x) if self.stay is not None else 1.0
+            members = []
+            for table in self.ensemble_offsets:
+                get = table.get
+                off_k = np.fromiter((get(i, 0.0) for i in image_ids), dtype=np.float64, count=len(x))
+                members.append(stay / (1.0 + np.exp(-(raw + off_k))))
+            return np.stack(members)
         off = self.offsets(image_ids, len(x))
         out = np.stack([self._p(f"start_{k}", b, x, off) for k, b in enumerate(self.ensemble)])
         if self.ensemble_stay:
@@ -101,6 +130,7 @@ def save_model(
     stay: lgb.Booster | None = None,
     ensemble_stay: list[lgb.Booster] | None = None,
     image_offsets: Mapping[str, float] | None = None,
+    ensemble_offsets: Sequence[Mapping[str, float]] | None = None,
 ) -> Path:
     """Write a model artifact under directory/version and return its path."""
     if booster.feature_name() != list(space.names):
@@ -118,6 +148,9 @@ def save_model(
             member.save_model(str(out / f"ensemble_{k}_stay.txt"))
     if image_offsets:
         (out / OFFSETS_FILE).write_text(json.dumps({str(k): float(v) for k, v in image_offsets.items()}))
+    if ensemble_offsets:
+        (out / ENSEMBLE_OFFSETS_FILE).write_text(json.dumps(
+            [{str(k): float(v) for k, v in table.items()} for table in ensemble_offsets]))
     meta = {
         "version": version,
         "feature_names": list(space.names),
@@ -127,6 +160,7 @@ def save_model(
         **(extra_meta or {}),
         "heads": "start_x_stay" if stay is not None else "quality",
         "image_offsets": len(image_offsets or {}),
+        "ensemble_offsets": len(ensemble_offsets or []),
     }
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return out
@@ -176,11 +210,23 @@ def load_model(path: Path) -> QualityPlayModel:
             offsets = {str(k): float(v) for k, v in json.loads((path / OFFSETS_FILE).read_text()).items()}
         except (OSError, ValueError, AttributeError) as exc:
             raise ModelLoadError(f"{path / OFFSETS_FILE}: cannot load the image offsets ({exc})") from exc
+    ensemble_offsets: list[Mapping[str, float]] = []
+    if int(meta.get("ensemble_offsets", 0)):
+        try:
+            tables = json.loads((path / ENSEMBLE_OFFSETS_FILE).read_text())
+            ensemble_offsets = [{str(k): float(v) for k, v in t.items()} for t in tables]
+        except (OSError, ValueError, AttributeError, TypeError) as exc:
+            raise ModelLoadError(f"{path / ENSEMBLE_OFFSETS_FILE}: cannot load Thompson's offset draws ({exc})") \
+                from exc
+        if len(ensemble_offsets) != int(meta["ensemble_offsets"]):
+            raise ModelLoadError(f"{path / ENSEMBLE_OFFSETS_FILE}: {len(ensemble_offsets)} draws, meta.json says "
+                                 f"{meta['ensemble_offsets']}")
     for name, b in (("model.txt", booster), ("stay.txt", stay)):
         if b is not None and b.feature_name() != list(space.names):
             raise ModelLoadError(f"{path}/{name}: booster features differ from meta.json")
     return QualityPlayModel(version=str(meta["version"]), booster=booster, space=space, ensemble=ensemble, meta=meta,
-                            stay=stay, ensemble_stay=ensemble_stay, image_offsets=offsets)
+                            stay=stay, ensemble_stay=ensemble_stay, image_offsets=offsets,
+                            ensemble_offsets=ensemble_offsets)
 
 
 def current_version(models_dir: Path) -> str | None:

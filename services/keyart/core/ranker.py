@@ -218,7 +218,7 @@ class Ranker:
             scores = self.model.predict(x, flat_ids)
             ensemble = (
                 self.model.predict_ensemble(x, flat_ids)
-                if policy == "thompson" and self.model.ensemble
+                if policy == "thompson" and self.model.has_ensemble
                 else None
             )
         except Exception as exc:  # a broken model must not fail the page
@@ -436,7 +436,7 @@ class Ranker:
         counts = lent.counts if lent is not None and candidates is lent.candidates else self._exposure_counts(flat_ids)
         scores = self.model.predict(x, flat_ids)
         ensemble = (self.model.predict_ensemble(x, flat_ids)
-                    if policy == "thompson" and self.model.ensemble else None)
+                    if policy == "thompson" and self.model.has_ensemble else None)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, counts):
             best = np.argmax(s, axis=1)

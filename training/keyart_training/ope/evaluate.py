@@ -296,7 +296,7 @@ def served_probs(model: QualityPlayModel, scores: np.ndarray, flat_ids: list[str
     from keyart.core import policies as pol
 
     ensemble = (model.predict_ensemble(model_features(model, data), flat_ids)
-                if cfg.served_policy == "thompson" and model.ensemble and data.x is not None else None)
+                if cfg.served_policy == "thompson" and model.has_ensemble and data.x is not None else None)
     out = np.zeros(len(scores))
     for lo, hi in zip(data.offsets[:-1], data.offsets[1:]):
         s = scores[lo:hi]
