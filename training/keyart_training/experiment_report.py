@@ -13,7 +13,7 @@ and DR (the shadow's own expectation, corrected by pi/mu * (r - its score of the
 image)); all unbiased when the served policy gave every candidate a positive probability
 (the ESS says how many decisions the estimate is worth). Against the control the shadow is
 compared with the control cell's take fraction: its SNIPS value on each cell's decisions,
-pooled over cells by inverse variance (the uniformly explored cells count most).
+pooled over cells by effective sample size (the uniformly explored cells count most).
 
 A verdict per comparison: "significant" (interval above 0), "harmful" (interval below 0),
 or "not yet (n needed ≈ N per cell)" from the interval's width and the observed lift.
@@ -191,19 +191,21 @@ def _shadow(name: str, sh: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray, coun
     ess = float(ws.sum() ** 2 / (ws * ws).sum()) if (ws * ws).sum() > 0 else 0.0
     served = est(y * u, u)
     # Against the control: the shadow's value (SNIPS: bounded, and free of its own calibration,
-    # unlike DR's control variate) on each cell's decisions, cells weighted by inverse bootstrap
-    # variance (each cell is a random share of members, so each estimates the same value; the
+    # unlike DR's control variate) on each cell's decisions, cells weighted by their effective
+    # sample size (each cell is a random share of members, so each estimates the same value; the
     # explored ones more precisely), minus the control's own take fraction; one resampling of
-    # members for both, so the interval is paired.
+    # members for both, so the interval is paired. The weights come from the propensities
+    # alone: weights from the bootstrap variance, which grows with the estimate for a rare
+    # reward, favour the cells that happened to estimate low and bias the pooled value down.
     cells = rows["cell"].astype(str).to_numpy()
     parts, precisions = [], []
     for cell in sorted(set(cells[used])):
         m = (used & (cells == cell)).astype(float)
-        boot = _ratio_boot(counts, w * y * m, w * m)
-        var = float(np.nanvar(boot))
-        if m.sum() >= 30 and np.isfinite(var) and var > 0:
-            parts.append((float((w * y * m).sum() / (w * m).sum()), boot))
-            precisions.append(1.0 / var)
+        wm = w * m
+        cell_ess = float(wm.sum() ** 2 / (wm * wm).sum()) if (wm * wm).sum() > 0 else 0.0
+        if m.sum() >= 30 and cell_ess > 0:
+            parts.append((float((w * y * m).sum() / wm.sum()), _ratio_boot(counts, w * y * m, wm)))
+            precisions.append(cell_ess)
     c = control.astype(float)
     if parts and c.sum():
         lam = np.array(precisions) / np.sum(precisions)
@@ -221,7 +223,7 @@ def _shadow(name: str, sh: pd.DataFrame, rows: pd.DataFrame, y: np.ndarray, coun
         "max_weight": float(ws.max()) if len(ws) else float("nan"),
         "agreement": float(agree.mean()) if len(agree) else float("nan"),
         "served_take_fraction": served,
-        "vs_control": {"estimator": "snips, cells pooled by inverse variance", "shadow_value": value,
+        "vs_control": {"estimator": "snips, cells pooled by effective sample size", "shadow_value": value,
                        "control_impressions": int(c.sum()), "value": lift, "lo": lift_lo, "hi": lift_hi,
                        **_verdict(lift, lift_lo, lift_hi, int(min(c.sum(), used.sum())), cfg)},
     }
