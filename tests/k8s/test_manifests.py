@@ -31,6 +31,8 @@ import pytest
 import yaml
 from referencing import Registry, Resource
 
+from keyart.adapters.grpc.convert import MAX_MESSAGE_BYTES
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("dev", "prod")
@@ -524,6 +526,7 @@ def test_rayservice(docs: list[dict[str, Any]], overlay: str) -> None:
         c = group["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
+        assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(MAX_MESSAGE_BYTES)
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == 9000 and ports["metrics"] == 9100
         mounts = {m["mountPath"] for m in c["volumeMounts"]}

@@ -11,10 +11,18 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from keyart.core.compiled import with_compiled_trees
 from keyart.core.featurize import CatalogIndex
-from keyart.core.model import QualityPlayModel, current_version, load_model
+from keyart.core.model import (
+    PREVIOUS_POINTER,
+    QualityPlayModel,
+    check_in_subprocess,
+    current_version,
+    has_checksums,
+    load_model,
+)
 from keyart.core.page import PageService
 from keyart.core.ports import DecisionLog, PageMetrics
 from keyart.core.ranker import PolicyConfig
@@ -42,10 +50,21 @@ def load_serving_model(settings: KeyartSettings, version: str) -> QualityPlayMod
     """A model as serving scores with it: loaded and checked, its forests compiled (cached;
     the Thompson ensemble's only when serving Thompson) unless compiled trees are off."""
     path = settings.models_dir / version
+    if not has_checksums(path):  # an older artifact: a cut forest could crash LightGBM here
+        check_in_subprocess(path)
     model = load_model(path)
     if settings.compiled_trees:
         model = with_compiled_trees(model, path, ensemble=settings.policy == "thompson")
     return model
+
+
+def _artifact_stamp(models_dir: Path, version: str) -> tuple[object, ...]:
+    """The version and its files' sizes and mtimes: a refused artifact is retried once it changes."""
+    try:
+        files = sorted((models_dir / version).iterdir())
+        return (version, *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+    except OSError:
+        return (version,)
 
 
 @dataclass
@@ -60,6 +79,7 @@ class Runtime:
     last_model_error: str = ""
     last_experiment_error: str = ""
     _catalog_stamp: tuple[int, ...] | None = None
+    _refused_stamp: tuple[object, ...] | None = None
 
     @classmethod
     def start(
@@ -103,22 +123,50 @@ class Runtime:
         return runtime
 
     def reload_model(self) -> bool:
-        """Load the promoted model if it differs from the one serving. True if swapped."""
-        version = current_version(self.settings.models_dir)
+        """Load the promoted model if it differs from the one serving. True if swapped.
+
+        A model that does not load never stops serving: the one serving stays; a replica
+        serving nothing yet starts with the last good model (models/PREVIOUS), or else
+        serves default artwork and reports NOT_SERVING until CURRENT is fixed."""
+        try:
+            version = current_version(self.settings.models_dir)
+        except ModelLoadError as exc:
+            return self._model_refused(None, exc)
         if version is None or version == self.page.model_version:
+            return False
+        stamp = _artifact_stamp(self.settings.models_dir, version)
+        if stamp == self._refused_stamp:  # refused already and unchanged since: not every poll
             return False
         try:
             # Seconds the first time (compiling): on the watcher's thread, never a page's.
             model = load_serving_model(self.settings, version)
         except ModelLoadError as exc:
-            self.last_model_error = str(exc)
-            log.error("model %s refused, keeping %r: %s", version, self.page.model_version, exc)
-            return False
+            self._refused_stamp = stamp
+            return self._model_refused(version, exc)
+        self._refused_stamp = None
         self.page.set_model(model)
         self.last_model_error = ""
         log.info("serving model %s", version)
         self.record_space()
         return True
+
+    def _model_refused(self, version: str | None, exc: ModelLoadError) -> bool:
+        if str(exc) != self.last_model_error:  # once per distinct error, not every poll
+            log.error("model %s refused, keeping %r: %s", version or "CURRENT", self.page.model_version, exc)
+        self.last_model_error = str(exc)
+        if self.page.model is not None:
+            return False
+        try:
+            previous = current_version(self.settings.models_dir, PREVIOUS_POINTER)
+            if previous and previous != version:
+                self.page.set_model(load_serving_model(self.settings, previous))
+                log.warning("serving the last good model %s until CURRENT loads", previous)
+                self.record_space()
+                return True
+        except ModelLoadError as prev_exc:
+            log.error("the last good model does not load either: %s", prev_exc)
+        self.page.model_unavailable = str(exc)
+        return False
 
     def reload_experiment(self) -> bool:
         """Serve the running experiment (`keyart experiments start/stop`) if it changed. True if swapped.
@@ -186,6 +234,16 @@ class Runtime:
                     reload()
                 except Exception:  # the watcher must outlive any one bad artifact
                     log.exception("reload failed: %s", reload.__name__)
+
+    def broken(self) -> str:
+        """Why this replica cannot recover by itself, '' if it can: a thread it needs has
+        died, which only a restart fixes (a store that is down is not that: the spool holds
+        its records and a restart would not bring the store back)."""
+        if self._watcher is not None and not self._watcher.is_alive() and not self._stop.is_set():
+            return "the model watcher thread stopped: promoted models would never be served"
+        if self.writer is not None and self.writer.stats().get("writer_alive") is False:
+            return "the decision-log writer thread stopped: impressions would not be logged"
+        return ""
 
     def close(self) -> None:
         self._stop.set()

@@ -15,7 +15,12 @@ silently wrong columns.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +32,8 @@ from keyart.core.feature_space import FeatureSpace, FeatureSpaceError
 from keyart.errors import ModelLoadError
 
 CURRENT_POINTER = "CURRENT"
+PREVIOUS_POINTER = "PREVIOUS"  # the version CURRENT named before the last promote: the last good one
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a directory name, never a path
 ENSEMBLE_OFFSETS_FILE = "ensemble_offsets.json"
 OFFSETS_FILE = "image_offsets.json"
 
@@ -162,8 +169,39 @@ def save_model(
         "image_offsets": len(image_offsets or {}),
         "ensemble_offsets": len(ensemble_offsets or []),
     }
+    # Every file's SHA-256, verified by every load before LightGBM parses anything: a file cut
+    # inside its trees can crash the native parser (SIGSEGV/SIGABRT), not just raise.
+    meta["checksums"] = {f.name: _sha256(f) for f in sorted(out.iterdir()) if f.is_file() and f.name != "meta.json"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify_checksums(path: Path, meta: dict, needed: list[str]) -> None:
+    """Every file the load will parse is listed in meta.json and has its recorded SHA-256.
+
+    Artifacts saved before checksums existed have none and load unverified (promote still
+    parses them in a separate process first)."""
+    sums = meta.get("checksums")
+    if sums is None:
+        return
+    if not isinstance(sums, dict):
+        raise ModelLoadError(f"{path / 'meta.json'}: checksums is not a mapping of file to SHA-256")
+    for name in needed:
+        if name not in sums:
+            raise ModelLoadError(f"{path / 'meta.json'}: no checksum for {name}")
+        file = path / name
+        if not file.is_file():
+            raise ModelLoadError(f"{file}: missing")
+        if _sha256(file) != sums[name]:
+            raise ModelLoadError(f"{file}: SHA-256 differs from meta.json (the file was cut or altered)")
 
 
 def load_model(path: Path) -> QualityPlayModel:
@@ -193,6 +231,12 @@ def load_model(path: Path) -> QualityPlayModel:
     if heads not in ("quality", "start_x_stay"):
         raise ModelLoadError(f"{meta_path}: heads {heads!r} is not 'quality' or 'start_x_stay'")
     size = int(meta.get("ensemble_size", 0))
+    needed = ["model.txt", *(f"ensemble_{k}.txt" for k in range(size))]
+    if heads == "start_x_stay":
+        needed += ["stay.txt", *(f"ensemble_{k}_stay.txt" for k in range(size))]
+    needed += [OFFSETS_FILE] if int(meta.get("image_offsets", 0)) else []
+    needed += [ENSEMBLE_OFFSETS_FILE] if int(meta.get("ensemble_offsets", 0)) else []
+    _verify_checksums(path, meta, needed)
     try:
         booster = lgb.Booster(model_file=str(path / "model.txt"))
         ensemble = [lgb.Booster(model_file=str(path / f"ensemble_{k}.txt")) for k in range(size)]
@@ -229,18 +273,75 @@ def load_model(path: Path) -> QualityPlayModel:
                             ensemble_offsets=ensemble_offsets)
 
 
-def current_version(models_dir: Path) -> str | None:
-    """The promoted version named by models_dir/CURRENT, if any."""
-    pointer = models_dir / CURRENT_POINTER
+def current_version(models_dir: Path, pointer_name: str = CURRENT_POINTER) -> str | None:
+    """The promoted version named by models_dir/CURRENT (or another pointer), if any.
+
+    Raises:
+        ModelLoadError: the pointer holds something that is not a version name.
+    """
+    pointer = models_dir / pointer_name
     if not pointer.is_file():
         return None
-    version = pointer.read_text().strip()
+    try:
+        version = pointer.read_bytes()[:1024].decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelLoadError(f"{pointer}: unreadable ({type(exc).__name__})") from None
+    if version and not _VERSION.fullmatch(version):
+        raise ModelLoadError(f"{pointer}: {version[:60]!r} is not a model version")
     return version or None
 
 
-def promote(models_dir: Path, version: str) -> None:
-    """Point CURRENT at version atomically; serving picks it up without a restart."""
+def has_checksums(path: Path) -> bool:
+    """Whether the artifact's meta.json records its files' SHA-256 (every artifact saved by
+    this Keyart does): if not, parse it in a separate process before loading it here."""
+    try:
+        return isinstance(json.loads((path / "meta.json").read_text()).get("checksums"), dict)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_in_subprocess(path: Path, timeout_s: float = 300.0) -> None:
+    """Load the artifact in a separate Python process first: a corrupt forest that crashes
+    LightGBM's native parser kills that process, not the caller.
+
+    Raises:
+        ModelLoadError: the artifact does not load, or loading it killed the process.
+    """
+    code = "import sys; from keyart.core.model import load_model; load_model(__import__('pathlib').Path(sys.argv[1]))"
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, encoding="utf-8",
+                              errors="replace", timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise ModelLoadError(f"{path}: loading took over {timeout_s:.0f} s in a separate process") from None
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise ModelLoadError(f"{path}: loading it killed a separate process with {name}: the artifact is corrupt")
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["exit code " + str(done.returncode)])[-1]
+        raise ModelLoadError(f"{path}: does not load ({last[:300]})")
+
+
+def promote(models_dir: Path, version: str, checked: bool = False) -> None:
+    """Point CURRENT at version atomically; serving picks it up without a restart.
+
+    The artifact is loaded in a separate process first, then here; the version CURRENT
+    named before is kept in PREVIOUS, the last good model a replica starts with when
+    CURRENT cannot be loaded. checked: the caller ran `check_in_subprocess` already."""
+    if not _VERSION.fullmatch(version):
+        raise ModelLoadError(f"{version[:60]!r} is not a model version (letters, digits, '.', '_', '-')")
+    if not checked:
+        check_in_subprocess(models_dir / version)
     load_model(models_dir / version)  # refuse to promote what would not load
-    tmp = models_dir / (CURRENT_POINTER + ".tmp")
+    try:
+        before = current_version(models_dir)
+    except ModelLoadError:
+        before = None
+    if before and before != version:
+        _write_pointer(models_dir, PREVIOUS_POINTER, before)
+    _write_pointer(models_dir, CURRENT_POINTER, version)
+
+
+def _write_pointer(models_dir: Path, name: str, version: str) -> None:
+    tmp = models_dir / (name + ".tmp")
     tmp.write_text(version + "\n")
-    tmp.replace(models_dir / CURRENT_POINTER)
+    tmp.replace(models_dir / name)

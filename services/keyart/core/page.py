@@ -26,6 +26,7 @@ from keyart.core.ports import DecisionSink, MemberLookup, NoMetrics, PageMetrics
 from keyart.core.ranker import (
     FALLBACK_DEADLINE,
     FALLBACK_FEATURES_UNAVAILABLE,
+    FALLBACK_MODEL_ERROR,
     PolicyConfig,
     Ranker,
 )
@@ -127,6 +128,10 @@ class PageService:
         self._feature_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features")
         self._experiment: _LiveExperiment | None = None
         self.shadow_errors = 0  # pages whose shadows failed (the page itself was served)
+        # Why no model serves although one was promoted (CURRENT and the last good model
+        # would not load): pages get default artwork and health says NOT_SERVING, rather
+        # than exploring uniformly as on day one, when no model was ever promoted.
+        self.model_unavailable = ""
 
     # Model lifecycle -------------------------------------------------------------
     @property
@@ -140,6 +145,8 @@ class PageService:
     def set_model(self, model: QualityPlayModel | None) -> None:
         """Serve `model`, with the catalog featurized in the space it learned with."""
         self._serving = (_index_for(self.index.catalog, model, self.index), model)
+        if model is not None:
+            self.model_unavailable = ""
 
     def set_catalog(self, catalog: Catalog) -> None:
         """Serve a new catalog (new artwork) with the current model."""
@@ -185,8 +192,9 @@ class PageService:
         return model.version if model else ""
 
     def ready(self) -> bool:
-        """SERVING once the catalog is loaded; without a model the pages explore uniformly."""
-        return bool(self.index.catalog.titles)
+        """SERVING once the catalog is loaded; without a model the pages explore uniformly,
+        unless a promoted model could not be loaded (`model_unavailable`)."""
+        return bool(self.index.catalog.titles) and not self.model_unavailable
 
     # RankArtwork -------------------------------------------------------------------
     def rank(self, request: PageRequest, deadline: float | None = None, now: datetime | None = None) -> PageResult:
@@ -213,7 +221,9 @@ class PageService:
 
         member = self._member(request.member_id, context, deadline)
         shadows: tuple[PageShadows, ...] = ()
-        if member is None:
+        if model is None and self.model_unavailable:
+            policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_MODEL_ERROR, context.device)
+        elif member is None:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)
         elif time.monotonic() >= deadline:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_DEADLINE, context.device)

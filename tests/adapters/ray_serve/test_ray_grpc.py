@@ -240,3 +240,30 @@ def test_ingested_artwork_is_ranked_with_the_crop_for_the_device(stub, platform_
     assert s.crop.height == 512 and s.crop.width == 341  # full-height portrait crop of a 512 x 512 photo
     request.context.device = pb.DEVICE_TYPE_TV
     assert stub.RankArtwork(request, timeout=10).selections[0].crop.aspect_ratio == "16:9"
+
+
+def test_fuzzed_messages_get_ok_or_invalid_argument_through_serve(ray_address, platform_settings):
+    """Random, mutated and raw-byte messages through HAProxy, Serve's proxy and a replica:
+    OK or INVALID_ARGUMENT naming the field; RESOURCE_EXHAUSTED above 4 MiB; still SERVING."""
+    from fuzz_messages import RANK, REPORT, assert_clean, call_raw, outcome_requests, rank_requests, wire_cases
+    from hypothesis import HealthCheck, given, settings
+
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.adapters.grpc.convert import MAX_MESSAGE_BYTES
+
+    catalog = load_catalog(platform_settings.world_dir)
+    titles, images = sorted(catalog.titles)[:40], sorted(catalog.images)[:80]
+    fuzz = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    with grpc.insecure_channel(ray_address) as channel:
+        for method, messages in ((RANK, rank_requests(titles, images)), (REPORT, outcome_requests(titles, images))):
+            @fuzz
+            @given(wire_cases(messages))
+            def check(data: bytes, method: str = method) -> None:
+                assert_clean(*call_raw(channel, method, data), data)
+
+            check()
+        code, _ = call_raw(channel, RANK, b"\x0a" + b"\xff" * (MAX_MESSAGE_BYTES + 16))
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, code
+    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(ray_address))
+    assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == health_pb2.HealthCheckResponse.SERVING

@@ -328,6 +328,7 @@ class DecisionLogWriter:
         out["spool_bytes"] = self._spool.pending_bytes
         out["spool_corrupt"] = self._spool.corrupt
         out["store_up"] = self._store_up
+        out["writer_alive"] = self._thread.is_alive() or self._closing  # False: only a restart helps
         return out
 
     def health(self) -> tuple[bool, str]:

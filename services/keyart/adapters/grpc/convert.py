@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
+
+from google.protobuf.message import DecodeError, Message
 
 from keyart.domain import CropInfo, Outcome, OutcomeKind, RequestContext, Selection, TitleRequest
 from keyart.errors import InvalidRequest
@@ -19,6 +22,15 @@ MAX_TITLES = 200
 MAX_CANDIDATES = 100
 MAX_OUTCOMES = 1000
 MAX_ID_LENGTH = 128
+MAX_SURFACE_LENGTH = 64
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024  # gRPC's default receive limit; the largest valid page is ~2.7 MB
+# google.protobuf.Timestamp's own range, 0001-01-01 to 9999-12-31 (ToDatetime raises outside it).
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+# An outcome happened after the epoch and not more than a day ahead of the server's clock.
+_OUTCOME_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_OUTCOME_FUTURE = timedelta(days=1)
+
+M = TypeVar("M", bound=Message)
 
 _DEVICES = {
     pb.DEVICE_TYPE_TV: "TV",
@@ -31,32 +43,61 @@ _KINDS = {
     pb.OUTCOME_KIND_PLAY_STARTED: OutcomeKind.PLAY_STARTED,
     pb.OUTCOME_KIND_PLAYBACK_PROGRESS: OutcomeKind.PLAYBACK_PROGRESS,
 }
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_LANGUAGE = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+_COUNTRY = re.compile(r"[A-Z]{2}")  # fullmatch: "US\n" is not a country
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+
+
+def parse_message(cls: type[M], data: bytes | M) -> M:
+    """A request message from the wire bytes (or the message itself, from in-process callers).
+
+    Raises:
+        InvalidRequest: the bytes are not a `cls` (truncated, mutated, a string not UTF-8).
+    """
+    if isinstance(data, cls):
+        return data
+    try:
+        return cls.FromString(data)
+    except DecodeError:
+        raise InvalidRequest("request", f"does not parse as {cls.DESCRIPTOR.full_name}") from None
+
+
+def _plain_text(value: str, field: str, limit: int) -> str:
+    if len(value) > limit:
+        raise InvalidRequest(field, f"longer than {limit} characters")
+    if not value.isprintable() or value != value.strip():
+        raise InvalidRequest(field, f"{value[:40]!r} has control characters or surrounding whitespace")
+    return value
 
 
 def _require_id(value: str, field: str) -> str:
     if not value:
         raise InvalidRequest(field, "must not be empty")
-    if len(value) > MAX_ID_LENGTH:
-        raise InvalidRequest(field, f"longer than {MAX_ID_LENGTH} characters")
-    return value
+    return _plain_text(value, field, MAX_ID_LENGTH)
 
 
-def _timestamp(ts: object, present: bool, now: datetime) -> datetime:
+def _timestamp(ts: object, present: bool, now: datetime, field: str) -> datetime:
     if not present:
         return now
-    return ts.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined]
+    seconds, nanos = ts.seconds, ts.nanos  # type: ignore[attr-defined]
+    if not _MIN_SECONDS <= seconds <= _MAX_SECONDS:
+        raise InvalidRequest(f"{field}.seconds", f"{seconds} is outside 0001-01-01..9999-12-31")
+    if not 0 <= nanos <= 999_999_999:
+        raise InvalidRequest(f"{field}.nanos", f"must be in 0..999999999, got {nanos}")
+    try:
+        return ts.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined,no-any-return]
+    except (ValueError, OverflowError):  # the last second of 9999, rounded up to microseconds
+        raise InvalidRequest(field, f"{seconds}.{nanos:09d} is outside 0001-01-01..9999-12-31") from None
 
 
 def parse_context(request: pb.RankArtworkRequest, now: datetime) -> RequestContext:
     if not request.HasField("context"):
         raise InvalidRequest("context", "is required")
     ctx = request.context
-    if ctx.country and not _COUNTRY.match(ctx.country):
-        raise InvalidRequest("context.country", f"{ctx.country!r} is not an ISO 3166-1 alpha-2 code")
-    if ctx.language and not _LANGUAGE.match(ctx.language):
-        raise InvalidRequest("context.language", f"{ctx.language!r} is not a BCP 47 tag")
+    if ctx.country and not _COUNTRY.fullmatch(ctx.country):
+        raise InvalidRequest("context.country", f"{ctx.country[:40]!r} is not an ISO 3166-1 alpha-2 code")
+    if ctx.language and not (len(ctx.language) <= 35 and _LANGUAGE.fullmatch(ctx.language)):
+        raise InvalidRequest("context.language", f"{ctx.language[:40]!r} is not a BCP 47 tag")
+    _plain_text(ctx.surface, "context.surface", MAX_SURFACE_LENGTH)
     device = _DEVICES.get(ctx.device)
     if device is None:
         raise InvalidRequest("context.device", "must be one of TV, WEB, MOBILE, TABLET")
@@ -65,7 +106,7 @@ def parse_context(request: pb.RankArtworkRequest, now: datetime) -> RequestConte
         language=ctx.language,
         device=device,
         surface=ctx.surface,
-        client_time=_timestamp(ctx.client_time, ctx.HasField("client_time"), now),
+        client_time=_timestamp(ctx.client_time, ctx.HasField("client_time"), now, "context.client_time"),
     )
 
 
@@ -101,8 +142,7 @@ def parse_rank_request(
 ) -> tuple[str, RequestContext, list[TitleRequest]]:
     """Validate a RankArtwork request; returns (member_id, context, titles)."""
     member_id = _require_id(request.member_id, "member_id")
-    if len(request.request_id) > MAX_ID_LENGTH:
-        raise InvalidRequest("request_id", f"longer than {MAX_ID_LENGTH} characters")
+    _plain_text(request.request_id, "request_id", MAX_ID_LENGTH)
     return member_id, parse_context(request, now), parse_titles(request)
 
 
@@ -158,6 +198,10 @@ def parse_outcomes(request: pb.ReportOutcomeRequest, now: datetime) -> list[Outc
             raise InvalidRequest(f"{field}.minutes_played", f"must be a finite number >= 0, got {o.minutes_played}")
         if not o.HasField("event_time"):
             raise InvalidRequest(f"{field}.event_time", "is required")
+        event_time = _timestamp(o.event_time, True, now, f"{field}.event_time")
+        if not _OUTCOME_EPOCH <= event_time <= now + _OUTCOME_FUTURE:
+            raise InvalidRequest(f"{field}.event_time",
+                                 f"{event_time.isoformat()} is before 1970 or more than a day ahead of the server")
         out.append(
             Outcome(
                 decision_id=_require_id(o.decision_id, f"{field}.decision_id"),
@@ -166,7 +210,7 @@ def parse_outcomes(request: pb.ReportOutcomeRequest, now: datetime) -> list[Outc
                 image_id=_require_id(o.image_id, f"{field}.image_id"),
                 kind=kind,
                 minutes_played=float(o.minutes_played),
-                event_time=_timestamp(o.event_time, True, now),
+                event_time=event_time,
             )
         )
     return out

@@ -28,20 +28,24 @@ class RankerCalls:
     def __init__(self, service: PageService) -> None:
         self.service = service
 
-    def rank(self, request: pb.RankArtworkRequest, deadline: float | None = None) -> pb.RankArtworkResponse:
-        """deadline: time.monotonic() by which to answer, if the client set one.
+    def rank(self, request: pb.RankArtworkRequest | bytes, deadline: float | None = None) -> pb.RankArtworkResponse:
+        """request: the message, or its wire bytes (transports registered by `wire`);
+        deadline: time.monotonic() by which to answer, if the client set one.
 
         Raises:
-            InvalidRequest: the request is structurally wrong (the field is named).
+            InvalidRequest: the request does not parse or is structurally wrong (the field is named).
         """
+        request = convert.parse_message(pb.RankArtworkRequest, request)
         now = self.service.clock()
         member_id, context, titles = convert.parse_rank_request(request, now)
         page = PageRequest(request_id=request.request_id, member_id=member_id, context=context, titles=titles)
         result = self.service.rank(page, deadline=deadline, now=now)
         return convert.to_response(result.selections, result.model_version, result.policy)
 
-    def report(self, request: pb.ReportOutcomeRequest) -> pb.ReportOutcomeResponse:
-        """Raises InvalidRequest for a malformed outcome: the whole batch is refused."""
+    def report(self, request: pb.ReportOutcomeRequest | bytes) -> pb.ReportOutcomeResponse:
+        """Raises InvalidRequest for bytes that do not parse or a malformed outcome: the
+        whole batch is refused."""
+        request = convert.parse_message(pb.ReportOutcomeRequest, request)
         accepted = self.service.report(convert.parse_outcomes(request, self.service.clock()))
         return pb.ReportOutcomeResponse(accepted=accepted)
 

@@ -45,10 +45,17 @@ class ServingRuntime(Protocol):
     page: PageService
     writer: DecisionLog | None
 
+    def broken(self) -> str: ...
+
     def close(self) -> None: ...
 
 
 RuntimeFactory = Callable[[KeyartSettings, PageMetrics], ServingRuntime]
+PAGE_THREAD_PROBE_S = 5.0
+
+
+def _noop() -> None:
+    return None
 
 class AppArgs(BaseModel):
     """Arguments of the Serve application (the `args:` block of the Serve config).
@@ -96,7 +103,7 @@ class ArtworkRankerDeployment:
                 log.exception("metrics export")
 
     async def RankArtwork(  # noqa: N802 (gRPC method name)
-        self, request: pb.RankArtworkRequest, grpc_context: RayServegRPCContext
+        self, request: pb.RankArtworkRequest | bytes, grpc_context: RayServegRPCContext
     ) -> pb.RankArtworkResponse:
         try:
             loop = asyncio.get_running_loop()
@@ -105,7 +112,7 @@ class ArtworkRankerDeployment:
             return self._error(exc, grpc_context, pb.RankArtworkResponse())
 
     async def ReportOutcome(  # noqa: N802
-        self, request: pb.ReportOutcomeRequest, grpc_context: RayServegRPCContext
+        self, request: pb.ReportOutcomeRequest | bytes, grpc_context: RayServegRPCContext
     ) -> pb.ReportOutcomeResponse:
         try:
             loop = asyncio.get_running_loop()
@@ -116,8 +123,23 @@ class ArtworkRankerDeployment:
     async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:  # noqa: N802
         return health_pb2.HealthCheckResponse(status=health_status(self.runtime.page))  # type: ignore[arg-type]
 
-    def check_health(self) -> None:
-        """Ray Serve's replica health probe: unhealthy replicas are restarted."""
+    async def check_health(self) -> None:
+        """Ray Serve's replica health probe: a replica that raises here is replaced.
+
+        It raises for what only a restart fixes: a dead watcher or writer thread, or a page
+        thread that has not run a no-op within PAGE_THREAD_PROBE_S (every page ends within
+        its budget, so that thread is wedged). A store that is down or a model that does not
+        load is not that: the replica serves on (spool; last good model or default artwork
+        with NOT_SERVING) and a restart would not help.
+        """
+        broken = self.runtime.broken()
+        if broken:
+            raise RuntimeError(broken)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.wait_for(loop.run_in_executor(self._page_thread, _noop), PAGE_THREAD_PROBE_S)
+        except TimeoutError:
+            raise RuntimeError(f"the page thread did not answer within {PAGE_THREAD_PROBE_S:.0f} s") from None
         if self.runtime.writer is not None:
             ok, detail = self.runtime.writer.health()
             if not ok:

@@ -24,6 +24,9 @@ from keyart.settings import KeyartSettings
 THROUGHPUT_ENV: dict[str, str] = {
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Serve's proxy accepts 2 GiB messages by default; gRPC's own 4 MiB holds the largest
+    # valid page (convert.MAX_MESSAGE_BYTES), and larger is RESOURCE_EXHAUSTED.
+    "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(4 * 1024 * 1024),
 }
 
 

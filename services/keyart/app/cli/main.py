@@ -120,9 +120,10 @@ def models_promote(
     shadow's lift over the control cell (its SNIPS value pooled over cells, minus the
     control's take fraction, member bootstrap) must exceed --margin.
     """
-    from keyart.core.model import promote
+    from keyart.core.model import check_in_subprocess, promote
 
     s = settings()
+    check_in_subprocess(s.models_dir / version)  # a corrupt forest kills that process, not this one
     if require_shadow:
         from keyart.app.cli.experiments import shadow_evidence
 
@@ -136,7 +137,7 @@ def models_promote(
         refused = load_serving_model(s, version).meta["compiled_trees"]["lightgbm"]
         if refused:
             console.print(f"[yellow]forests left on LightGBM: {', '.join(sorted(refused))}[/yellow]")
-    promote(s.models_dir, version)
+    promote(s.models_dir, version, checked=True)
     console.print(f"promoted {version}")
 
 
