@@ -69,6 +69,10 @@ class KeyartSettings(BaseSettings):
     feature_timeout_ms: float = Field(
         50.0, gt=0.0, description="Time allowed for the member feature lookup before fallback."
     )
+    drain_s: float = Field(
+        5.0, ge=0.0, le=300.0, description="On SIGTERM or Ctrl-C, `keyart up` reports NOT_SERVING this long "
+        "while still answering, so load balancers move away, then finishes in-flight calls and stops."
+    )
 
     # Decision log.
     log_backend: Literal["auto", "sqlite", "cassandra"] = Field(
@@ -97,6 +101,11 @@ class KeyartSettings(BaseSettings):
     @property
     def world_dir(self) -> Path:
         return self.data_dir / "world"
+
+    @property
+    def drain_flag(self) -> Path:
+        """Present while `keyart up` drains: every replica's health check says NOT_SERVING."""
+        return self.data_dir / "DRAINING"
 
     @property
     def models_dir(self) -> Path:

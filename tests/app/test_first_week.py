@@ -160,6 +160,49 @@ def outcomes_for(reply: pb.RankArtworkResponse, member: str, when: datetime, rng
     return out
 
 
+class _LoadDuringStop:
+    """Pages one after another on a thread, and health every 0.1 s, until 1 s after health
+    first says NOT_SERVING (a client or load balancer that honours health) or 30 s."""
+
+    def __init__(self, address: str, titles: list[str]) -> None:
+        import threading
+
+        self.address, self.titles = address, titles
+        self.acked: list[str] = []
+        self.failed: list[str] = []
+        self.not_serving_after: float | None = None
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(self.address) as channel:
+            stub, health = ranking_pb2_grpc.ArtworkRankerStub(channel), health_pb2_grpc.HealthStub(channel)
+            seen_at, checked, k = None, 0.0, 0
+            while time.monotonic() - self.started < 30 and (seen_at is None or time.monotonic() - seen_at < 1.0):
+                if seen_at is None and time.monotonic() - checked > 0.1:
+                    checked = time.monotonic()
+                    try:
+                        status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    except grpc.RpcError as exc:
+                        self.failed.append(f"health {exc.code().name}")
+                        return
+                    if status != health_pb2.HealthCheckResponse.SERVING:
+                        seen_at = time.monotonic()
+                        self.not_serving_after = round(seen_at - self.started, 2)
+                try:
+                    reply = stub.RankArtwork(page(f"drain-{k % 7}", self.titles, datetime.now(UTC)), timeout=5)
+                    self.acked += [s.decision_id for s in reply.selections]
+                except grpc.RpcError as exc:
+                    self.failed.append(f"{exc.code().name} at {time.monotonic() - self.started:.2f} s")
+                k += 1
+
+    def join(self) -> None:
+        self.thread.join(40)
+
+
 def test_up_detach_serves_the_imported_catalog_until_down(customer, monkeypatch):
     """`keyart up --detach` returns once Ray Serve is SERVING and leaves it running;
     `keyart down` stops it (PID file removed), and says so when nothing runs."""
@@ -189,11 +232,29 @@ def test_up_detach_serves_the_imported_catalog_until_down(customer, monkeypatch)
             assert [s.propensity for s in reply.selections] == pytest.approx([1 / pool_size(t) for t in range(6)])
         else:
             assert reply.model_version == model
+        load = _LoadDuringStop(f"127.0.0.1:{settings.grpc_port}", titles)
     finally:
         stopped = time.monotonic()
         down = keyart(env, "down", "--json")
         TIMINGS["down"] = round(time.monotonic() - stopped, 1)
     assert json.loads(down)["stopped"] is True
+    # Graceful drain: health said NOT_SERVING while pages were still answered; a client that
+    # stops sending within 1 s of that saw no failed call; stopping took under 10 s; and
+    # every acknowledged impression is in the log.
+    load.join()
+    TIMINGS["drain: calls / failed / NOT_SERVING after s"] = (len(load.acked), len(load.failed), load.not_serving_after)
+    assert load.not_serving_after is not None, load.failed[:3]
+    assert not load.failed, load.failed[:3]
+    assert len(load.acked) > 10 and time.monotonic() - stopped < 10.0 + 2.0  # + the CLI's own start
+    from keyart.adapters.decision_log.factory import open_log_store
+
+    store = open_log_store(settings)
+    try:
+        logged = {i.decision_id for i in store.scan_impressions(datetime.now(UTC) - timedelta(days=1),
+                                                                 datetime.now(UTC) + timedelta(hours=1))}
+    finally:
+        store.close()
+    assert set(load.acked) <= logged, len(set(load.acked) - logged)
     assert not detach.pid_path(settings).exists()
     assert detach.serving_status(f"127.0.0.1:{settings.grpc_port}", timeout_s=1) != "SERVING"
     assert "nothing is running" in json.loads(keyart(env, "down", "--json"))["message"]

@@ -90,6 +90,9 @@ def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
     assert isinstance(m["beats_non_contextual"], bool)
     from keyart.errors import ModelLoadError
     (result.path / "image_offsets.json").write_text("[1, 2")
+    with pytest.raises(ModelLoadError, match="image_offsets.json: SHA-256 differs"):  # caught before parsing
+        load_model(result.path)
+    _drop_checksums(result.path)  # as an artifact of an older Keyart: the parse itself refuses it
     with pytest.raises(ModelLoadError, match="cannot load the image offsets"):
         load_model(result.path)
     (result.path / "stay.txt").unlink()  # a two-head artifact without its stay head is refused
@@ -141,5 +144,16 @@ def test_thompson_offset_draws(labelled, tmp_path):
         model.predict_ensemble(x)
     from keyart.errors import ModelLoadError
     (result.path / "ensemble_offsets.json").write_text("{")
+    with pytest.raises(ModelLoadError, match="ensemble_offsets.json: SHA-256 differs"):
+        load_model(result.path)
+    _drop_checksums(result.path)
     with pytest.raises(ModelLoadError, match="cannot load Thompson's offset draws"):
         load_model(result.path)
+
+
+def _drop_checksums(path) -> None:
+    import json
+
+    meta = json.loads((path / "meta.json").read_text())
+    del meta["checksums"]
+    (path / "meta.json").write_text(json.dumps(meta))

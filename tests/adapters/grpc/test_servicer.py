@@ -100,3 +100,27 @@ def test_not_ready_without_catalog():
     from keyart.domain import Catalog
 
     assert not PageService(CatalogIndex.build(Catalog(version="empty")), Members(), PolicyConfig()).ready()
+
+
+def test_unexpected_errors_are_internal_and_logged_once_without_traceback(caplog):
+    import logging
+
+    import grpc
+
+    from keyart.adapters.grpc import status
+
+    status.limited._last.clear()
+
+    def fail(member: str) -> None:
+        raise KeyError(f"member {member}\nforged log line")
+
+    caplog.set_level(logging.ERROR, logger=status.log.name)
+    for _ in range(50):
+        try:
+            fail("m-secret")
+        except KeyError as exc:
+            code, details = status.status_for(exc)
+    assert code == grpc.StatusCode.INTERNAL and "m-secret" not in details
+    lines = [r for r in caplog.records if r.name == status.log.name]
+    assert len(lines) == 1 and lines[0].exc_info is None
+    assert "KeyError at test_servicer.py" in lines[0].getMessage() and "m-secret" not in lines[0].getMessage()

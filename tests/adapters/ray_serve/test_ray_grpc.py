@@ -179,7 +179,7 @@ def test_metrics_endpoint_exports_keyart_metrics(stub, platform_settings):
     assert "keyart_rank_latency_seconds" in text
 
 
-def test_promoted_model_is_served_without_restart_and_a_bad_one_is_refused(stub, platform_settings):
+def test_promoted_model_is_served_without_restart_and_a_bad_one_is_refused(stub, platform_settings, ray_address):
     from keyart.app.build import train_on_simulated_log
     from keyart.core.model import promote
 
@@ -209,6 +209,32 @@ def test_promoted_model_is_served_without_restart_and_a_bad_one_is_refused(stub,
             break
         time.sleep(0.2)
     assert reply.model_version == new, versions
+
+    # A copy of it cut inside its trees, then binary garbage in CURRENT: promotion refuses
+    # the first, the replica keeps serving `new` through both, and not one call fails.
+    import shutil
+
+    from keyart.errors import ModelLoadError
+
+    cut = platform_settings.models_dir / "m-cut"
+    shutil.copytree(platform_settings.models_dir / new, cut)
+    text = (cut / "model.txt").read_bytes()
+    (cut / "model.txt").write_bytes(text[: len(text) // 2])
+    with pytest.raises(ModelLoadError, match="SHA-256|separate process"):
+        promote(platform_settings.models_dir, "m-cut")
+    current = platform_settings.models_dir / "CURRENT"
+    try:
+        for pointer in (b"m-cut\n", b"\xff\xfe\x00garbage"):
+            current.write_bytes(pointer)
+            for _ in range(15):  # over 3 s: the replica polls every 2 s
+                reply = stub.RankArtwork(page_request(platform_settings), timeout=10)
+                assert reply.model_version == new and not any(s.fallback_reason for s in reply.selections)
+                time.sleep(0.2)
+    finally:
+        current.write_text(new + "\n")
+    with grpc.insecure_channel(ray_address) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status
+    assert status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_ingested_artwork_is_ranked_with_the_crop_for_the_device(stub, platform_settings, tmp_path):

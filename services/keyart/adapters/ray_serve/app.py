@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 class ServingRuntime(Protocol):
     """What a replica serves: a page service and the decision log it writes to."""
 
+    settings: KeyartSettings
     page: PageService
     writer: DecisionLog | None
 
@@ -90,6 +91,7 @@ class ArtworkRankerDeployment:
         self.metrics = AggregatingMetrics()
         self.runtime = start_runtime(KeyartSettings(**app_args.settings), self.metrics)
         self.calls = RankerCalls(self.runtime.page)
+        self.drain_flag = self.runtime.settings.drain_flag
         self._page_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page")
         self.exporter = RayExporter()
         self._export_task = asyncio.get_event_loop().create_task(self._export_loop())
@@ -121,6 +123,8 @@ class ArtworkRankerDeployment:
             return self._error(exc, grpc_context, pb.ReportOutcomeResponse())
 
     async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:  # noqa: N802
+        if self.drain_flag.exists():  # `keyart up` is stopping: load balancers move away, pages still answered
+            return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
         return health_pb2.HealthCheckResponse(status=health_status(self.runtime.page))  # type: ignore[arg-type]
 
     async def check_health(self) -> None:

@@ -27,6 +27,11 @@ THROUGHPUT_ENV: dict[str, str] = {
     # Serve's proxy accepts 2 GiB messages by default; gRPC's own 4 MiB holds the largest
     # valid page (convert.MAX_MESSAGE_BYTES), and larger is RESOURCE_EXHAUSTED.
     "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(4 * 1024 * 1024),
+    # A local stop drains first (health NOT_SERVING for settings.drain_s, `drain_then_stop`),
+    # so Serve's own 30 s hold of each replica and proxy on shutdown only delays the exit.
+    # The RayService does not set these: a rolling update keeps Serve's 30 s drain.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
+    "RAY_SERVE_PROXY_MIN_DRAINING_PERIOD_S": "1",
 }
 
 
@@ -63,6 +68,7 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
 
     from keyart.adapters.ray_serve.app import wait_serving
 
+    settings.drain_flag.unlink(missing_ok=True)  # left by a stop that was killed mid-drain
     config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas))
     if not ray.is_initialized():
         ray.init(
@@ -92,6 +98,24 @@ def stop_serve() -> None:
     finally:
         ray.shutdown()
         _kill_orphaned_haproxy()
+
+
+def drain_then_stop(settings: KeyartSettings, say: Callable[[str], None]) -> None:
+    """Health NOT_SERVING on every replica for settings.drain_s while pages are still
+    answered (load balancers and clients that watch health move away), then stop Serve:
+    in-flight calls finish and every replica flushes its decision log."""
+    started = time.monotonic()
+    try:
+        settings.drain_flag.parent.mkdir(parents=True, exist_ok=True)
+        settings.drain_flag.write_text(f"{os.getpid()}\n")
+        say(f"draining: health NOT_SERVING, still answering for {settings.drain_s:g} s")
+        time.sleep(settings.drain_s)
+    except KeyboardInterrupt:  # a second Ctrl-C: stop now
+        say("drain cut short")
+    finally:
+        stop_serve()
+        settings.drain_flag.unlink(missing_ok=True)
+    say(f"stopped in {time.monotonic() - started:.1f} s")
 
 
 def _kill_orphaned_haproxy() -> None:
@@ -125,8 +149,10 @@ def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = T
         signal.signal(signal.SIGTERM, _interrupt)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
+    serving = False
     try:
         address = start_serve(settings)
+        serving = True
         say(
             f"READY keyart.v1.ArtworkRanker on {address} (Ray Serve gRPC, metrics on "
             f":{settings.metrics_port}/metrics, {time.monotonic() - started:.0f} s). Try: .venv/bin/keyart demo   "
@@ -137,7 +163,14 @@ def launch(settings: KeyartSettings, say: Callable[[str], None], block: bool = T
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
-        say("stopping")
-    finally:
+        if not block:
+            raise
+        if serving:
+            drain_then_stop(settings, say)
+        else:
+            say("stopping")
+            stop_serve()
+    except BaseException:
         if block:
             stop_serve()
+        raise
