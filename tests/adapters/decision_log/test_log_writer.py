@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from datetime import timedelta
 
@@ -261,3 +262,48 @@ def test_health_ok_when_idle(fake_store, tmp_path, n) -> None:
     ok, msg = w.health()
     assert ok and msg.startswith("ok")
     w.close()
+
+
+class _FullDiskConnection:
+    """A real SQLite connection on a nearly full disk, while `full` is set: a COMMIT of a
+    batch fails, having rolled back already (so ROLLBACK says no transaction is active),
+    and of single records every other one fits (space freed and taken by others), as the
+    writer's one-by-one retry of a failing batch finds."""
+
+    def __init__(self, conn) -> None:
+        self.conn, self.full, self.commits, self.rows = conn, True, 0, 0
+
+    def execute(self, sql, *args):
+        if sql.startswith("BEGIN"):
+            self.rows = 0
+        if self.full and sql == "COMMIT":
+            self.commits += 1
+            if self.rows > 1 or self.commits % 2:
+                self.conn.execute("ROLLBACK")
+                raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql, rows):
+        rows = list(rows)
+        self.rows += len(rows)
+        return self.conn.executemany(sql, rows)
+
+    def __getattr__(self, name):
+        return getattr(self.conn, name)
+
+
+def test_a_full_disk_at_commit_spools_and_never_dead_letters(tmp_path) -> None:
+    store = SqliteLogStore(tmp_path / "log.sqlite")
+    disk = _FullDiskConnection(store._conn)
+    store._conn = disk
+    w = writer_for(store, tmp_path)
+    ids = [make_impression(k).decision_id for k in range(120)]
+    assert w.submit_impressions([make_impression(k) for k in range(120)])
+    wait_for(lambda: w.stats()["spooled"] == 120 and disk.commits > 30)  # batches, then one by one
+    s = w.stats()
+    assert s["dead_lettered"] == 0 and s["dropped"] == 0 and s["store_errors"] > 0
+    disk.full = False
+    assert w.flush(10)
+    stored = {i.decision_id for i in store.scan_impressions(T0 - timedelta(days=1), T0 + timedelta(days=30))}
+    w.close()
+    assert set(ids) <= stored

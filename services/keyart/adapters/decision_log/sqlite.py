@@ -464,7 +464,14 @@ class _Guard:
                     try:
                         conn.execute("COMMIT")
                     except sqlite3.OperationalError as err:
-                        conn.execute("ROLLBACK")
+                        # A COMMIT that failed (disk full, I/O error) may have rolled back
+                        # already, and ROLLBACK then raises "no transaction is active": the
+                        # store is unavailable either way, never "these records are bad"
+                        # (which would dead-letter good records).
+                        try:
+                            conn.execute("ROLLBACK")
+                        except sqlite3.Error:
+                            pass
                         raise LogStoreUnavailable(f"sqlite: {err}") from err
                 else:
                     try:

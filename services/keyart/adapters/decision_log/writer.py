@@ -641,8 +641,8 @@ class DecisionLogWriter:
             raise LogStoreUnavailable(
                 f"store rejects every record of the batch: {bad[-1][1]!r}"
             ) from bad[-1][1]
-        for rec, err in bad:
-            log.error("decision-log record dead-lettered: %r (%s)", err, rec)
+        for rec, err in bad:  # the id only: a record carries member ids and features
+            log.error("decision-log record %s dead-lettered: %s", rec.decision_id, type(err).__name__)
         if bad:
             self._spool.dead_letter([record_to_json(r) for r, _ in bad])
             with self._stats_lock:
