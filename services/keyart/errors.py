@@ -19,3 +19,15 @@ class InvalidRequest(KeyartError):
 class ModelLoadError(KeyartError):
     """A model artifact cannot be served (missing, corrupt, or schema mismatch)."""
 
+
+class Unauthenticated(KeyartError):
+    """A call without a valid token (gRPC UNAUTHENTICATED)."""
+
+
+class PermissionDenied(KeyartError):
+    """A valid token not allowed this method (gRPC PERMISSION_DENIED)."""
+
+
+class AuthConfigError(KeyartError):
+    """The token file cannot be used (its path, field and reason are named)."""
+

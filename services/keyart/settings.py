@@ -69,6 +69,10 @@ class KeyartSettings(BaseSettings):
     feature_timeout_ms: float = Field(
         50.0, gt=0.0, description="Time allowed for the member feature lookup before fallback."
     )
+    auth_tokens_file: Path | None = Field(
+        None, description="YAML/JSON file of token SHA-256s and the methods each may call; when set, "
+        "RankArtwork and ReportOutcome need `authorization: Bearer <token>` (keyart.adapters.grpc.auth)."
+    )
     drain_s: float = Field(
         5.0, ge=0.0, le=300.0, description="On SIGTERM or Ctrl-C, `keyart up` reports NOT_SERVING this long "
         "while still answering, so load balancers move away, then finishes in-flight calls and stops."

@@ -11,30 +11,41 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
 from keyart.adapters.grpc import convert
+from keyart.adapters.grpc.auth import TokenAuth
 from keyart.adapters.grpc.status import status_for
 from keyart.core.page import PageRequest, PageService
 from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
 
+Metadata = Iterable[tuple[str, str | bytes]]
+
 
 class RankerCalls:
-    """RankArtwork and ReportOutcome as plain synchronous calls on protobuf messages."""
+    """RankArtwork and ReportOutcome as plain synchronous calls on protobuf messages.
 
-    def __init__(self, service: PageService) -> None:
+    auth: when set, every call's metadata must carry a token allowed the method."""
+
+    def __init__(self, service: PageService, auth: TokenAuth | None = None) -> None:
         self.service = service
+        self.auth = auth
 
-    def rank(self, request: pb.RankArtworkRequest | bytes, deadline: float | None = None) -> pb.RankArtworkResponse:
+    def rank(self, request: pb.RankArtworkRequest | bytes, deadline: float | None = None,
+             metadata: Metadata = ()) -> pb.RankArtworkResponse:
         """request: the message, or its wire bytes (transports registered by `wire`);
         deadline: time.monotonic() by which to answer, if the client set one.
 
         Raises:
+            Unauthenticated, PermissionDenied: `auth` is set and the token is missing or not allowed.
             InvalidRequest: the request does not parse or is structurally wrong (the field is named).
         """
+        if self.auth is not None:
+            self.auth.check(metadata, "RankArtwork")
         request = convert.parse_message(pb.RankArtworkRequest, request)
         now = self.service.clock()
         member_id, context, titles = convert.parse_rank_request(request, now)
@@ -42,9 +53,11 @@ class RankerCalls:
         result = self.service.rank(page, deadline=deadline, now=now)
         return convert.to_response(result.selections, result.model_version, result.policy)
 
-    def report(self, request: pb.ReportOutcomeRequest | bytes) -> pb.ReportOutcomeResponse:
+    def report(self, request: pb.ReportOutcomeRequest | bytes, metadata: Metadata = ()) -> pb.ReportOutcomeResponse:
         """Raises InvalidRequest for bytes that do not parse or a malformed outcome: the
-        whole batch is refused."""
+        whole batch is refused (and Unauthenticated or PermissionDenied as `rank`)."""
+        if self.auth is not None:
+            self.auth.check(metadata, "ReportOutcome")
         request = convert.parse_message(pb.ReportOutcomeRequest, request)
         accepted = self.service.report(convert.parse_outcomes(request, self.service.clock()))
         return pb.ReportOutcomeResponse(accepted=accepted)
@@ -71,7 +84,8 @@ class ArtworkRankerServicer(ranking_pb2_grpc.ArtworkRankerServicer):
     async def RankArtwork(self, request, context):  # noqa: N802 (gRPC method name)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self.calls.rank, request, client_deadline(context))
+            return await loop.run_in_executor(self._pool, self.calls.rank, request, client_deadline(context),
+                                              context.invocation_metadata() or ())
         except Exception as exc:
             code, details = status_for(exc)
             await context.abort(code, details)
@@ -79,7 +93,8 @@ class ArtworkRankerServicer(ranking_pb2_grpc.ArtworkRankerServicer):
     async def ReportOutcome(self, request, context):  # noqa: N802
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self.calls.report, request)
+            return await loop.run_in_executor(self._pool, self.calls.report, request,
+                                              context.invocation_metadata() or ())
         except Exception as exc:
             code, details = status_for(exc)
             await context.abort(code, details)

@@ -12,13 +12,15 @@ import traceback
 import grpc
 
 from keyart.core.log_limit import LimitedLog
-from keyart.errors import InvalidRequest
+from keyart.errors import InvalidRequest, PermissionDenied, Unauthenticated
 
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)
 
 _TABLE: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
 )
 
 

@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from ray import serve
 from ray.serve.grpc_util import RayServegRPCContext
 
+from keyart.adapters.grpc.auth import TokenAuth
 from keyart.adapters.grpc.health import health_status
 from keyart.adapters.grpc.servicer import RankerCalls
 from keyart.adapters.grpc.status import status_for
@@ -90,7 +91,9 @@ class ArtworkRankerDeployment:
         logging.basicConfig(level=logging.INFO)
         self.metrics = AggregatingMetrics()
         self.runtime = start_runtime(KeyartSettings(**app_args.settings), self.metrics)
-        self.calls = RankerCalls(self.runtime.page)
+        settings = self.runtime.settings
+        auth = TokenAuth.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
+        self.calls = RankerCalls(self.runtime.page, auth)
         self.drain_flag = self.runtime.settings.drain_flag
         self._page_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page")
         self.exporter = RayExporter()
@@ -109,7 +112,8 @@ class ArtworkRankerDeployment:
     ) -> pb.RankArtworkResponse:
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._page_thread, self.calls.rank, request, None)
+            return await loop.run_in_executor(self._page_thread, self.calls.rank, request, None,
+                                              grpc_context.invocation_metadata())
         except Exception as exc:
             return self._error(exc, grpc_context, pb.RankArtworkResponse())
 
@@ -118,7 +122,8 @@ class ArtworkRankerDeployment:
     ) -> pb.ReportOutcomeResponse:
         try:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._page_thread, self.calls.report, request)
+            return await loop.run_in_executor(self._page_thread, self.calls.report, request,
+                                              grpc_context.invocation_metadata())
         except Exception as exc:
             return self._error(exc, grpc_context, pb.ReportOutcomeResponse())
 

@@ -49,6 +49,8 @@ def load_serve_config(settings: KeyartSettings, replicas: int | None = None) -> 
         "data_dir": str(settings.data_dir.resolve()),
         "feature_repo_dir": str(settings.feature_repo_dir.resolve()),
     }
+    if settings.auth_tokens_file:
+        overrides["auth_tokens_file"] = str(Path(settings.auth_tokens_file).resolve())
     application["args"]["settings"] = {**application["args"].get("settings", {}), **overrides}
     if replicas is not None:
         deployment = application["deployments"][0]
@@ -68,6 +70,10 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
 
     from keyart.adapters.ray_serve.app import wait_serving
 
+    if settings.auth_tokens_file:  # refused here with the file named, not in a replica's crash loop
+        from keyart.adapters.grpc.auth import TokenAuth
+
+        TokenAuth.from_file(settings.auth_tokens_file)
     settings.drain_flag.unlink(missing_ok=True)  # left by a stop that was killed mid-drain
     config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas))
     if not ray.is_initialized():
