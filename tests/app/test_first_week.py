@@ -203,13 +203,21 @@ class _LoadDuringStop:
         self.thread.join(40)
 
 
-def test_up_detach_serves_the_imported_catalog_until_down(customer, monkeypatch):
+def test_up_detach_serves_the_imported_catalog_until_down(customer, monkeypatch, tmp_path):
     """`keyart up --detach` returns once Ray Serve is SERVING and leaves it running;
     `keyart down` stops it (PID file removed), and says so when nothing runs."""
+    import shutil
+
     from keyart.app import detach
     from keyart.core.model import current_version
 
     env, settings = customer
+    # A copy of the customer's data dir: the drain's load below logs its own pages, which
+    # must not join the week of traffic the workflow test trains on.
+    own = tmp_path / "var"
+    shutil.copytree(settings.data_dir, own)
+    env = {**env, "KEYART_DATA_DIR": str(own)}
+    settings = settings.model_copy(update={"data_dir": own})
     # HAProxy's own ports too: a `make run` on this machine must not clash (inherited by the server).
     monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
     monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
