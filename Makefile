@@ -47,6 +47,9 @@ bench: $(STAMP) ## Throughput and latency, Ray Serve vs bare grpc.aio; writes be
 bench-quality: $(STAMP) ## Decision quality on held-out decisions vs peers; writes bench/results/quality.json
 	PYTHONPATH=bench $(BIN)/python -m quality.run $(QUALITY_ARGS)
 
+bench-soak: $(STAMP) ## RSS of the bare gRPC server over 10k fuzz cases then 10k valid pages; writes bench/results/soak.json
+	PYTHONPATH=bench/soak:tests $(BIN)/python bench/soak/run.py $(SOAK_ARGS)
+
 bench-log: $(STAMP) ## Decision log on a live Cassandra node vs SQLite: writes/s, export rate, RankArtwork p99; writes bench/results/log.json
 	$(BIN)/python -m keyart.app.bench_log $(LOG_BENCH_ARGS)
 
@@ -64,4 +67,4 @@ cassandra-stop: $(STAMP) ## Stop the Cassandra that `make cassandra` started
 clean: ## Remove built data (var/), keep the venv
 	rm -rf var
 
-.PHONY: help install protos features model run demo test bench bench-quality bench-log lint cassandra cassandra-stop clean
+.PHONY: help install protos features model run demo test bench bench-quality bench-soak bench-log lint cassandra cassandra-stop clean
