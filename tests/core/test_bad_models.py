@@ -129,6 +129,7 @@ def test_with_no_good_model_a_replica_serves_default_artwork_as_not_serving(tmp_
     assert runtime.page.model is None and not runtime.page.ready()
     result = _page(runtime, tiny_index)
     assert result.policy == "fallback" and {s.fallback_reason for s in result.selections} == {"model_error"}
+    assert runtime.reload_model() is False and not runtime.page.ready()  # the next poll: nothing reloaded
 
     promote(models, "m-b")
     assert runtime.reload_model() is True and runtime.page.ready()

@@ -154,7 +154,9 @@ class Runtime:
         if str(exc) != self.last_model_error:  # once per distinct error, not every poll
             log.error("model %s refused, keeping %r: %s", version or "CURRENT", self.page.model_version, exc)
         self.last_model_error = str(exc)
-        if self.page.model is not None:
+        # Serving already, or this very failure already fell back: nothing new to try (a
+        # garbage CURRENT fails every poll; PREVIOUS is not reloaded every 2 s meanwhile).
+        if self.page.model is not None or self.page.model_unavailable == str(exc):
             return False
         try:
             previous = current_version(self.settings.models_dir, PREVIOUS_POINTER)

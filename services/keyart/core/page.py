@@ -219,9 +219,10 @@ class PageService:
             policy_config = arm.policy
         ranker = Ranker(index, model, policy_config, exposure=self.exposure.__getitem__)
 
-        member = self._member(request.member_id, context, deadline)
+        unavailable = model is None and bool(self.model_unavailable)  # default artwork: no features needed
+        member = None if unavailable else self._member(request.member_id, context, deadline)
         shadows: tuple[PageShadows, ...] = ()
-        if model is None and self.model_unavailable:
+        if unavailable:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_MODEL_ERROR, context.device)
         elif member is None:
             policy, selections = "fallback", ranker.fallback_page(titles, FALLBACK_FEATURES_UNAVAILABLE, context.device)

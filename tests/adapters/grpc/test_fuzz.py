@@ -59,24 +59,15 @@ def _ids(tiny_index):
     return sorted(tiny_index.catalog.titles), sorted(tiny_index.catalog.images)
 
 
-def test_rank_artwork_fuzz(channel, tiny_index) -> None:
+@pytest.mark.parametrize(("method", "messages"), [(RANK, rank_requests), (REPORT, outcome_requests)],
+                         ids=["RankArtwork", "ReportOutcome"])
+def test_fuzzed_messages_get_ok_or_invalid_argument(channel, tiny_index, method, messages) -> None:
     titles, images = _ids(tiny_index)
 
     @FUZZ
-    @given(wire_cases(rank_requests(titles, images)))
+    @given(wire_cases(messages(titles, images)))
     def check(data: bytes) -> None:
-        assert_clean(*call_raw(channel, RANK, data), data)
-
-    check()
-
-
-def test_report_outcome_fuzz(channel, tiny_index) -> None:
-    titles, images = _ids(tiny_index)
-
-    @FUZZ
-    @given(wire_cases(outcome_requests(titles, images)))
-    def check(data: bytes) -> None:
-        assert_clean(*call_raw(channel, REPORT, data), data)
+        assert_clean(*call_raw(channel, method, data), data)
 
     check()
 
