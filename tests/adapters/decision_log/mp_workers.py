@@ -42,3 +42,30 @@ def crashing_writer(root: str, n: int) -> None:
     sys.stdout.write(str(w.spool_dir) + "\n")
     sys.stdout.flush()
     os._exit(0)  # no close(): the spool stays behind, the kernel drops the flock
+
+
+def steady_writer(root: str, db: str, journal: str) -> None:
+    """A shared-spool writer over SQLite at steady load: a page of 40 impressions every
+    2 ms, printing each page's number once ``submit_impressions`` returned (that is the
+    acknowledgement), until it is killed. A long flush interval keeps about a second of
+    acknowledged pages only in memory (and in the journal, if on)."""
+    import time
+    from datetime import timedelta
+
+    from adapters.decision_log.dlog_helpers import T0, make_impression
+
+    from keyart.adapters.decision_log.sqlite import SqliteLogStore
+    from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
+
+    config = WriterConfig(queue_size=1_000_000, batch_size=100_000, flush_interval_s=1.0,
+                          journal=journal == "on", journal_rotate_bytes=200_000)
+    w = DecisionLogWriter(SqliteLogStore(Path(db)), Path(root), config, shared_spool=True)
+    page = 0
+    while True:
+        imps = [make_impression(page * 40 + j, at=T0 + timedelta(milliseconds=page),
+                                decision_id=f"p{page}-{j}") for j in range(40)]
+        assert w.submit_impressions(imps)
+        sys.stdout.write(f"{page}\n")
+        sys.stdout.flush()
+        page += 1
+        time.sleep(0.002)

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from keyart.adapters.decision_log.journal import journals_in, recover_journals
+
 if TYPE_CHECKING:
     from keyart.adapters.decision_log.spool import SegmentSpool
 
@@ -148,7 +150,7 @@ def spool_status(root: Path) -> list[dict[str, object]]:
         alive = fd is None and (d / LOCK_FILE).exists()
         if fd is not None:
             os.close(fd)
-        segs = segments_in(d)
+        segs = segments_in(d) + journals_in(d)
         out.append(
             {
                 "dir": d.name,
@@ -202,6 +204,12 @@ def _adopt_dir(d: Path, spool: SegmentSpool) -> int | None:
     """Adopt one locked orphan; the bytes taken, or None if it held no segments."""
     segments = segments_in(d)
     nbytes = spool.adopt(segments)
+    # The orphan's write-ahead journal: records it acknowledged but had not yet stored.
+    journals = journals_in(d)
+    journal_bytes = sum(p.stat().st_size for p in journals)
+    recovered, _torn = recover_journals(d, lambda lines: spool.append(lines, fsync=True))
+    if recovered:
+        nbytes += journal_bytes
     for i, dl in enumerate(sorted(d.glob(_DEAD_LETTER_GLOB))):
         dest = spool.dir / f"dead-letter-{d.name}-{i}.jsonl"
         os.rename(dl, dest)
@@ -216,11 +224,11 @@ def _adopt_dir(d: Path, spool: SegmentSpool) -> int | None:
         except OSError:  # another adopter re-created its lock file meanwhile
             pass
         fsync_dir(d.parent)
-    if not segments:
+    if not segments and not recovered:
         return None
     log.warning(
-        "decision-log: adopted orphaned spool %s (%d segments, %d bytes); replaying",
-        d.name, len(segments), nbytes,
+        "decision-log: adopted orphaned spool %s (%d segments, %d journal records, %d bytes); replaying",
+        d.name, len(segments), recovered, nbytes,
     )
     return nbytes
 

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
+from keyart.adapters.decision_log.journal import Journal, encode_frame, recover_journals
 from keyart.adapters.decision_log.records import record_to_json
 from keyart.adapters.decision_log.spool import Record, SegmentSpool
 from keyart.adapters.decision_log.spool_dirs import adopt_orphans, claim_spool_dir, release_spool_dir
@@ -57,6 +58,11 @@ class WriterConfig:
     """How long ``health()`` stays unhealthy after records were dropped."""
     adopt_interval_s: float = 30.0
     """Period of the orphan adoption pass (``shared_spool`` only)."""
+    journal: bool = True
+    """Append every submit to a write-ahead journal before it returns (:mod:`.journal`),
+    so a killed process loses no acknowledged record."""
+    journal_rotate_bytes: int = 16 * 1024 * 1024
+    """Size past which the journal starts a new file (old ones go once handled)."""
 
     def __post_init__(self) -> None:
         if self.queue_size <= 0 or self.batch_size <= 0:
@@ -77,6 +83,9 @@ class _Counters:
     outcomes_unknown_decision: int = 0
     adopted_spools: int = 0
     adopted_bytes: int = 0
+    journal_errors: int = 0
+    journal_recovered: int = 0
+    journal_torn: int = 0
 
 
 class DecisionLogWriter:
@@ -136,6 +145,16 @@ class DecisionLogWriter:
             own_dir = Path(spool_dir)
         self._spool = SegmentSpool(own_dir, config.spool_max_bytes, config.segment_bytes)
         self.spool_dir = self._spool.dir
+        self._c = _Counters()
+        self._stats_lock = threading.Lock()
+        self._journal: Journal | None = None
+        if config.journal:
+            # A previous process on this directory (not shared) may have died: its
+            # journal becomes spool records before this writer opens its own.
+            self._recover_journals(own_dir)
+            self._journal = Journal(own_dir, config.journal_rotate_bytes)
+        self._last_journal_log = 0.0
+        self._last_journal_error: float | None = None
         self._next_adopt = time.monotonic() + config.adopt_interval_s
 
         self._cond = threading.Condition()
@@ -148,8 +167,6 @@ class DecisionLogWriter:
         self._spool_chunk = max(config.batch_size, 10_000)  # records per spool append
         self._ping_epoch = 0  # ping attempts made by the writer thread
         self._closing = False
-        self._c = _Counters()
-        self._stats_lock = threading.Lock()
         if self._root is not None:
             self.adopt_orphans()
 
@@ -190,6 +207,8 @@ class DecisionLogWriter:
     def _submit(self, records: list[Record]) -> bool:
         if not records:
             return True
+        frame = encode_frame(records) if self._journal is not None and not self._closing else b""
+        journaled = True
         with self._cond:
             if self._closing:
                 overflow = records
@@ -197,6 +216,8 @@ class DecisionLogWriter:
             else:
                 room = self.config.queue_size - self._depth
                 queued = min(room, len(records))
+                if frame and self._journal is not None:  # before the queue: the writer may take them at once
+                    journaled = self._journal.append(frame, self._accepted_seq + max(queued, 0))
                 if queued > 0:
                     self._chunks.append(records[:queued])
                     self._depth += queued
@@ -206,6 +227,10 @@ class DecisionLogWriter:
                 overflow = records[queued:]
         with self._stats_lock:
             self._c.submitted += len(records)
+            if not journaled:
+                self._c.journal_errors += 1
+        if not journaled:
+            self._note_journal_error()
         if not overflow:
             return True
         return self._overflow(overflow)
@@ -255,6 +280,26 @@ class DecisionLogWriter:
                 n,
                 total,
             )
+
+    def _note_journal_error(self) -> None:
+        now = time.monotonic()
+        self._last_journal_error = now
+        if now - self._last_journal_log >= 1.0:
+            self._last_journal_log = now
+            assert self._journal is not None
+            log.error(
+                "decision-log journal write failed (%s): records are queued but not crash-safe; "
+                "%d failed writes in total", self._journal.last_error, self._c.journal_errors,
+            )
+
+    def _recover_journals(self, directory: Path) -> None:
+        recovered, torn = recover_journals(directory, lambda lines: self._spool.append(lines, fsync=True))
+        if recovered or torn:
+            log.warning("decision-log: %d records recovered from the journal of a process that died "
+                        "(%d files with a torn tail); replaying", recovered, torn)
+        with self._stats_lock:
+            self._c.journal_recovered += recovered
+            self._c.journal_torn += torn
 
     # --- control ----------------------------------------------------------------------
 
@@ -306,6 +351,10 @@ class DecisionLogWriter:
         if self._thread.is_alive():
             log.error("decision-log writer did not stop within %.1fs", timeout_s)
         self._spool.close()
+        if self._journal is not None:
+            with self._cond:  # every accepted record stored or fsync'd in the spool: the journal goes
+                done = self._handled_seq >= self._accepted_seq and not self._thread.is_alive()
+            self._journal.close(delete=done)
         self._release_claim()
         if self._close_store:
             try:
@@ -329,6 +378,7 @@ class DecisionLogWriter:
         out["spool_corrupt"] = self._spool.corrupt
         out["store_up"] = self._store_up
         out["writer_alive"] = self._thread.is_alive() or self._closing  # False: only a restart helps
+        out["journal_bytes"] = self._journal.bytes if self._journal is not None else 0
         return out
 
     def health(self) -> tuple[bool, str]:
@@ -344,6 +394,12 @@ class DecisionLogWriter:
         )
         if recent_drop:
             problems.append(f"dropped {s['dropped']} records (queue and spool full)")
+        if (
+            self._last_journal_error is not None
+            and time.monotonic() - self._last_journal_error < self.config.drop_alarm_s
+        ):
+            problems.append(f"journal writes failing ({s['journal_errors']}): acknowledged records "
+                            "are not crash-safe")
         if self._spool.disk_bytes > 0.9 * self._spool.max_bytes:
             problems.append(
                 f"spool nearly full ({self._spool.disk_bytes}/{self._spool.max_bytes} bytes)"
@@ -414,9 +470,16 @@ class DecisionLogWriter:
 
     def _handled(self, n: int) -> None:
         if n:
+            gone = []
             with self._cond:
                 self._handled_seq += n
+                if self._journal is not None:
+                    gone = self._journal.release(self._handled_seq, self._handled_seq == self._accepted_seq)
                 self._cond.notify_all()
+            if gone and self._journal is not None:
+                freed = self._journal.unlink(gone)
+                with self._cond:
+                    self._journal.bytes -= freed
 
     def _run(self) -> None:
         while True:
