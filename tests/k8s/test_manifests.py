@@ -32,6 +32,7 @@ import yaml
 from referencing import Registry, Resource
 
 from keyart.adapters.grpc.convert import MAX_MESSAGE_BYTES
+from keyart.adapters.ray_serve.launch import THROUGHPUT_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -527,6 +528,7 @@ def test_rayservice(docs: list[dict[str, Any]], overlay: str) -> None:
         env = {e["name"]: e.get("value") for e in c["env"]}
         assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"
         assert env["RAY_SERVE_GRPC_MAX_MESSAGE_SIZE"] == str(MAX_MESSAGE_BYTES)
+        assert env["RAY_SERVE_HAPROXY_RETRY_ON"] == THROUGHPUT_ENV["RAY_SERVE_HAPROXY_RETRY_ON"]
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert ports["grpc"] == 9000 and ports["metrics"] == 9100
         mounts = {m["mountPath"] for m in c["volumeMounts"]}

@@ -120,7 +120,7 @@ def test_a_killed_replica_fails_no_page_and_loses_no_impression(platform_setting
     lost = set(load.acked) - logged
     FIGURES.update(calls=calls, failed=len(load.failed), max_gap_s=round(max(gaps), 3),
                    acked=len(load.acked), lost=len(lost),
-                   after_kill=sum(1 for t in replies if t > killed_at))
+                   after_kill=sum(1 for t in replies if t > killed_at), codes=sorted({c for _, c in load.failed}))
     print("replica SIGKILL:", FIGURES)
     assert calls > 200 and FIGURES["after_kill"] > 50, FIGURES
     assert len(load.failed) <= 0.001 * calls, (FIGURES, load.failed[:5])

@@ -27,6 +27,10 @@ THROUGHPUT_ENV: dict[str, str] = {
     # Serve's proxy accepts 2 GiB messages by default; gRPC's own 4 MiB holds the largest
     # valid page (convert.MAX_MESSAGE_BYTES), and larger is RESOURCE_EXHAUSTED.
     "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(4 * 1024 * 1024),
+    # A call in flight on a replica that dies is replayed on another one. Serve retries
+    # only refused connections, since a replay could run a call twice; both Keyart RPCs
+    # are safe to replay (a stable choice returns the same images, outcomes dedup by key).
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     # A local stop drains first (health NOT_SERVING for settings.drain_s, `drain_then_stop`),
     # so Serve's own 30 s hold of each replica and proxy on shutdown only delays the exit.
     # The RayService does not set these: a rolling update keeps Serve's 30 s drain.
