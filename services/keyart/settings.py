@@ -101,6 +101,13 @@ class KeyartSettings(BaseSettings):
     log_spool_max_bytes: int = Field(
         1_000_000_000, gt=0, description="Disk budget of the local spool used when the store is down."
     )
+    log_spool_dir: Path | None = Field(
+        None, description="Root of the decision-log spool and write-ahead journal (default: log/spool in the "
+        "data dir). Put it on another disk than the SQLite log, so a full store disk keeps the spool."
+    )
+    log_journal: bool = Field(
+        True, description="Journal every acknowledged record before the reply, so a killed replica loses none."
+    )
 
     @property
     def world_dir(self) -> Path:
@@ -128,3 +135,8 @@ class KeyartSettings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "log"
+
+    @property
+    def spool_root(self) -> Path:
+        """Where every writer's spool and journal directory lives (``log_spool_dir``)."""
+        return self.log_spool_dir if self.log_spool_dir is not None else self.log_dir / "spool"

@@ -69,3 +69,45 @@ def steady_writer(root: str, db: str, journal: str) -> None:
         sys.stdout.flush()
         page += 1
         time.sleep(0.002)
+
+
+def full_disk(store_dir: str, spool_dir: str) -> None:
+    """Run inside a private mount namespace with a 4 MB tmpfs at ``store_dir``: start a
+    writer, fill the disk, submit 1,200 impressions through a writer whose queue holds 500, free the disk, and
+    print a JSON account of every record (written, spooled, dropped, dead-lettered)."""
+    import json
+    import time
+    from datetime import timedelta
+
+    from adapters.decision_log.dlog_helpers import T0, make_impression
+
+    from keyart.adapters.decision_log.sqlite import SqliteLogStore
+    from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
+
+    store = SqliteLogStore(Path(store_dir) / "log.sqlite")
+    config = WriterConfig(queue_size=500, batch_size=100, flush_interval_s=0.02, retry_interval_s=0.05,
+                          max_retry_interval_s=0.1)
+    w = DecisionLogWriter(store, Path(spool_dir), config, shared_spool=True, close_store=False)
+    filler = Path(store_dir) / "filler"
+    with open(filler, "wb") as fh:  # the disk is full: SQLite and anything else there fail
+        try:
+            while True:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+        except OSError:
+            pass
+    ids = [f"full-{i}" for i in range(1200)]
+    for k in range(0, 1200, 40):
+        w.submit_impressions([make_impression(i, decision_id=ids[i]) for i in range(k, k + 40)])
+        time.sleep(0.01)
+    time.sleep(0.5)
+    during = w.stats()
+    healthy, message = w.health()
+    filler.unlink()
+    flushed = w.flush(30)
+    after = w.stats()
+    w.close()
+    stored = {i.decision_id for i in store.scan_impressions(T0 - timedelta(days=1), T0 + timedelta(days=30))}
+    store.close()
+    print(json.dumps({"during": during, "healthy": healthy, "message": message, "flushed": flushed,
+                      "after": after, "stored": len(stored & set(ids)), "submitted": len(ids)}))

@@ -44,5 +44,6 @@ def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:
         queue_size=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         spool_max_bytes=settings.log_spool_max_bytes,
+        journal=settings.log_journal,
     )
-    return DecisionLogWriter(open_log_store(settings), settings.log_dir / SPOOL_DIR, config, shared_spool=True)
+    return DecisionLogWriter(open_log_store(settings), settings.spool_root, config, shared_spool=True)

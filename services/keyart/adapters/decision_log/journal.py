@@ -32,7 +32,7 @@ import struct
 import zlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice
@@ -123,15 +123,12 @@ def decode_frame(payload: bytes) -> list[Record]:
         out: list[Record] = []
         for row in rows:
             rec = Impression(*row)
-            if rec.shadows:
-                rec = Impression(*row[:_SHADOWS_AT], tuple(ShadowChoice(*s) for s in rec.shadows),
-                                 *row[_SHADOWS_AT + 1 :])
+            if rec.shadows:  # stored as plain tuples
+                rec = replace(rec, shadows=tuple(ShadowChoice(*s) for s in row[_SHADOWS_AT]))
             out.append(rec)
         return out
-    if kind == _OUTCOME:
-        return [
-            Outcome(*row[:_KIND_AT], OutcomeKind(row[_KIND_AT]), *row[_KIND_AT + 1 :]) for row in rows
-        ]
+    if kind == _OUTCOME:  # the kind is stored as its value
+        return [replace(o, kind=OutcomeKind(o.kind)) for o in (Outcome(*row) for row in rows)]
     raise ValueError(f"unknown journal frame kind {kind!r}")
 
 

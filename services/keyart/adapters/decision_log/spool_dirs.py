@@ -107,7 +107,10 @@ def claim_spool_dir(root: Path) -> tuple[Path, int]:
         fd = _try_lock(tmp / LOCK_FILE)
         if fd is None:  # pragma: no cover - a cleaner removed it in between: retry
             continue
-        os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} at={time.time():.0f}\n".encode())
+        try:  # for a human reading the directory; the flock is the claim
+            os.write(fd, f"pid={os.getpid()} host={socket.gethostname()} at={time.time():.0f}\n".encode())
+        except OSError:
+            pass
         final = root / name
         try:
             os.rename(tmp, final)

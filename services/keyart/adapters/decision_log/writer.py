@@ -177,6 +177,7 @@ class DecisionLogWriter:
         self._last_drop_log = 0.0
         self._last_drop_time: float | None = None
         self._replay_failures = 0
+        self._spool_failing = False  # the last spool append failed with an I/O error
         if not self._spool.is_empty():
             log.warning(
                 "decision-log spool holds %d bytes from a previous run; replaying first",
@@ -400,6 +401,9 @@ class DecisionLogWriter:
         ):
             problems.append(f"journal writes failing ({s['journal_errors']}): acknowledged records "
                             "are not crash-safe")
+        if self._spool_failing:
+            problems.append(f"spool writes failing ({self._last_error}): {s['queue_depth']} records "
+                            "held in memory only")
         if self._spool.disk_bytes > 0.9 * self._spool.max_bytes:
             problems.append(
                 f"spool nearly full ({self._spool.disk_bytes}/{self._spool.max_bytes} bytes)"
@@ -531,6 +535,13 @@ class DecisionLogWriter:
                         )
             return False
 
+        if not closing and not self._store_up and not self._maybe_ping():
+            # The store is down and the spool could not take the records (its disk is
+            # full too): they wait in the queue until the next ping.
+            with self._cond:
+                if not self._closing:
+                    self._cond.wait(max(0.001, min(self._next_ping - time.monotonic(), 0.2)))
+            return False
         batch = self._take(wait=not closing)
         if batch:
             self._handled(self._write_direct(batch))
@@ -578,7 +589,7 @@ class DecisionLogWriter:
             return 0
         if self._spool_records(records):
             return len(records)
-        if self._spool.is_empty():
+        if self._spool.is_empty() and not self._spool_failing:
             self._drop(records)  # larger than the whole spool budget
             return len(records)
         with self._cond:
@@ -606,8 +617,10 @@ class DecisionLogWriter:
             return True
         try:
             ok = self._spool.append([record_to_json(r) for r in records], fsync=True)
-        except OSError as exc:
+            self._spool_failing = False
+        except OSError as exc:  # a full disk: the records wait in memory (the queue) instead
             ok = False
+            self._spool_failing = True
             self._last_error = f"spool write failed: {exc}"
             log.error("decision-log spool write failed: %s", exc)
         if ok:

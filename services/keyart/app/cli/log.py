@@ -415,7 +415,6 @@ def stats_cmd(
     exact for SQLite (Cassandra: window only); the spool lists each writer's
     directory, live or orphaned (awaiting adoption by a live writer).
     """
-    from keyart.adapters.decision_log.factory import SPOOL_DIR
     from keyart.adapters.decision_log.spool_dirs import spool_status
 
     lo, hi = parse_window(since, until)
@@ -440,7 +439,7 @@ def stats_cmd(
         totals = store.counts() if hasattr(store, "counts") else None
     finally:
         store.close()
-    spools = spool_status(settings.log_dir / SPOOL_DIR)
+    spools = spool_status(settings.spool_root)
     result: dict[str, Any] = {
         "backend": kind,
         "location": where,
@@ -457,7 +456,7 @@ def stats_cmd(
         },
         "totals": totals,
         "spool": {
-            "root": str(settings.log_dir / SPOOL_DIR),
+            "root": str(settings.spool_root),
             "dirs": spools,
             "pending_bytes": sum(int(d["bytes"]) for d in spools),  # type: ignore[call-overload]
             "live_writers": sum(1 for d in spools if d["alive"]),
