@@ -31,3 +31,6 @@ class PermissionDenied(KeyartError):
 class AuthConfigError(KeyartError):
     """The token file cannot be used (its path, field and reason are named)."""
 
+
+class TlsConfigError(KeyartError):
+    """A TLS certificate, key or CA file that cannot be used; the message names the file."""

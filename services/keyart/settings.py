@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PolicyName = Literal["epsilon_greedy", "softmax", "thompson", "greedy", "uniform"]
@@ -27,6 +27,18 @@ class KeyartSettings(BaseSettings):
     grpc_port: int = Field(9000, description="Port of the gRPC ingress (Ray Serve or bare).")
     metrics_port: int = Field(9100, description="Port of the Prometheus metrics endpoint.")
     http_port: int = Field(8000, description="Port of Ray Serve's HTTP ingress (bound by Serve, unused by Keyart).")
+    listen_host: str = Field(
+        "127.0.0.1", description="Address the gRPC ingress binds (`keyart up`, `keyart serve-bare`): loopback by "
+        "default; 0.0.0.0 to serve other machines (the RayService's Serve config binds 0.0.0.0 in its pod)."
+    )
+    tls_cert_file: Path | None = Field(
+        None, description="PEM certificate chain of the gRPC ingress; with tls_key_file, clients must use TLS."
+    )
+    tls_key_file: Path | None = Field(None, description="PEM private key of tls_cert_file.")
+    tls_client_ca_file: Path | None = Field(
+        None, description="PEM CA bundle; when set (with TLS), every client must present a certificate it "
+        "signed (mutual TLS)."
+    )
 
     # Decision policy.
     policy: PolicyName = Field(
@@ -105,9 +117,24 @@ class KeyartSettings(BaseSettings):
         None, description="Root of the decision-log spool and write-ahead journal (default: log/spool in the "
         "data dir). Put it on another disk than the SQLite log, so a full store disk keeps the spool."
     )
+    log_member_key: SecretStr = Field(
+        SecretStr(""), description="When set (16+ characters), the decision log stores a keyed pseudonym "
+        "(HMAC-SHA256) of each member id instead of the id (keyart.core.pseudonym); keep it secret and stable."
+    )
     log_journal: bool = Field(
         True, description="Journal every acknowledged record before the reply, so a killed replica loses none."
     )
+
+    @model_validator(mode="after")
+    def _tls_files_together(self) -> KeyartSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file are set together (KEYART_TLS_CERT_FILE, "
+                             "KEYART_TLS_KEY_FILE)")
+        if 0 < len(self.log_member_key.get_secret_value()) < 16:
+            raise ValueError("log_member_key (KEYART_LOG_MEMBER_KEY) needs at least 16 characters")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
 
     @property
     def world_dir(self) -> Path:

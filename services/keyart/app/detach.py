@@ -158,7 +158,10 @@ def start_detached(
                                   f"the end of {log}:\n{_tail(log)}")
             record, _ = read_record(settings)
             if record is not None and record.pid == proc.pid:
-                status = serving_status(address)
+                # Behind the TLS front a plaintext health check cannot connect (and mutual
+                # TLS wants a client certificate): the server's own READY line says it.
+                ready = "READY keyart.v1" in _tail(log, 200) if settings.tls_cert_file else False
+                status = "SERVING" if ready else serving_status(address)
                 if status == "SERVING":
                     return record
             time.sleep(0.5)

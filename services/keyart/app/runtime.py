@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +110,7 @@ class Runtime:
             metrics=metrics,
             feature_timeout_s=settings.feature_timeout_ms / 1000.0,
             request_budget_s=settings.request_budget_ms / 1000.0,
+            log_member_id=_log_member_id(settings),
         )
         runtime = cls(settings=settings, page=page, writer=writer)
         runtime.reload_model()
@@ -252,3 +254,11 @@ class Runtime:
         self.page.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def _log_member_id(settings: KeyartSettings) -> Callable[[str], str] | None:
+    """The keyed pseudonym the decision log stores for member ids, when a key is set."""
+    from keyart.core.pseudonym import keyed_pseudonym
+
+    key = settings.log_member_key.get_secret_value()
+    return keyed_pseudonym(key.encode("utf-8")) if key else None

@@ -29,12 +29,19 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
 def run_bare(settings: KeyartSettings, port: int) -> None:
     """Serve the page service on a plain grpc.aio server until interrupted."""
+    from keyart.adapters.grpc.auth import TokenAuth
     from keyart.adapters.grpc.server import start_bare_server
+    from keyart.adapters.grpc.tls import ServerTls
+
+    auth = TokenAuth.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
+    tls = ServerTls.from_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
 
     async def serve_forever() -> None:
         runtime = Runtime.start(settings)
-        server, bound = await start_bare_server(runtime.page, f"0.0.0.0:{port}")
-        print(f"READY bare grpc.aio keyart.v1.ArtworkRanker on 127.0.0.1:{bound}", flush=True)
+        server, bound = await start_bare_server(runtime.page, f"{settings.listen_host}:{port}", auth, tls)
+        scheme = "mutual TLS" if tls and tls.mutual else "TLS" if tls else "plaintext"
+        print(f"READY bare grpc.aio keyart.v1.ArtworkRanker on {settings.listen_host}:{bound} ({scheme})",
+              flush=True)
         try:
             await server.wait_for_termination()
         finally:

@@ -109,8 +109,12 @@ class PageService:
         feature_timeout_s: float = 0.05,
         request_budget_s: float = 0.15,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        log_member_id: Callable[[str], str] | None = None,
     ) -> None:
+        """``log_member_id``: what the decision log stores in place of a member id (a
+        keyed pseudonym, :func:`keyart.core.pseudonym.keyed_pseudonym`); None keeps it."""
         self.members = members
+        self.log_member_id = log_member_id
         self.policy = policy
         self.sink = sink
         self.metrics: PageMetrics = metrics or NoMetrics()
@@ -292,11 +296,12 @@ class PageService:
             return
         context = request.context
         actors = tuple(member.actor_affinity.items()) if member is not None else ()
+        member_id = self.log_member_id(request.member_id) if self.log_member_id else request.member_id
         records = [
             Impression(
                 decision_id=s.decision_id,
                 request_id=request.request_id,
-                member_id=request.member_id,
+                member_id=member_id,
                 title_id=s.title_id,
                 image_id=s.image_id,
                 lineage_id=s.lineage_id,
@@ -328,6 +333,9 @@ class PageService:
     def report(self, outcomes: list[Outcome]) -> int:
         """Hand a validated batch of outcomes to the log; returns how many were accepted."""
         if self.sink is not None:
+            if self.log_member_id is not None:
+                alias = self.log_member_id
+                outcomes = [replace(o, member_id=alias(o.member_id)) for o in outcomes]
             self.sink.submit_outcomes(outcomes)
         self.metrics.observe_outcomes(len(outcomes))
         return len(outcomes)

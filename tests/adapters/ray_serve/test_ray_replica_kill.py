@@ -1,10 +1,12 @@
-"""A replica SIGKILLed under steady load: no failed page, no long gap, no lost impression.
+"""Keyart on Ray Serve as a launch would run it: mutual TLS in front, two replicas.
 
-Two replicas behind Serve's HAProxy ingress serve back-to-back pages from two client
-threads; one replica's process is killed with SIGKILL mid-load. HAProxy takes it out
-of rotation (a refused connection is retried on the other replica), Serve starts a
-replacement, and the dead replica's write-ahead journal is adopted by a live writer, so
-every impression a client got back is in the decision log.
+- The TLS front serves a client with a certificate from the configured CA, and refuses
+  plaintext, a client without a certificate and one from another CA.
+- A replica SIGKILLed under steady load: two client threads send back-to-back pages;
+  HAProxy takes the dead replica out of rotation and replays the call it had in flight
+  on the other one, Serve starts a replacement, and the dead replica's write-ahead
+  journal is adopted by a live writer, so every impression a client got back is in the
+  decision log.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ FIGURES: dict[str, object] = {}
 class _Load:
     """Back-to-back pages from ``threads`` client threads until stopped."""
 
-    def __init__(self, address: str, titles: list[str], threads: int = 2) -> None:
-        self.address, self.titles = address, titles
+    def __init__(self, connect, titles: list[str], threads: int = 2) -> None:
+        self.connect, self.titles = connect, titles
         self.acked: list[str] = []
         self.failed: list[tuple[float, str]] = []
         self.replied_at: list[float] = []
@@ -43,7 +45,7 @@ class _Load:
             t.start()
 
     def _run(self, k: int) -> None:
-        with grpc.insecure_channel(self.address) as channel:
+        with self.connect() as channel:
             stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
             n = 0
             while not self.stop.is_set():
@@ -74,35 +76,87 @@ def _replica_pids() -> list[int]:
             if any("ServeReplica" in part for part in (p.info.get("cmdline") or []))]
 
 
-def test_a_killed_replica_fails_no_page_and_loses_no_impression(platform_settings, tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def launched(platform_settings, tmp_path_factory):
+    """Ray Serve with two replicas behind the mutual-TLS front, on a copy of the data dir
+    (this load must not join the log other tests read)."""
     from platform_data import free_port
+    from tls_certs import make_pki
 
-    from keyart.adapters.catalog.parquet import load_catalog
-    from keyart.adapters.decision_log.factory import open_decision_log, open_log_store
     from keyart.adapters.ray_serve.launch import start_serve, stop_serve
 
-    own = tmp_path / "var"  # a copy: this load must not join the log other tests read
+    own = tmp_path_factory.mktemp("launch") / "var"
     shutil.copytree(platform_settings.data_dir, own)
+    pki = make_pki(own.parent / "pki")
     settings = platform_settings.model_copy(update={
-        "data_dir": own, "grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port()})
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(free_port()))
-    monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(free_port()))
-    titles = sorted(load_catalog(settings.world_dir).titles)[:8]
-    address = start_serve(settings, replicas=2)
+        "data_dir": own, "grpc_port": free_port(), "http_port": free_port(), "metrics_port": free_port(),
+        "tls_cert_file": pki.server_cert, "tls_key_file": pki.server_key, "tls_client_ca_file": pki.ca})
+    env = {"RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port())}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
-        deadline = time.monotonic() + 60
-        while len(_replica_pids()) < 2:
-            assert time.monotonic() < deadline, "two replicas never came up"
-            time.sleep(0.2)
-        victim = _replica_pids()[0]
-        load = _Load(address, titles)
-        time.sleep(3.0)
-        killed_at = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
-        time.sleep(8.0)
-        load.finish()
+        address = start_serve(settings, replicas=2)
+        yield settings, pki, address
     finally:
         stop_serve()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _channel(address: str, pki, client: str = "client") -> grpc.Channel:
+    ca = pki.ca.read_bytes()
+    if client == "none":
+        creds = grpc.ssl_channel_credentials(root_certificates=ca)
+    else:
+        cert, key = (pki.client_cert, pki.client_key) if client == "client" else (pki.stranger_cert, pki.stranger_key)
+        creds = grpc.ssl_channel_credentials(ca, key.read_bytes(), cert.read_bytes())
+    return grpc.secure_channel(address, creds)
+
+
+def _health(channel: grpc.Channel) -> str:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    except grpc.RpcError as exc:
+        return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def test_the_tls_front_serves_a_certified_client_and_refuses_the_others(launched):
+    settings, pki, address = launched
+    with _channel(address, pki) as channel:
+        assert _health(channel) == "SERVING"
+    with grpc.insecure_channel(address) as channel:
+        assert _health(channel) == "UNAVAILABLE"
+    with _channel(address, pki, "none") as channel:
+        assert _health(channel) == "UNAVAILABLE"
+    with _channel(address, pki, "stranger") as channel:
+        assert _health(channel) == "UNAVAILABLE"
+
+
+def test_a_killed_replica_fails_no_page_and_loses_no_impression(launched):
+    from keyart.adapters.catalog.parquet import load_catalog
+    from keyart.adapters.decision_log.factory import open_decision_log, open_log_store
+    from keyart.adapters.ray_serve.launch import stop_serve
+
+    settings, pki, address = launched
+    titles = sorted(load_catalog(settings.world_dir).titles)[:8]
+    deadline = time.monotonic() + 60
+    while len(_replica_pids()) < 2:
+        assert time.monotonic() < deadline, "two replicas never came up"
+        time.sleep(0.2)
+    victim = _replica_pids()[0]
+    load = _Load(lambda: _channel(address, pki), titles)
+    time.sleep(3.0)
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    time.sleep(8.0)
+    load.finish()
+    stop_serve()  # every replica flushes; the fixture's own stop then finds nothing running
     # Whatever no replica adopted before the stop is adopted by the next writer on the log.
     writer = open_decision_log(settings)
     assert writer.flush(60)

@@ -52,7 +52,11 @@ from keyart.adapters.decision_log.records import (
     outcome_key,
     shard_of,
 )
-from keyart.adapters.decision_log.store import LogStoreUnavailable, OutcomeWriteResult
+from keyart.adapters.decision_log.store import (
+    MAX_OUTCOMES_PER_UNKNOWN_DECISION,
+    LogStoreUnavailable,
+    OutcomeWriteResult,
+)
 from keyart.domain import Impression, Outcome, OutcomeKind
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -435,18 +439,25 @@ class CassandraLogStore:
         )
         known = {d for d, rows in zip(ids, lookups[: len(ids)]) if _first(rows) is not None}
         stored: set[str] = set()
-        for rows in lookups[len(ids) :]:
-            stored.update(_get(r, "outcome_key", 0) for r in (rows or ()))
+        held: dict[str, int] = {}  # outcomes stored per decision id
+        for d, rows in zip(ids, lookups[len(ids) :]):
+            keys = [_get(r, "outcome_key", 0) for r in (rows or ())]
+            stored.update(keys)
+            held[d] = len(keys)
 
-        written = duplicates = unknown = 0
+        written = duplicates = unknown = refused = 0
         work: list[tuple[Any, tuple[Any, ...]]] = []
         for o in outcomes:
             key = outcome_key(o)
             if key in stored:
                 duplicates += 1
                 continue
-            stored.add(key)
             is_known = o.decision_id in known
+            if not is_known and held.get(o.decision_id, 0) >= MAX_OUTCOMES_PER_UNKNOWN_DECISION:
+                refused += 1
+                continue
+            stored.add(key)
+            held[o.decision_id] = held.get(o.decision_id, 0) + 1
             written += 1
             kind = OutcomeKind(o.kind).value
             event_time = as_utc(o.event_time)
@@ -487,7 +498,7 @@ class CassandraLogStore:
                     )
                 )
         self._run_concurrently(work)
-        return OutcomeWriteResult(written, duplicates, unknown)
+        return OutcomeWriteResult(written, duplicates, unknown, refused)
 
     # --- reads ------------------------------------------------------------------------
 

@@ -42,7 +42,11 @@ from keyart.adapters.decision_log.records import (
     outcome_key,
     to_micros,
 )
-from keyart.adapters.decision_log.store import LogStoreUnavailable, OutcomeWriteResult
+from keyart.adapters.decision_log.store import (
+    MAX_OUTCOMES_PER_UNKNOWN_DECISION,
+    LogStoreUnavailable,
+    OutcomeWriteResult,
+)
 from keyart.domain import Impression, Outcome, OutcomeKind
 
 _SCHEMA = """
@@ -265,11 +269,15 @@ class SqliteLogStore:
     def write_outcomes(self, outcomes: list[Outcome]) -> OutcomeWriteResult:
         if not outcomes:
             return OutcomeWriteResult()
-        written = duplicates = unknown = 0
+        written = duplicates = unknown = refused = 0
         with self._transaction() as conn:
             known = self._known_decisions(conn, {o.decision_id for o in outcomes})
+            held = self._unknown_outcome_counts(conn, [d for d in {o.decision_id for o in outcomes} if d not in known])
             for o in outcomes:
                 is_known = o.decision_id in known
+                if not is_known and held.get(o.decision_id, 0) >= MAX_OUTCOMES_PER_UNKNOWN_DECISION:
+                    refused += 1
+                    continue
                 cur = conn.execute(
                     _INSERT_OUTCOME,
                     (
@@ -286,10 +294,24 @@ class SqliteLogStore:
                 )
                 if cur.rowcount == 1:
                     written += 1
-                    unknown += 0 if is_known else 1
+                    if not is_known:
+                        unknown += 1
+                        held[o.decision_id] = held.get(o.decision_id, 0) + 1
                 else:
                     duplicates += 1
-        return OutcomeWriteResult(written, duplicates, unknown)
+        return OutcomeWriteResult(written, duplicates, unknown, refused)
+
+    @staticmethod
+    def _unknown_outcome_counts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:
+        """Outcomes already held for each of these (unknown) decision ids."""
+        counts: dict[str, int] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            counts.update((d, int(n)) for d, n in conn.execute(
+                f"SELECT decision_id, COUNT(*) FROM outcomes WHERE decision_id IN ({marks}) GROUP BY decision_id",
+                chunk))
+        return counts
 
     @staticmethod
     def _unknown_outcome_decisions(conn: sqlite3.Connection, ids: list[str]) -> set[str]:

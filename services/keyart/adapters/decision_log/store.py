@@ -34,19 +34,29 @@ class OutcomeWriteResult:
 
     written: outcomes newly stored (unknown-decision ones included);
     duplicates: outcomes already stored (or repeated within the call), not stored again;
-    unknown_decision: of ``written``, those whose decision_id has no logged impression.
+    unknown_decision: of ``written``, those whose decision_id has no logged impression;
+    refused: outcomes not stored because their decision is unknown and already holds
+    ``MAX_OUTCOMES_PER_UNKNOWN_DECISION`` (forged or wrong ids cannot fill the store).
     """
 
     written: int = 0
     duplicates: int = 0
     unknown_decision: int = 0
+    refused: int = 0
 
     def __add__(self, other: OutcomeWriteResult) -> OutcomeWriteResult:
         return OutcomeWriteResult(
             self.written + other.written,
             self.duplicates + other.duplicates,
             self.unknown_decision + other.unknown_decision,
+            self.refused + other.refused,
         )
+
+
+# An outcome can arrive before its impression is stored (the replica's writer flushes
+# every 0.2 s), so outcomes of an unknown decision are kept, up to this many each: a
+# real member's page view, play start and progress reports fit well within it.
+MAX_OUTCOMES_PER_UNKNOWN_DECISION = 16
 
 
 @runtime_checkable

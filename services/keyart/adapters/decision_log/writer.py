@@ -26,13 +26,20 @@ from keyart.adapters.decision_log.journal import Journal, encode_frame, recover_
 from keyart.adapters.decision_log.records import record_to_json
 from keyart.adapters.decision_log.spool import Record, SegmentSpool
 from keyart.adapters.decision_log.spool_dirs import adopt_orphans, claim_spool_dir, release_spool_dir
-from keyart.adapters.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
+from keyart.adapters.decision_log.store import (
+    MAX_OUTCOMES_PER_UNKNOWN_DECISION,
+    LogStore,
+    LogStoreUnavailable,
+    OutcomeWriteResult,
+)
+from keyart.core.log_limit import LimitedLog
 from keyart.domain import Impression, Outcome
 
 if TYPE_CHECKING:
     from keyart.core.ports import DecisionLog
 
 log = logging.getLogger(__name__)
+limited = LimitedLog(log)  # one line per reason per 10 s
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,7 @@ class _Counters:
     store_errors: int = 0
     outcomes_duplicate: int = 0
     outcomes_unknown_decision: int = 0
+    outcomes_refused: int = 0
     adopted_spools: int = 0
     adopted_bytes: int = 0
     journal_errors: int = 0
@@ -610,6 +618,11 @@ class DecisionLogWriter:
             with self._stats_lock:
                 self._c.outcomes_duplicate += result.duplicates
                 self._c.outcomes_unknown_decision += result.unknown_decision
+                self._c.outcomes_refused += result.refused
+            if result.refused:
+                limited.warning("outcomes_refused", "decision log refused %d outcomes of unknown decisions "
+                                "(over %d each: forged or wrong decision ids?)", result.refused,
+                                MAX_OUTCOMES_PER_UNKNOWN_DECISION)
 
     def _spool_records(self, records: list[Record]) -> bool:
         """Append and fsync; False (nothing written) when over budget or on I/O error."""

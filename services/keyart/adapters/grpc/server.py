@@ -13,15 +13,17 @@ from keyart.adapters.grpc.auth import TokenAuth
 from keyart.adapters.grpc.convert import MAX_MESSAGE_BYTES
 from keyart.adapters.grpc.health import HealthServicer
 from keyart.adapters.grpc.servicer import ArtworkRankerServicer, RankerCalls
+from keyart.adapters.grpc.tls import ServerTls
 from keyart.adapters.grpc.wire import SERVICE as SERVICE_NAME
 from keyart.adapters.grpc.wire import add_artwork_ranker_to_server
 from keyart.core.page import PageService
 
 
-async def start_bare_server(service: PageService, address: str,
-                            auth: TokenAuth | None = None) -> tuple[grpc.aio.Server, int]:
+async def start_bare_server(service: PageService, address: str, auth: TokenAuth | None = None,
+                            tls: ServerTls | None = None) -> tuple[grpc.aio.Server, int]:
     """Start a grpc.aio server on address ("127.0.0.1:0" picks a port); returns (server, port).
-    auth: tokens RankArtwork and ReportOutcome require (Health and reflection stay open)."""
+    auth: tokens RankArtwork and ReportOutcome require (Health and reflection stay open).
+    tls: serve TLS only (mutual TLS when it names a client CA)."""
     # gRPC's own 4 MiB receive limit, set explicitly: the largest valid page (200 titles of
     # 100 candidates, ids of 128 characters) is about 2.7 MB; larger is RESOURCE_EXHAUSTED.
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
@@ -31,6 +33,6 @@ async def start_bare_server(service: PageService, address: str,
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.credentials()) if tls else server.add_insecure_port(address)
     await server.start()
     return server, port

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from keyart.adapters.grpc.tls import ServerTls
+from keyart.adapters.ray_serve.tls_front import TlsFront
 from keyart.settings import KeyartSettings
 
 # Measured fastest sound configuration (README, "Performance"): direct ingress via
@@ -39,15 +41,22 @@ THROUGHPUT_ENV: dict[str, str] = {
 }
 
 
+_TLS_FRONT: TlsFront | None = None  # this process's TLS-terminating HAProxy, when TLS is set
+
+
 def serve_config_path() -> Path:
     return Path(str(resources.files("keyart") / "serve_config.yaml"))
 
 
-def load_serve_config(settings: KeyartSettings, replicas: int | None = None) -> dict[str, Any]:
-    """The packaged Serve config with this run's port and absolute data paths."""
+def load_serve_config(settings: KeyartSettings, replicas: int | None = None,
+                      grpc_port: int | None = None) -> dict[str, Any]:
+    """The packaged Serve config with this run's address, port and absolute data paths.
+    ``grpc_port``: where Serve's own ingress listens, when a TLS front takes the public one."""
     config = yaml.safe_load(serve_config_path().read_text())
-    config["grpc_options"]["port"] = settings.grpc_port
+    config["grpc_options"]["port"] = grpc_port or settings.grpc_port
     config["http_options"]["port"] = settings.http_port
+    # Serve's ingress binds the HTTP host for gRPC too; behind a TLS front only loopback.
+    config["http_options"]["host"] = "127.0.0.1" if grpc_port else settings.listen_host
     application = config["applications"][0]
     overrides = {
         "data_dir": str(settings.data_dir.resolve()),
@@ -79,7 +88,9 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
 
         TokenAuth.from_file(settings.auth_tokens_file)
     settings.drain_flag.unlink(missing_ok=True)  # left by a stop that was killed mid-drain
-    config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas))
+    tls = ServerTls.from_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
+    serve_port = _free_loopback_port() if tls else None
+    config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas, serve_port))
     if not ray.is_initialized():
         ray.init(
             namespace="serve",
@@ -94,20 +105,36 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
         grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
     )
     client.deploy_apps(config, _blocking=False)
-    address = f"127.0.0.1:{settings.grpc_port}"
-    wait_serving(address, timeout_s=180.0)
-    return address
+    wait_serving(f"127.0.0.1:{serve_port or settings.grpc_port}", timeout_s=180.0)
+    if tls:
+        global _TLS_FRONT
+        _TLS_FRONT = TlsFront(tls, settings.data_dir / "run", settings.listen_host, settings.grpc_port,
+                              serve_port or 0)
+    host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "*") else settings.listen_host
+    return f"{host}:{settings.grpc_port}"
+
+
+def _free_loopback_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def stop_serve() -> None:
     import ray
     from ray import serve
 
+    global _TLS_FRONT
     try:
         serve.shutdown()
     finally:
         ray.shutdown()
         _kill_orphaned_haproxy()
+        front, _TLS_FRONT = _TLS_FRONT, None
+        if front is not None:
+            front.stop()
 
 
 def drain_then_stop(settings: KeyartSettings, say: Callable[[str], None]) -> None:
