@@ -246,6 +246,54 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
         runtime.close()
 
 
+def journal_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 600,
+                    ) -> dict[str, Any]:
+    """What the write-ahead journal costs a page: two writers over two SQLite files, one
+    journaling and one not, alternate page by page under one page service. Latency is the
+    call's wall time; CPU is the request thread's (the journal's encode and write run there)."""
+    import tempfile
+
+    from keyart.adapters.decision_log.sqlite import SqliteLogStore
+    from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
+    from keyart.adapters.grpc.servicer import RankerCalls
+    from keyart.app.runtime import Runtime
+
+    runtime = Runtime.start(settings, watch_interval_s=0)
+    page, own = runtime.page, runtime.page.sink
+    calls = RankerCalls(page)
+    with tempfile.TemporaryDirectory(prefix="keyart-journal-bench-") as tmp:
+        writers = {name: DecisionLogWriter(SqliteLogStore(Path(tmp) / f"{name}.sqlite"), Path(tmp) / f"spool-{name}",
+                                           WriterConfig(journal=name == "journal"), shared_spool=True)
+                   for name in ("journal", "no_journal")}
+        wall: dict[str, list[float]] = {name: [] for name in writers}
+        cpu: dict[str, list[float]] = {name: [] for name in writers}
+        try:
+            for k in range(pages + 40):
+                for name in ("journal", "no_journal") if k % 2 == 0 else ("no_journal", "journal"):
+                    page.sink = writers[name]
+                    c0, t0 = time.thread_time(), time.perf_counter()
+                    calls.rank(requests[k % len(requests)])
+                    if k >= 40:  # the first pages warm caches and the feature thread
+                        wall[name].append(time.perf_counter() - t0)
+                        cpu[name].append(time.thread_time() - c0)
+            stats = writers["journal"].stats()
+        finally:
+            page.sink = own
+            for w in writers.values():
+                w.close()
+            runtime.close()
+    out: dict[str, Any] = {"pages_each": pages}
+    for name in writers:
+        ms = np.array(wall[name]) * 1000.0
+        out[name] = {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+                     "thread_cpu_ms": round(1000.0 * float(np.mean(cpu[name])), 3)}
+    out["added_p50_ms"] = round(out["journal"]["p50_ms"] - out["no_journal"]["p50_ms"], 3)
+    out["added_p99_ms"] = round(out["journal"]["p99_ms"] - out["no_journal"]["p99_ms"], 3)
+    out["added_cpu_ms_per_page"] = round(out["journal"]["thread_cpu_ms"] - out["no_journal"]["thread_cpu_ms"], 3)
+    out["journal_errors"] = stats["journal_errors"]
+    return out
+
+
 def shadow_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400,
                    block: int = 20) -> dict[str, Any]:
     """What one shadow model costs a page: the page service with no experiment against one
@@ -356,6 +404,11 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             f"({shadow['cpu_ratio']}x), p99 {shadow['with_one_shadow']['p99_ms']} ms "
             f"against {shadow['without']['p99_ms']} ms")
 
+    journal = journal_figures(settings, requests)
+    say(f"  write-ahead journal: +{journal['added_cpu_ms_per_page']} ms CPU per page, p50 "
+        f"+{journal['added_p50_ms']} ms, p99 {journal['journal']['p99_ms']} ms against "
+        f"{journal['no_journal']['p99_ms']} ms")
+
     say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas ...")
     procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 180) for _ in range(replicas)]
     try:
@@ -390,6 +443,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
                      "ratio": round(policies["thompson"]["cpu_ms_per_page"]
                                     / policies["epsilon_greedy"]["cpu_ms_per_page"], 3)},
         "shadow": shadow,
+        "journal": journal,
         # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
         "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
         "setup": {
