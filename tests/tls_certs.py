@@ -70,3 +70,15 @@ def make_pki(directory: Path) -> Pki:
     client_cert, client_key = issue("client", "ui-tier", ca, ca_key)
     stranger_cert, stranger_key = issue("stranger", "stranger", other, other_key)
     return Pki(directory / "ca.crt", server_cert, server_key, client_cert, client_key, stranger_cert, stranger_key)
+
+
+def health_status(channel) -> str:
+    """grpc.health.v1 Check over ``channel``: the status name, or the RPC error's code."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    except grpc.RpcError as exc:
+        return exc.code().name
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

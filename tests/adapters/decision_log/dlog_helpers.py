@@ -126,3 +126,19 @@ class FakeStore:
 
     def close(self) -> None:
         self.closed = True
+
+
+def check_unknown_outcomes_bounded(store) -> None:
+    """Any LogStore: outcomes of an unknown decision are kept up to the limit, the rest
+    refused; a known decision takes any number (a long viewing reports progress often)."""
+    from keyart.adapters.decision_log.store import MAX_OUTCOMES_PER_UNKNOWN_DECISION as LIMIT
+
+    def progress(decision_id: str) -> list[Outcome]:
+        return [make_outcome(decision_id, OutcomeKind.PLAYBACK_PROGRESS, minutes=float(k),
+                             at=T0 + timedelta(seconds=k)) for k in range(LIMIT + 10)]
+
+    flood = progress("forged-1")
+    assert store.write_outcomes(flood[:5]) == OutcomeWriteResult(5, 0, 5, 0)
+    assert store.write_outcomes(flood[5:]) == OutcomeWriteResult(LIMIT - 5, 0, LIMIT - 5, 10)
+    store.write_impressions([make_impression(1)])
+    assert store.write_outcomes(progress("dec-000001")) == OutcomeWriteResult(LIMIT + 10, 0, 0, 0)

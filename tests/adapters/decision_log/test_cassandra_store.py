@@ -18,7 +18,7 @@ from typing import Any
 import certifi
 import numpy as np
 import pytest
-from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import T0, check_unknown_outcomes_bounded, make_impression, make_outcome
 from cassandra import ConsistencyLevel, InvalidRequest, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -501,14 +501,6 @@ def test_build_cluster_from_settings() -> None:
         plain.shutdown()
 
 
-def test_outcomes_of_an_unknown_decision_are_bounded(store) -> None:
-    from keyart.adapters.decision_log.store import MAX_OUTCOMES_PER_UNKNOWN_DECISION as LIMIT
 
-    flood = [make_outcome("forged-1", OutcomeKind.PLAYBACK_PROGRESS, minutes=float(k), at=T0 + timedelta(seconds=k))
-             for k in range(LIMIT + 10)]
-    assert store.write_outcomes(flood[:5]) == OutcomeWriteResult(5, 0, 5, 0)
-    assert store.write_outcomes(flood[5:]) == OutcomeWriteResult(LIMIT - 5, 0, LIMIT - 5, 10)
-    store.write_impressions([make_impression(1)])
-    many = [make_outcome("dec-000001", OutcomeKind.PLAYBACK_PROGRESS, minutes=float(k), at=T0 + timedelta(seconds=k))
-            for k in range(LIMIT + 10)]
-    assert store.write_outcomes(many) == OutcomeWriteResult(LIMIT + 10, 0, 0, 0)
+def test_outcomes_of_an_unknown_decision_are_bounded(store) -> None:
+    check_unknown_outcomes_bounded(store)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
-from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import T0, check_unknown_outcomes_bounded, make_impression, make_outcome
 
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
 from keyart.adapters.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
@@ -273,22 +273,8 @@ def test_old_schema_file_opened_by_several_stores_at_once(tmp_path) -> None:
         s.close()
 
 
+
 def test_outcomes_of_an_unknown_decision_are_bounded(tmp_path) -> None:
-    from datetime import timedelta
-
-    from adapters.decision_log.dlog_helpers import T0
-
-    from keyart.adapters.decision_log.store import MAX_OUTCOMES_PER_UNKNOWN_DECISION as LIMIT
-    from keyart.domain import OutcomeKind
-
     s = SqliteLogStore(tmp_path / "log.sqlite")
-    flood = [make_outcome("forged-1", OutcomeKind.PLAYBACK_PROGRESS, minutes=float(k), at=T0 + timedelta(seconds=k))
-             for k in range(LIMIT + 10)]
-    assert s.write_outcomes(flood[:5]) == OutcomeWriteResult(5, 0, 5, 0)
-    assert s.write_outcomes(flood[5:]) == OutcomeWriteResult(LIMIT - 5, 0, LIMIT - 5, 10)
-    # A known decision takes any number (a long viewing reports progress often).
-    s.write_impressions([make_impression(1)])
-    many = [make_outcome("dec-000001", OutcomeKind.PLAYBACK_PROGRESS, minutes=float(k), at=T0 + timedelta(seconds=k))
-            for k in range(LIMIT + 10)]
-    assert s.write_outcomes(many) == OutcomeWriteResult(LIMIT + 10, 0, 0, 0)
+    check_unknown_outcomes_bounded(s)
     s.close()

@@ -8,9 +8,8 @@ import threading
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tiny import make_member
-from tls_certs import make_pki
+from tls_certs import health_status, make_pki
 
 from keyart.adapters.grpc.server import start_bare_server
 from keyart.adapters.grpc.tls import ServerTls
@@ -44,14 +43,6 @@ def _serve(service, tls: ServerTls):
     return loop, server, port
 
 
-def _health(channel: grpc.Channel) -> str:
-    try:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    except grpc.RpcError as exc:
-        return exc.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def _secure(port: int, ca: bytes, cert: bytes | None = None, key: bytes | None = None) -> grpc.Channel:
     creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
     return grpc.secure_channel(f"127.0.0.1:{port}", creds)
@@ -65,13 +56,13 @@ def test_tls_serves_the_right_client_and_refuses_the_others(pki, tiny_page_servi
     stranger_cert, stranger_key = pki.read(pki.stranger_cert, pki.stranger_key)
     try:
         with _secure(port, ca, cert, key) as channel:
-            assert _health(channel) == "SERVING"
+            assert health_status(channel) == "SERVING"
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert _health(channel) == "UNAVAILABLE"  # plaintext never reaches the service
+            assert health_status(channel) == "UNAVAILABLE"  # plaintext never reaches the service
         with _secure(port, ca) as channel:  # no client certificate
-            assert _health(channel) == ("UNAVAILABLE" if mutual else "SERVING")
+            assert health_status(channel) == ("UNAVAILABLE" if mutual else "SERVING")
         with _secure(port, ca, stranger_cert, stranger_key) as channel:
-            assert _health(channel) == ("UNAVAILABLE" if mutual else "SERVING")
+            assert health_status(channel) == ("UNAVAILABLE" if mutual else "SERVING")
     finally:
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)

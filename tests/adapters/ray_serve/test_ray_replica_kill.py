@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import psutil
 import pytest
+from tls_certs import health_status
 
 from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
@@ -116,26 +117,16 @@ def _channel(address: str, pki, client: str = "client") -> grpc.Channel:
     return grpc.secure_channel(address, creds)
 
 
-def _health(channel: grpc.Channel) -> str:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    except grpc.RpcError as exc:
-        return exc.code().name
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-
-
 def test_the_tls_front_serves_a_certified_client_and_refuses_the_others(launched):
     settings, pki, address = launched
     with _channel(address, pki) as channel:
-        assert _health(channel) == "SERVING"
+        assert health_status(channel) == "SERVING"
     with grpc.insecure_channel(address) as channel:
-        assert _health(channel) == "UNAVAILABLE"
+        assert health_status(channel) == "UNAVAILABLE"
     with _channel(address, pki, "none") as channel:
-        assert _health(channel) == "UNAVAILABLE"
+        assert health_status(channel) == "UNAVAILABLE"
     with _channel(address, pki, "stranger") as channel:
-        assert _health(channel) == "UNAVAILABLE"
+        assert health_status(channel) == "UNAVAILABLE"
 
 
 def test_a_killed_replica_fails_no_page_and_loses_no_impression(launched):
