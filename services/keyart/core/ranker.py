@@ -387,7 +387,7 @@ class Ranker:
         """Impressions so far of each candidate, when the new-image floor is on."""
         if self.exposure is None or self.config.new_image_min_share <= 0.0:
             return None
-        return np.fromiter((self.exposure(i) for i in flat_ids), dtype=np.int64, count=len(flat_ids))
+        return np.fromiter(map(self.exposure, flat_ids), dtype=np.int64, count=len(flat_ids))
 
     def shadow_choices(
         self,

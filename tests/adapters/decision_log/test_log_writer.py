@@ -179,6 +179,24 @@ def test_full_queue_and_full_spool_drop_loudly(fake_store, tmp_path, caplog) -> 
     assert len(fake_store.impressions) == 10 + accepted
 
 
+def test_a_queue_over_its_size_overflows_every_new_record(fake_store, tmp_path) -> None:
+    # A batch the store refused goes back to the head of the queue even when the queue
+    # filled meanwhile, so the depth can exceed queue_size: a page submitted then must
+    # overflow whole (spooled here), not lose all but its last few records.
+    w = writer_for(fake_store, tmp_path, queue_size=10, start=False)
+    assert w.submit_impressions([make_impression(i) for i in range(10)])
+    with w._cond:  # what _spool_or_keep does with a refused batch while the spool is full
+        w._chunks.appendleft([make_impression(100 + i) for i in range(5)])
+        w._depth += 5
+    assert w.submit_impressions([make_impression(200 + i) for i in range(40)])
+    s = w.stats()
+    assert s["submitted"] == 50 and s["overflow_spooled"] == 40 and s["dropped"] == 0
+    assert s["queue_depth"] == 15
+    w.close()
+    assert sorted(fake_store.impressions) == sorted(
+        [f"dec-{i:06d}" for i in [*range(10), *range(100, 105), *range(200, 240)]])
+
+
 def test_full_spool_keeps_records_queued_until_store_returns(fake_store, tmp_path) -> None:
     fake_store.down = True
     # One batch (10 lines of ~530 bytes) fits the spool; a batch larger than the whole

@@ -97,6 +97,36 @@ def test_parser_either_accepts_or_names_a_field(member, ids, device):
         assert m == member and len(page) == len(ids) == len(set(ids)) > 0
 
 
+# Ids that probe every edge of the per-id rule: spaces inside and around, other
+# whitespace, control and format characters, empty ids, the length limit and duplicates.
+_ID_CHARS = st.sampled_from(["a", "b", "7", " ", "\t", "\n", "\x00", "\u00a0", "\u200b", "\u3000", "\u00e9",
+                             "\U0001f600"])
+_IDS = st.one_of(st.text(_ID_CHARS, max_size=4), st.sampled_from(["", "x" * 128, "x" * 129, " x", "x "]))
+
+
+@given(
+    title_ids=st.lists(_IDS, min_size=1, max_size=6),
+    candidates=st.lists(st.lists(_IDS, max_size=5), min_size=6, max_size=6),
+)
+def test_bulk_title_check_accepts_and_refuses_what_the_per_field_check_does(title_ids, candidates):
+    r = pb.RankArtworkRequest(titles=[pb.TitleCandidates(title_id=t, candidate_image_ids=c)
+                                      for t, c in zip(title_ids, candidates)])
+    try:
+        convert._check_titles(r)  # the reference: one field at a time
+        expected = None
+    except InvalidRequest as exc:
+        expected = (exc.field, str(exc))
+    try:
+        page = convert.parse_titles(r)
+        got = None
+    except InvalidRequest as exc:
+        got = (exc.field, str(exc))
+    assert got == expected
+    if got is None:
+        assert [(t.title_id, list(t.candidate_image_ids)) for t in page] == \
+            [(t, c) for t, c in zip(title_ids, candidates)]
+
+
 OUTCOME_BAD = [
     ("empty batch", [], "outcomes", "at least one"),
     ("no kind", [pb.Outcome(decision_id="d", member_id="m", title_id="t", image_id="i")],

@@ -223,10 +223,13 @@ class DecisionLogWriter:
                 overflow = records
                 queued = 0
             else:
+                # Below zero when a batch the store refused was put back at the head
+                # of a full queue: then nothing more is queued (a negative count would
+                # slice `records` wrongly and lose the rest silently).
                 room = self.config.queue_size - self._depth
-                queued = min(room, len(records))
+                queued = max(0, min(room, len(records)))
                 if frame and self._journal is not None:  # before the queue: the writer may take them at once
-                    journaled = self._journal.append(frame, self._accepted_seq + max(queued, 0))
+                    journaled = self._journal.append(frame, self._accepted_seq + queued)
                 if queued > 0:
                     self._chunks.append(records[:queued])
                     self._depth += queued

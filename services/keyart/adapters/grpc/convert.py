@@ -110,14 +110,24 @@ def parse_context(request: pb.RankArtworkRequest, now: datetime) -> RequestConte
     )
 
 
-def parse_titles(request: pb.RankArtworkRequest) -> list[TitleRequest]:
-    n = len(request.titles)
-    if n == 0:
-        raise InvalidRequest("titles", "at least one title is required")
-    if n > MAX_TITLES:
-        raise InvalidRequest("titles", f"at most {MAX_TITLES} titles per page, got {n}")
+def _ids_plain(ids: list[str], limit: int) -> bool:
+    """Whether every id passes `_require_id`, checked on the whole list at once.
+
+    Equivalent to the per-id check: the concatenation is printable exactly when each id
+    is, and the only printable whitespace is the ASCII space, so an id can have
+    surrounding whitespace only if some id holds a space (then the caller checks one by one).
+    """
+    if not ids:
+        return True
+    if not all(ids) or max(map(len, ids)) > limit:
+        return False
+    joined = "".join(ids)
+    return joined.isprintable() and " " not in joined
+
+
+def _check_titles(request: pb.RankArtworkRequest) -> None:
+    """The per-field checks of a page, naming the first field that fails."""
     seen: dict[str, int] = {}
-    titles = []
     for i, t in enumerate(request.titles):
         field = f"titles[{i}]"
         title_id = _require_id(t.title_id, f"{field}.title_id")
@@ -133,8 +143,24 @@ def parse_titles(request: pb.RankArtworkRequest) -> list[TitleRequest]:
             )
         for j, image_id in enumerate(t.candidate_image_ids):
             _require_id(image_id, f"{field}.candidate_image_ids[{j}]")
-        titles.append(TitleRequest(title_id, tuple(t.candidate_image_ids)))
-    return titles
+
+
+def parse_titles(request: pb.RankArtworkRequest) -> list[TitleRequest]:
+    n = len(request.titles)
+    if n == 0:
+        raise InvalidRequest("titles", "at least one title is required")
+    if n > MAX_TITLES:
+        raise InvalidRequest("titles", f"at most {MAX_TITLES} titles per page, got {n}")
+    # A valid page (the usual case) is checked in bulk: ~40 titles x 12 candidates one by
+    # one cost about 0.25 ms of CPU. Anything the bulk check doubts gets the per-field
+    # check, which names the field; the two accept exactly the same pages.
+    title_ids = [t.title_id for t in request.titles]
+    candidates = [tuple(t.candidate_image_ids) for t in request.titles]
+    flat = [i for c in candidates for i in c]
+    if not (len(set(title_ids)) == n and max(map(len, candidates)) <= MAX_CANDIDATES
+            and _ids_plain(title_ids, MAX_ID_LENGTH) and _ids_plain(flat, MAX_ID_LENGTH)):
+        _check_titles(request)
+    return [TitleRequest(t, c) for t, c in zip(title_ids, candidates)]
 
 
 def parse_rank_request(
