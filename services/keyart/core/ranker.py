@@ -240,19 +240,21 @@ class Ranker:
             picks, props, explored = self._choose_in_order(policy, scores, ensemble, offsets, candidates, uniforms)
         ids_new = self.new_ids(len(scored_titles))
         images = self.index.catalog.images
+        chosen = (offsets[:-1] + np.asarray(picks, dtype=np.int64)).tolist()
+        chosen_x = x[chosen].tolist()  # one conversion for the page's logged feature rows
+        chosen_scores = scores[chosen].tolist()
         for k, pos in enumerate(scored_titles):
-            row = int(offsets[k]) + picks[k]
-            image = images[flat_ids[row]]
+            image = images[flat_ids[chosen[k]]]
             selections[pos] = Selection(
                 title_id=titles[pos].title_id,
                 image_id=image.image_id,
                 lineage_id=image.lineage_id,
                 propensity=props[k],
-                score=float(scores[row]),
+                score=chosen_scores[k],
                 explored=explored[k],
                 decision_id=ids_new[k],
                 position=pos,
-                features=tuple(x[row].tolist()),
+                features=tuple(chosen_x[k]),
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
