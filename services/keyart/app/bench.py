@@ -107,6 +107,17 @@ def tree_cpu_s(root_pid: int) -> float:
     return total
 
 
+# Callers share up to this many connections. One connection would pin every request to
+# one of the bare server's SO_REUSEPORT processes (the kernel balances connections, not
+# requests), leaving the others idle; many client hosts hold many connections in production.
+MAX_CONNECTIONS = 8
+
+
+def _own_connection(address: str) -> grpc.aio.Channel:
+    """A channel with a TCP connection of its own (gRPC shares one between equal channels)."""
+    return grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
 async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concurrency: int,
                       duration_s: float, sessions: list[int] | None = None) -> dict[str, float]:
     """`concurrency` callers, each sending its next request when the last returns.
@@ -117,15 +128,18 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
     latencies: list[float] = []
     errors = 0
     selections = fallbacks = 0
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
-        await stub.RankArtwork(requests[0], timeout=10)  # warm the connection
+    channels = [_own_connection(address) for _ in range(min(concurrency, MAX_CONNECTIONS))]
+    try:
+        stubs = [ranking_pb2_grpc.ArtworkRankerStub(c) for c in channels]
+        for stub in stubs:
+            await stub.RankArtwork(requests[0], timeout=10)  # warm each connection
         end = time.perf_counter() + duration_s
 
         async def caller(offset: int) -> None:
             nonlocal errors
             i = offset
             nonlocal selections, fallbacks
+            stub = stubs[offset % len(stubs)]
             while time.perf_counter() < end:
                 t0 = time.perf_counter()
                 try:
@@ -137,13 +151,17 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
                     errors += 1
                 i += concurrency
 
-        server_cpu0 = sum(tree_cpu_s(pid) for pid in sessions or [])
+        cpu0 = [tree_cpu_s(pid) for pid in sessions or []]
         own_cpu0 = time.process_time()
         t_start = time.perf_counter()
         await asyncio.gather(*(caller(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - t_start
         own_cpu = time.process_time() - own_cpu0
-        server_cpu = sum(tree_cpu_s(pid) for pid in sessions or []) - server_cpu0
+        per_process = [tree_cpu_s(pid) - c for pid, c in zip(sessions or [], cpu0)]
+        server_cpu = sum(per_process)
+    finally:
+        for c in channels:
+            await c.close()
     out: dict[str, Any] = _summary(latencies, errors, elapsed)
     pages = max(1, len(latencies))
     out["fallback_share"] = round(fallbacks / selections, 5) if selections else None
@@ -151,6 +169,8 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
     if sessions:
         out["cpu_ms_per_page"] = round(1000.0 * server_cpu / pages, 3)
         out["cores_used"] = round(server_cpu / elapsed, 3)
+        # How the load spread over the server processes (bare: the SO_REUSEPORT ones).
+        out["cores_per_process"] = [round(c / elapsed, 3) for c in per_process]
         out["pages_per_s_per_core"] = round(pages / server_cpu, 1) if server_cpu > 0 else None
     return out
 
@@ -187,7 +207,8 @@ def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies:
     for c in concurrencies:
         r = asyncio.run(closed_loop(address, requests, c, duration_s, sessions))
         say(f"  {name} concurrency {c}: {r['rps']} RPS, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
-            f"{r['cpu_ms_per_page']} ms CPU/page on {r['cores_used']} cores, fallback share {r['fallback_share']}")
+            f"{r['cpu_ms_per_page']} ms CPU/page on {r['cores_used']} cores {r['cores_per_process']}, "
+            f"fallback share {r['fallback_share']}")
         levels.append({"concurrency": c, **r})
     best = max(levels, key=lambda r: r["rps"])
     peak = levels[-1]  # the highest load the bench drives
