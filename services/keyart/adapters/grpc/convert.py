@@ -158,7 +158,7 @@ def parse_titles(request: pb.RankArtworkRequest) -> list[TitleRequest]:
     candidates = [tuple(t.candidate_image_ids) for t in request.titles]
     flat = [i for c in candidates for i in c]
     if not (len(set(title_ids)) == n and max(map(len, candidates)) <= MAX_CANDIDATES
-            and _ids_plain(title_ids, MAX_ID_LENGTH) and _ids_plain(flat, MAX_ID_LENGTH)):
+            and _ids_plain(title_ids + flat, MAX_ID_LENGTH)):
         _check_titles(request)
     return [TitleRequest(t, c) for t, c in zip(title_ids, candidates)]
 
