@@ -78,10 +78,14 @@ def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
     x, ids = labelled.x[:50], list(labelled.frame["image_id"][:50])
     off = np.array([model.image_offsets.get(i, 0.0) for i in ids])
     assert meta["image_offsets"] == len(model.image_offsets) > 0 and np.ptp(off) > 0
-    start = 1 / (1 + np.exp(-(model.booster.predict(x, raw_score=True) + off)))
-    assert np.allclose(model.predict(x, ids), start * model.stay.predict(x))
-    start1 = 1 / (1 + np.exp(-(model.ensemble[1].predict(x, raw_score=True) + off)))
-    assert np.allclose(model.predict_ensemble(x, ids)[1], start1 * model.ensemble_stay[1].predict(x))
+    stay_off = np.array([model.stay_offsets.get(i, 0.0) for i in ids])
+    assert meta["stay_offsets"] == len(model.stay_offsets) > 0 and np.ptp(stay_off) > 0
+    start = _sigmoid(model.booster.predict(x, raw_score=True) + off)
+    stay = _sigmoid(model.stay.predict(x, raw_score=True) + stay_off)
+    assert np.allclose(model.predict(x, ids), start * stay)
+    start1 = _sigmoid(model.ensemble[1].predict(x, raw_score=True) + off)
+    stay1 = _sigmoid(model.ensemble_stay[1].predict(x, raw_score=True) + stay_off)
+    assert np.allclose(model.predict_ensemble(x, ids)[1], start1 * stay1)
     with pytest.raises(ValueError, match="adds per-image offsets: pass the 50 rows' image ids"):
         model.predict(x)  # never silently without its offsets
     m = meta["metrics"]
@@ -94,6 +98,10 @@ def test_two_heads_saved_loaded_and_multiplied(labelled, tmp_path):
         load_model(result.path)
     _drop_checksums(result.path)  # as an artifact of an older Keyart: the parse itself refuses it
     with pytest.raises(ModelLoadError, match="cannot load the image offsets"):
+        load_model(result.path)
+    (result.path / "image_offsets.json").write_text("{}")
+    (result.path / "stay_offsets.json").write_text('{"an-image": "not a number"}')
+    with pytest.raises(ModelLoadError, match="stay_offsets.json: cannot load the stay offsets"):
         load_model(result.path)
     (result.path / "stay.txt").unlink()  # a two-head artifact without its stay head is refused
     with pytest.raises(ModelLoadError, match="cannot load booster"):
@@ -121,6 +129,31 @@ def test_guard_says_when_a_per_image_rate_beats_the_model():
     assert res.metrics["beats_non_contextual"] is True
 
 
+def test_stay_offsets_see_images_whose_plays_do_not_last():
+    """Clickbait is a trait of the image: every image starts plays at the same rate, but half
+    of them lose most of those plays before they count. No feature shows it; the stay head's
+    per-image offsets do, and the model ranks the images by their quality rate."""
+    rng = np.random.default_rng(8)
+    n, images = 40_000, 20
+    image = rng.integers(0, images, n)
+    stay_logit = np.where(np.arange(images) % 2 == 0, 1.0, -1.5)  # odd images: bait
+    started = rng.random(n) < 0.3
+    y = (started & (rng.random(n) < 1.0 / (1.0 + np.exp(-stay_logit[image])))).astype(float)
+    ids = np.array([f"i{k:02d}" for k in image])
+    blind = rng.random((n, 10)).astype(np.float32)
+    cfg = TrainConfig(num_leaves=7, max_rounds=60, early_stopping_rounds=10, ensemble_size=0, num_threads=1,
+                      search=())
+    res = train_quality_model(blind, y, np.arange(n), config=cfg, started=started.astype(float), image_ids=ids)
+    assert res.metrics["stay_offsets"] == images and np.isfinite(res.metrics["stay_prior_rows"])
+    learned = np.array([res.stay_offsets[f"i{k:02d}"] for k in range(images)])
+    assert np.corrcoef(learned, stay_logit)[0, 1] > 0.9
+    p = res.predict(blind[:images], np.array([f"i{k:02d}" for k in range(images)]))
+    assert p[::2].min() > p[1::2].max()  # every lasting image above every bait image
+    without = train_quality_model(blind, y, np.arange(n), config=replace(cfg, stay_prior_rows=()),
+                                  started=started.astype(float), image_ids=ids)
+    assert without.stay_offsets == {} and without.metrics["valid_logloss"] > res.metrics["valid_logloss"]
+
+
 def test_thompson_offset_draws(labelled, tmp_path):
     """The default posterior: bootstrap draws of the per-image offsets over the main heads.
     Member k scores sigmoid(start logit + offsets_k) x stay; the draws differ (the images'
@@ -134,9 +167,10 @@ def test_thompson_offset_draws(labelled, tmp_path):
     members = model.predict_ensemble(x, ids)
     assert members.shape == (3, 50) and np.ptp(members, axis=0).max() > 1e-3
     raw = model.booster.predict(x, raw_score=True)
+    stay = _sigmoid(model.stay.predict(x, raw_score=True) + np.array([model.stay_offsets.get(i, 0.0) for i in ids]))
     for k, table in enumerate(model.ensemble_offsets):
         off = np.array([table.get(i, 0.0) for i in ids])
-        assert np.allclose(members[k], model.stay.predict(x) / (1 + np.exp(-(raw + off))))
+        assert np.allclose(members[k], stay * _sigmoid(raw + off))
     # The draws scatter around the point offsets (an image a resample missed has the prior, 0).
     mean = {i: np.mean([t.get(i, 0.0) for t in model.ensemble_offsets]) for i in model.image_offsets}
     assert np.corrcoef(list(mean.values()), [model.image_offsets[i] for i in mean])[0, 1] > 0.9
@@ -149,6 +183,10 @@ def test_thompson_offset_draws(labelled, tmp_path):
     _drop_checksums(result.path)
     with pytest.raises(ModelLoadError, match="cannot load Thompson's offset draws"):
         load_model(result.path)
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
 
 
 def _drop_checksums(path) -> None:

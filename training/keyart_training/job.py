@@ -91,6 +91,7 @@ def run_training(
         ensemble_stay=result.ensemble_stay,
         image_offsets=result.image_offsets,
         ensemble_offsets=result.ensemble_offsets,
+        stay_offsets=result.stay_offsets,
         extra_meta={
             "trained_at": datetime.now(timezone.utc).isoformat(),
             "source": source,

@@ -52,6 +52,10 @@ class TrainConfig:
     # Per-image start offsets (each image's own appeal) shrunk with this many pseudo-rows of
     # the mean; chosen per training by validation log-loss. () = no offsets.
     image_prior_rows: tuple[float, ...] = (30.0, 100.0, 300.0)
+    # The same for the stay head's per-image offsets (how well the image's plays last: an
+    # image that starts plays members abandon, clickbait, is an image-level trait), learned
+    # on the started rows only, so fewer pseudo-rows. () = no stay offsets.
+    stay_prior_rows: tuple[float, ...] = (10.0, 30.0, 100.0)
     offset_folds: int = 5  # training rows get offsets cross-fitted from the other folds
     # Alternatives to (num_leaves, min_data_in_leaf) tried per head, chosen by validation log-loss.
     search: tuple[tuple[int, int], ...] = ((7, 200), (31, 50))
@@ -66,12 +70,13 @@ class TrainResult:
     stay: lgb.Booster | None = None  # the stay head, when there are two
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
     image_offsets: dict[str, float] = field(default_factory=dict)  # start-logit offset per image
+    stay_offsets: dict[str, float] = field(default_factory=dict)  # stay-logit offset per image
     ensemble_offsets: list[dict[str, float]] = field(default_factory=list)  # Thompson's offset draws
 
     def as_model(self, version: str, meta: dict | None = None) -> QualityPlayModel:
         return QualityPlayModel(version=version, booster=self.booster, space=self.space, ensemble=self.ensemble,
                                 meta=meta or {}, stay=self.stay, ensemble_stay=self.ensemble_stay,
-                                image_offsets=self.image_offsets,
+                                image_offsets=self.image_offsets, stay_offsets=self.stay_offsets,
                                 ensemble_offsets=list(self.ensemble_offsets))
 
     def predict(self, x: np.ndarray, image_ids: np.ndarray | None = None) -> np.ndarray:
@@ -260,15 +265,17 @@ def bootstrap_offsets(image_ids: np.ndarray, y: np.ndarray, prior_rows: float, m
 
 def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
                         tr: np.ndarray, va: np.ndarray,
-                        cfg: TrainConfig, image_ids: np.ndarray | None) -> tuple[float | None, np.ndarray | None]:
-    """The start head's image-offset shrinkage with the best validation log-loss (None: no
-    offsets), and the offsets it gives every row: training rows cross-fitted, validation rows
-    from all training rows (never from their own labels)."""
-    if image_ids is None or not cfg.image_prior_rows or not len(tr) or not len(va):
+                        cfg: TrainConfig, image_ids: np.ndarray | None,
+                        priors: tuple[float, ...]) -> tuple[float | None, np.ndarray | None]:
+    """A head's image-offset shrinkage (of `priors`) with the best validation log-loss on
+    label `s` (None: no offsets), and the offsets it gives every row (0 outside `tr` and
+    `va`): training rows cross-fitted, validation rows from all training rows (never from
+    their own labels)."""
+    if image_ids is None or not priors or not len(tr) or not len(va):
         return None, None
     ids = np.asarray(image_ids)
     best: tuple[float, float, np.ndarray] | None = None
-    for prior in cfg.image_prior_rows:
+    for prior in priors:
         init = np.zeros(len(s))
         init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed)
         init[va] = _apply(image_offsets(ids, s, tr, prior), ids[va])
@@ -314,29 +321,39 @@ def train_quality_model(
     metrics: dict = {"rows_train": float(len(tr)), "rows_valid": float(len(va))}
     two = cfg.two_heads and started is not None and bool(np.any(started))
     offsets: dict[str, float] = {}
+    stay_offsets: dict[str, float] = {}
     ensemble_offsets: list[dict[str, float]] = []
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
-        prior, init_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids)
+        prior, init_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids, cfg.image_prior_rows)
         c_start, r_start, ll_start, b_start = _fit_head(space, x, s, w, tr, va, cfg, init_sel)
         tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
-        c_stay, r_stay, ll_stay, b_stay = _fit_head(space, x, y, w, tr_s, va_s, cfg)
+        stay_prior, init_stay = _choose_image_prior(space, x, y, w, tr_s, va_s, cfg, image_ids, cfg.stay_prior_rows)
+        c_stay, r_stay, ll_stay, b_stay = _fit_head(space, x, y, w, tr_s, va_s, cfg, init_stay)
         p_va = (_head_p(b_start, x[va], r_start, None if init_sel is None else init_sel[va])
-                * np.asarray(b_stay.predict(x[va], num_iteration=r_stay), dtype=np.float64))
-        init_all = None
+                * _head_p(b_stay, x[va], r_stay, None if init_stay is None else init_stay[va]))
+        init_all = init_stay_all = None
+        started_rows = everything[s > 0]
         if prior is not None and image_ids is not None:
             init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed)
             offsets = image_offsets(image_ids, s, everything, prior)
+        if stay_prior is not None and image_ids is not None:
+            init_stay_all = np.zeros(len(y))
+            init_stay_all[started_rows] = crossfit_offsets(image_ids, y, started_rows, stay_prior, cfg.offset_folds,
+                                                           cfg.seed)
+            stay_offsets = image_offsets(image_ids, y, started_rows, stay_prior)
         by_offsets = cfg.thompson_posterior == "offsets" and bool(offsets) and image_ids is not None
         forests = 0 if by_offsets else None
         booster, ensemble = _refit(space, x, s, w, c_start, r_start, everything, init_all, members=forests)
-        stay, ensemble_stay = _refit(space, x, y, w, c_stay, r_stay, everything[s > 0], members=forests)
+        stay, ensemble_stay = _refit(space, x, y, w, c_stay, r_stay, started_rows, init_stay_all, members=forests)
         if by_offsets:
             assert prior is not None and image_ids is not None
             ensemble_offsets = bootstrap_offsets(np.asarray(image_ids), s, prior, cfg.ensemble_size, cfg.seed + 1)
         metrics.update({
             "image_prior_rows": float("nan") if prior is None else float(prior),
             "image_offsets": float(len(offsets)),
+            "stay_prior_rows": float("nan") if stay_prior is None else float(stay_prior),
+            "stay_offsets": float(len(stay_offsets)),
             "heads": "start_x_stay", "rounds": float(r_start), "rounds_stay": float(r_stay),
             "num_leaves": float(c_start.num_leaves), "num_leaves_stay": float(c_stay.num_leaves),
             "min_data_in_leaf": float(c_start.min_data_in_leaf),
@@ -369,4 +386,5 @@ def train_quality_model(
         metrics["beats_non_contextual"] = bool(metrics["valid_logloss"] < metrics["valid_logloss_non_contextual"])
     # The heads are refit on everything with the chosen rounds: the newest data matters most.
     return TrainResult(booster=booster, space=space, ensemble=ensemble, metrics=metrics, stay=stay,
-                       ensemble_stay=ensemble_stay, image_offsets=offsets, ensemble_offsets=ensemble_offsets)
+                       ensemble_stay=ensemble_stay, image_offsets=offsets, stay_offsets=stay_offsets,
+                       ensemble_offsets=ensemble_offsets)

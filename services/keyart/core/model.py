@@ -7,6 +7,8 @@ A model directory holds `model.txt` (the booster), optional `ensemble_<k>.txt`
 and the model's prediction is their product. `image_offsets.json`, when present,
 holds each image's own appeal (a shrunk logit of its start rate, learned from the
 log), added to the start head's logit: an image the log has not seen gets 0.
+`stay_offsets.json` holds the same for the stay head (a shrunk logit of the image's
+quality rate among the plays it started: how well its plays last).
 `meta.json` holds the feature space the model learned with (its columns and the
 meaning of every category code); serving featurizes with that space, and a model
 whose boosters disagree with it is refused at load, so a model can never score
@@ -37,6 +39,7 @@ PREVIOUS_POINTER = "PREVIOUS"  # the version CURRENT named before the last promo
 _VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # a directory name, never a path
 ENSEMBLE_OFFSETS_FILE = "ensemble_offsets.json"
 OFFSETS_FILE = "image_offsets.json"
+STAY_OFFSETS_FILE = "stay_offsets.json"
 
 
 def _lookup(table: Mapping[str, float], image_ids: Sequence[str]) -> np.ndarray:
@@ -55,6 +58,7 @@ class QualityPlayModel:
     stay: lgb.Booster | None = None  # P(quality | started), when the model has two heads
     ensemble_stay: list[lgb.Booster] = field(default_factory=list)
     image_offsets: Mapping[str, float] = field(default_factory=dict)  # image_id -> start-logit offset
+    stay_offsets: Mapping[str, float] = field(default_factory=dict)  # image_id -> stay-logit offset
     # The columns it learned and what their category codes mean (every saved model has
     # one; None only for an in-memory model of anonymous columns, e.g. DR's reward model).
     space: FeatureSpace | None = None
@@ -80,6 +84,14 @@ class QualityPlayModel:
             raise ValueError(f"model {self.version} adds per-image offsets: pass the {n} rows' image ids")
         return _lookup(self.image_offsets, image_ids)
 
+    def stay_offset(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
+        """Stay-logit offset per row (0.0 for a model without stay offsets)."""
+        if not self.stay_offsets:
+            return 0.0
+        if image_ids is None or len(image_ids) != n:
+            raise ValueError(f"model {self.version} adds per-image stay offsets: pass the {n} rows' image ids")
+        return _lookup(self.stay_offsets, image_ids)
+
     def _raw(self, name: str, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
         """One forest's raw score (logit), compiled when it is."""
         compiled = self.compiled.get(name)
@@ -102,7 +114,7 @@ class QualityPlayModel:
         """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
         p = self._p("start", self.booster, x, self.offsets(image_ids, len(x)))
         if self.stay is not None:
-            p = p * self._p("stay", self.stay, x)
+            p = p * self._p("stay", self.stay, x, self.stay_offset(image_ids, len(x)))
         return p
 
     def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
@@ -111,7 +123,7 @@ class QualityPlayModel:
             if image_ids is None or len(image_ids) != len(x):
                 raise ValueError(f"model {self.version} samples per-image offsets: pass the {len(x)} rows' image ids")
             raw = self._raw("start", self.booster, x)
-            stay = self._p("stay", self.stay, x) if self.stay is not None else 1.0
+            stay = self._p("stay", self.stay, x, self.stay_offset(image_ids, len(x))) if self.stay is not None else 1.0
             members = []
             for table in self.ensemble_offsets:
                 off_k = _lookup(table, image_ids)
@@ -120,7 +132,8 @@ class QualityPlayModel:
         off = self.offsets(image_ids, len(x))
         out = np.stack([self._p(f"start_{k}", b, x, off) for k, b in enumerate(self.ensemble)])
         if self.ensemble_stay:
-            out = out * np.stack([self._p(f"stay_{k}", b, x) for k, b in enumerate(self.ensemble_stay)])
+            stay_off = self.stay_offset(image_ids, len(x))
+            out = out * np.stack([self._p(f"stay_{k}", b, x, stay_off) for k, b in enumerate(self.ensemble_stay)])
         return out
 
     def contributions(self, x: np.ndarray) -> np.ndarray:
@@ -142,6 +155,7 @@ def save_model(
     ensemble_stay: list[lgb.Booster] | None = None,
     image_offsets: Mapping[str, float] | None = None,
     ensemble_offsets: Sequence[Mapping[str, float]] | None = None,
+    stay_offsets: Mapping[str, float] | None = None,
 ) -> Path:
     """Write a model artifact under directory/version and return its path."""
     if booster.feature_name() != list(space.names):
@@ -159,6 +173,10 @@ def save_model(
             member.save_model(str(out / f"ensemble_{k}_stay.txt"))
     if image_offsets:
         (out / OFFSETS_FILE).write_text(json.dumps({str(k): float(v) for k, v in image_offsets.items()}))
+    if stay_offsets:
+        if stay is None:
+            raise ValueError("stay offsets need a stay head")
+        (out / STAY_OFFSETS_FILE).write_text(json.dumps({str(k): float(v) for k, v in stay_offsets.items()}))
     if ensemble_offsets:
         (out / ENSEMBLE_OFFSETS_FILE).write_text(json.dumps(
             [{str(k): float(v) for k, v in table.items()} for table in ensemble_offsets]))
@@ -172,6 +190,7 @@ def save_model(
         "heads": "start_x_stay" if stay is not None else "quality",
         "image_offsets": len(image_offsets or {}),
         "ensemble_offsets": len(ensemble_offsets or []),
+        "stay_offsets": len(stay_offsets or {}),
     }
     # Every file's SHA-256, verified by every load before LightGBM parses anything: a file cut
     # inside its trees can crash the native parser (SIGSEGV/SIGABRT), not just raise.
@@ -240,6 +259,9 @@ def load_model(path: Path) -> QualityPlayModel:
         needed += ["stay.txt", *(f"ensemble_{k}_stay.txt" for k in range(size))]
     needed += [OFFSETS_FILE] if int(meta.get("image_offsets", 0)) else []
     needed += [ENSEMBLE_OFFSETS_FILE] if int(meta.get("ensemble_offsets", 0)) else []
+    needed += [STAY_OFFSETS_FILE] if int(meta.get("stay_offsets", 0)) else []
+    if int(meta.get("stay_offsets", 0)) and heads != "start_x_stay":
+        raise ModelLoadError(f"{meta_path}: stay_offsets without a stay head")
     _verify_checksums(path, meta, needed)
     try:
         booster = lgb.Booster(model_file=str(path / "model.txt"))
@@ -252,12 +274,8 @@ def load_model(path: Path) -> QualityPlayModel:
         )
     except (lgb.basic.LightGBMError, OSError) as exc:
         raise ModelLoadError(f"{path}: cannot load booster ({exc})") from exc
-    offsets: dict[str, float] = {}
-    if int(meta.get("image_offsets", 0)):
-        try:
-            offsets = {str(k): float(v) for k, v in json.loads((path / OFFSETS_FILE).read_text()).items()}
-        except (OSError, ValueError, AttributeError) as exc:
-            raise ModelLoadError(f"{path / OFFSETS_FILE}: cannot load the image offsets ({exc})") from exc
+    offsets = _offset_table(path / OFFSETS_FILE, "image offsets") if int(meta.get("image_offsets", 0)) else {}
+    stay_offsets = _offset_table(path / STAY_OFFSETS_FILE, "stay offsets") if int(meta.get("stay_offsets", 0)) else {}
     ensemble_offsets: list[Mapping[str, float]] = []
     if int(meta.get("ensemble_offsets", 0)):
         try:
@@ -274,7 +292,15 @@ def load_model(path: Path) -> QualityPlayModel:
             raise ModelLoadError(f"{path}/{name}: booster features differ from meta.json")
     return QualityPlayModel(version=str(meta["version"]), booster=booster, space=space, ensemble=ensemble, meta=meta,
                             stay=stay, ensemble_stay=ensemble_stay, image_offsets=offsets,
-                            ensemble_offsets=ensemble_offsets)
+                            stay_offsets=stay_offsets, ensemble_offsets=ensemble_offsets)
+
+
+def _offset_table(file: Path, what: str) -> dict[str, float]:
+    """An image_id -> logit offset table, or ModelLoadError naming the file."""
+    try:
+        return {str(k): float(v) for k, v in json.loads(file.read_text()).items()}
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise ModelLoadError(f"{file}: cannot load the {what} ({exc})") from exc
 
 
 def current_version(models_dir: Path, pointer_name: str = CURRENT_POINTER) -> str | None:
