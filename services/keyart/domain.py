@@ -6,10 +6,13 @@ that convert to and from these types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import Enum
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 # The devices of the API (its request context) and the crop shape each renders. Every
 # other vocabulary (country, language, genre, tone, expression, style, palette, a
@@ -228,6 +231,37 @@ class Impression:
     latency_ms: float = 0.0  # the page's time in the service until its choices were made
 
 
+def frozen_builder(cls: type[_T]) -> Callable[..., _T]:
+    """A fast keyword constructor of the frozen dataclass `cls`, for records built by the
+    thousand per second (a page builds 40 `Selection`s and 40 `Impression`s).
+
+    A frozen dataclass's own __init__ sets every field through object.__setattr__: 2.7 µs
+    for Impression's 25 fields. This one hands its keyword dict to the instance (1.1 µs,
+    most of it building that dict); the instance is the same frozen, comparable, hashable
+    record. It checks nothing: callers pass field names only (the tests compare it with
+    the real constructor), and a field left out takes its default.
+    """
+    defaults: dict[str, Any] = {}
+    all_fields = fields(cls)  # type: ignore[arg-type]
+    for f in all_fields:
+        if f.default_factory is not MISSING:
+            raise TypeError(f"{cls.__name__}.{f.name} has a default factory: use the constructor")
+        if f.default is not MISSING:
+            defaults[f.name] = f.default
+    count = len(all_fields)
+    new, set_attribute = object.__new__, object.__setattr__
+
+    def build(**values: Any) -> _T:
+        if len(values) != count:
+            values = {**defaults, **values}
+        obj = new(cls)
+        set_attribute(obj, "__dict__", values)  # the fresh keyword dict becomes the instance's
+        return obj
+
+    build.__name__ = f"build_{cls.__name__}"
+    return build
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What the member did after a decision."""
@@ -239,3 +273,7 @@ class Outcome:
     kind: OutcomeKind
     minutes_played: float
     event_time: datetime
+
+
+build_selection = frozen_builder(Selection)
+build_impression = frozen_builder(Impression)

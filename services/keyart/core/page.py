@@ -32,13 +32,13 @@ from keyart.core.ranker import (
 )
 from keyart.domain import (
     Catalog,
-    Impression,
     MemberFeatures,
     Outcome,
     RequestContext,
     Selection,
     ShadowChoice,
     TitleRequest,
+    build_impression,
 )
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ class PageService:
         actors = tuple(member.actor_affinity.items()) if member is not None else ()
         member_id = self.log_member_id(request.member_id) if self.log_member_id else request.member_id
         records = [
-            Impression(
+            build_impression(
                 decision_id=s.decision_id,
                 request_id=request.request_id,
                 member_id=member_id,

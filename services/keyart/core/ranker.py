@@ -23,7 +23,15 @@ from keyart.core.featurize import CatalogIndex, build_matrix
 from keyart.core.log_limit import LimitedLog
 from keyart.core.model import QualityPlayModel
 from keyart.core.stable import stable_uniform, time_window
-from keyart.domain import ImageInfo, MemberFeatures, RequestContext, Selection, ShadowChoice, TitleRequest
+from keyart.domain import (
+    ImageInfo,
+    MemberFeatures,
+    RequestContext,
+    Selection,
+    ShadowChoice,
+    TitleRequest,
+    build_selection,
+)
 
 limited = LimitedLog(logging.getLogger(__name__))
 
@@ -245,7 +253,7 @@ class Ranker:
         chosen_scores = scores[chosen].tolist()
         for k, pos in enumerate(scored_titles):
             image = images[flat_ids[chosen[k]]]
-            selections[pos] = Selection(
+            selections[pos] = build_selection(
                 title_id=titles[pos].title_id,
                 image_id=image.image_id,
                 lineage_id=image.lineage_id,
@@ -320,7 +328,7 @@ class Ranker:
         x = build_matrix(self.index, member, context, title_ids, rows, np.arange(len(chosen)))
         for k, (pos, ids, image_id) in enumerate(zip(scored_titles, candidates, chosen)):
             image = self.index.catalog.images[image_id]
-            selections[pos] = Selection(
+            selections[pos] = build_selection(
                 title_id=titles[pos].title_id,
                 image_id=image.image_id,
                 lineage_id=image.lineage_id,

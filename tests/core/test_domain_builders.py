@@ -1,0 +1,74 @@
+"""The fast record builders make the same frozen records as the dataclass constructors."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import FrozenInstanceError
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyart.domain import (
+    CropInfo,
+    Impression,
+    Selection,
+    ShadowChoice,
+    build_impression,
+    build_selection,
+    frozen_builder,
+)
+
+SHADOW = ShadowChoice(name="s", model_version="v2", image_id="i2", propensity=0.5, served_propensity=0.25,
+                      expected_score=0.1, served_score=0.2)
+SELECTION = dict(title_id="t1", image_id="t1-02", lineage_id="L1", propensity=0.25, score=0.125, explored=True,
+                 decision_id="d1", fallback_reason="", position=3, features=(1.0, 2.5, float("nan")),
+                 crop=CropInfo(aspect_ratio="16:9", variant_image_id="t1-02-16x9", x=0, y=10, width=640,
+                               height=360))
+IMPRESSION = dict(decision_id="d1", request_id="r1", member_id="m1", title_id="t1", image_id="t1-02",
+                  lineage_id="L1", propensity=0.25, score=0.125, explored=False, policy="epsilon_greedy",
+                  model_version="v1", position=3, country="US", language="en", device="TV", surface="home",
+                  decided_at=datetime(2026, 12, 4, tzinfo=UTC), fallback_reason="", feature_schema="abc",
+                  features=(1.0, 2.0), actor_affinity=(("a1", 0.5),), experiment="e", cell="treatment",
+                  shadows=(SHADOW,), latency_ms=1.5)
+
+
+def _subsets(full: dict, cls: type) -> st.SearchStrategy[dict]:
+    """Every required field, and any subset of the fields that have defaults."""
+    optional = [f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+    return st.sets(st.sampled_from(optional)).map(lambda keep: {k: v for k, v in full.items()
+                                                               if k not in optional or k in keep})
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=_subsets(IMPRESSION, Impression))
+def test_build_impression_is_the_constructor(values: dict) -> None:
+    built, made = build_impression(**values), Impression(**values)
+    assert built == made and hash(built) == hash(made) and type(built) is Impression
+    assert dataclasses.asdict(built) == dataclasses.asdict(made)
+    assert dataclasses.replace(built, image_id="x") == dataclasses.replace(made, image_id="x")
+
+
+@settings(max_examples=30, deadline=None)
+@given(values=_subsets(SELECTION, Selection))
+def test_build_selection_is_the_constructor(values: dict) -> None:
+    built = build_selection(**values)
+    assert built == Selection(**values) and repr(built) == repr(Selection(**values))
+
+
+def test_built_records_stay_frozen_and_do_not_share_state() -> None:
+    a = build_selection(**{k: v for k, v in SELECTION.items() if k != "fallback_reason"})
+    b = build_selection(**{k: v for k, v in SELECTION.items() if k != "fallback_reason"})
+    with pytest.raises(FrozenInstanceError):
+        a.image_id = "other"  # type: ignore[misc]
+    assert a.fallback_reason == "" and a.__dict__ is not b.__dict__
+
+
+def test_a_default_factory_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class WithFactory:
+        items: list = dataclasses.field(default_factory=list)
+
+    with pytest.raises(TypeError, match="WithFactory.items has a default factory"):
+        frozen_builder(WithFactory)
