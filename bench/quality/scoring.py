@@ -38,19 +38,32 @@ class Candidates:
     def decision_of_row(self) -> np.ndarray:
         return np.repeat(np.arange(len(self.decisions)), np.diff(self.offsets))
 
-    def value_of_choice(self, scores: np.ndarray) -> float:
-        """Value of choosing each decision's argmax of ``scores`` (first best on ties)."""
+    def choice_values(self, scores: np.ndarray) -> np.ndarray:
+        """P_true(quality) of each decision's argmax of ``scores`` (first best on ties), per decision."""
         best = [lo + int(np.argmax(scores[lo:hi])) for lo, hi in zip(self.offsets[:-1], self.offsets[1:])]
-        return float(self.p_true[best].mean())
+        return self.p_true[best]
+
+    def distribution_values(self, probs: np.ndarray) -> np.ndarray:
+        """Expected P_true(quality) of each decision under choice probabilities ``probs``."""
+        return np.add.reduceat(probs * self.p_true, self.offsets[:-1])
+
+    def oracle_values(self) -> np.ndarray:
+        return np.maximum.reduceat(self.p_true, self.offsets[:-1])
+
+    def random_values(self) -> np.ndarray:
+        return np.add.reduceat(self.p_true, self.offsets[:-1]) / np.diff(self.offsets)
+
+    def value_of_choice(self, scores: np.ndarray) -> float:
+        return float(self.choice_values(scores).mean())
 
     def value_of_distribution(self, probs: np.ndarray) -> float:
-        return float(np.add.reduceat(probs * self.p_true, self.offsets[:-1]).mean())
+        return float(self.distribution_values(probs).mean())
 
     def oracle(self) -> float:
-        return float(np.maximum.reduceat(self.p_true, self.offsets[:-1]).mean())
+        return float(self.oracle_values().mean())
 
     def random(self) -> float:
-        return float((np.add.reduceat(self.p_true, self.offsets[:-1]) / np.diff(self.offsets)).mean())
+        return float(self.random_values().mean())
 
 
 def candidates(world: SyntheticWorld, pages: Pages) -> Candidates:
@@ -184,6 +197,35 @@ def entry(value: float, nc: float, random: float, oracle: float, **extra) -> dic
             "share_of_oracle": round(share_of_oracle(value, random, oracle), 4), **extra}
 
 
+def bootstrap_closures(per_decision: dict[str, np.ndarray], nc: np.ndarray, oracle: np.ndarray, seed: int,
+                       resamples: int = 2000) -> dict[str, np.ndarray]:
+    """Each policy's closure on paired bootstrap resamples of the held-out decisions.
+
+    Every resample draws the decisions once and recomputes every policy's value, the
+    non-contextual bandit's and the oracle's on them, so a policy's spread is that of its
+    closure itself, and the difference of two policies' samples is a paired comparison.
+    It covers the held-out draw only: the randomness of the log and of training is not in it.
+    """
+    names = list(per_decision)
+    n = len(oracle)
+    if not n or not names:
+        return {}
+    values = np.stack([per_decision[k] for k in names] + [nc, oracle])  # (policies + 2, n)
+    rng = np.random.default_rng(seed)
+    means = np.empty((resamples, len(values)))
+    for b in range(resamples):
+        means[b] = values[:, rng.integers(0, n, n)].mean(axis=1)
+    gap = means[:, -1] - means[:, -2]
+    closures = (means[:, :-2] - means[:, -2:-1]) / np.where(gap == 0, np.nan, gap)[:, None]
+    return {k: closures[:, j] for j, k in enumerate(names)}
+
+
+def interval(samples: np.ndarray, level: float = 0.9) -> list[float]:
+    """Central bootstrap percentile interval, rounded for the JSON."""
+    tail = (1 - level) / 2
+    return [round(float(np.nanquantile(samples, tail)), 4), round(float(np.nanquantile(samples, 1 - tail)), 4)]
+
+
 def stability(log: pd.DataFrame, window_hours: float) -> dict:
     """Share of logged decisions repeating a (member, title) pair within a stability window,
     i.e. whose image was forced identical to the pair's first one by the stable draw."""
@@ -203,10 +245,11 @@ def stability(log: pd.DataFrame, window_hours: float) -> dict:
 
 
 def keyart_values(scorer: KeyartScorer, world: SyntheticWorld, pages: Pages, cands: Candidates,
-                  say: Callable[[str], None] = print) -> dict[str, tuple[float, str]]:
+                  say: Callable[[str], None] = print) -> dict[str, tuple[np.ndarray, str]]:
+    """Per-decision values of each of Keyart's policies, and the policy's name."""
     out = {}
     for name, cfg in scorer.configs().items():
         probs = scorer.distributions(world, pages, cands, cfg)
-        out[name] = (cands.value_of_distribution(probs), cfg.name)
-        say(f"  {name} ({cfg.name}): {out[name][0]:.4f}")
+        out[name] = (cands.distribution_values(probs), cfg.name)
+        say(f"  {name} ({cfg.name}): {out[name][0].mean():.4f}")
     return out

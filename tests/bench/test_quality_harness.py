@@ -47,6 +47,13 @@ def test_quality_harness_end_to_end(tmp_path: Path) -> None:
         e = world["policies"][name]
         assert {"value", "closure", "share_of_oracle"} <= set(e), name
         assert 0.0 <= e["value"] <= oracle + 1e-9, (name, e["value"], oracle)
+        lo, hi = e["closure_ci90"]  # paired bootstrap over the held-out decisions
+        assert lo <= hi, (name, e)
+    assert world["policies"]["non_contextual"]["closure_ci90"] == [0.0, 0.0]
+    checks = world["checks"]
+    assert checks["best_peer"] in ("lightgbm", "logistic_regression", "vw_cb_adf")
+    lo, hi = checks["greedy_minus_best_peer_closure_ci90"]
+    assert lo <= hi
     assert 0.0 <= world["stability"]["forced_identical_share"] <= world["stability"]["repeat_share"] <= 1.0
     assert world["keyart_model"]["version"]
     assert world["world"]["clickbait_images"] > 0
