@@ -164,7 +164,10 @@ def test_failing_model_serves_defaults(tiny_index, tiny_model):
         ensemble: list = []
         space = None
 
-        def predict(self, x):
+        def row_offsets_over(self, owner, image_ids):
+            return None
+
+        def predict(self, *args, **kwargs):
             raise RuntimeError("boom")
 
     _, sels = Ranker(tiny_index, Broken(), CONFIG).rank(make_member(), make_context(), _page(2), NOW)

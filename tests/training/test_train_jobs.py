@@ -176,6 +176,14 @@ def test_thompson_offset_draws(labelled, tmp_path):
     assert np.corrcoef(list(mean.values()), [model.image_offsets[i] for i in mean])[0, 1] > 0.9
     with pytest.raises(ValueError, match="pass the 50 rows' image ids"):
         model.predict_ensemble(x)
+    # The serving path gathers the same offsets by row from tables made once per catalog
+    # (an image the model never saw gets 0 there too).
+    ids = ids[:-1] + ["never-logged"]
+    catalog_ids = sorted(set(ids) | {"another-unseen"}, reverse=True)
+    table = model.row_offsets(catalog_ids)
+    rows = np.array([catalog_ids.index(i) for i in ids])
+    assert np.array_equal(model.predict(x, ids), model.predict(x, rows=rows, table=table))
+    assert np.array_equal(model.predict_ensemble(x, ids), model.predict_ensemble(x, rows=rows, table=table))
     from keyart.errors import ModelLoadError
     (result.path / "ensemble_offsets.json").write_text("{")
     with pytest.raises(ModelLoadError, match="ensemble_offsets.json: SHA-256 differs"):

@@ -61,6 +61,11 @@ class CatalogIndex:
     title_pool_size: np.ndarray  # shape (n_titles,), images in the title's pool (how much choice)
     title_images: dict[str, frozenset[str]] = field(default_factory=dict)  # title_id -> its image ids
 
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in row order (the rows of `image_matrix`)."""
+        return sorted(self.image_row, key=self.image_row.__getitem__)
+
     @classmethod
     def build(cls, catalog: Catalog, space: FeatureSpace | None = None) -> CatalogIndex:
         space = space or FeatureSpace.from_catalog(catalog)

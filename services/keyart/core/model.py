@@ -47,6 +47,17 @@ def _lookup(table: Mapping[str, float], image_ids: Sequence[str]) -> np.ndarray:
     return np.fromiter(map(table.get, image_ids, repeat(0.0)), dtype=np.float64, count=len(image_ids))
 
 
+@dataclass(frozen=True)
+class RowOffsets:
+    """A model's per-image offsets laid out over a fixed list of image ids (a catalog's
+    image rows): a page gathers its 480 candidates' offsets with one indexing per table
+    instead of 480 dict lookups each (`QualityPlayModel.row_offsets`)."""
+
+    start: np.ndarray | None  # image-offset per row (None: the model has none)
+    stay: np.ndarray | None
+    draws: tuple[np.ndarray, ...] = ()  # Thompson's offset draws, per member
+
+
 @dataclass
 class QualityPlayModel:
     """A loaded booster (and ensemble) with its metadata."""
@@ -70,6 +81,8 @@ class QualityPlayModel:
     # scores sigmoid(start logit + offsets_k) x stay. Models trained before score forest
     # ensembles (`ensemble`, `ensemble_stay`) instead.
     ensemble_offsets: list[Mapping[str, float]] = field(default_factory=list)
+    # row_offsets per catalog index it was asked for (a few at most: the served one, experiment arms).
+    _row_cache: dict[int, tuple[object, RowOffsets]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def has_ensemble(self) -> bool:
@@ -92,6 +105,34 @@ class QualityPlayModel:
             raise ValueError(f"model {self.version} adds per-image stay offsets: pass the {n} rows' image ids")
         return _lookup(self.stay_offsets, image_ids)
 
+    def row_offsets(self, image_ids: Sequence[str]) -> RowOffsets:
+        """Every offset table of the model over `image_ids` (0 for an id a table lacks)."""
+        return RowOffsets(
+            start=_lookup(self.image_offsets, image_ids) if self.image_offsets else None,
+            stay=_lookup(self.stay_offsets, image_ids) if self.stay_offsets else None,
+            draws=tuple(_lookup(t, image_ids) for t in self.ensemble_offsets),
+        )
+
+    def row_offsets_over(self, owner: object, image_ids: Callable[[], Sequence[str]]) -> RowOffsets:
+        """`row_offsets` of `image_ids()`, the image rows of `owner` (a catalog index), made
+        once per owner: a ranker is built per page, the tables once per catalog and model."""
+        hit = self._row_cache.get(id(owner))
+        if hit is not None and hit[0] is owner:
+            return hit[1]
+        table = self.row_offsets(image_ids())
+        if len(self._row_cache) >= 4:
+            self._row_cache.clear()
+        self._row_cache[id(owner)] = (owner, table)  # holding owner keeps its id from being reused
+        return table
+
+    def _head_offsets(self, image_ids: Sequence[str] | None, n: int, rows: np.ndarray | None,
+                      table: RowOffsets | None) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """(start, stay) logit offsets of n rows: gathered from `table` at `rows` when given."""
+        if table is not None and rows is not None:
+            return (0.0 if table.start is None else table.start[rows],
+                    0.0 if table.stay is None else table.stay[rows])
+        return self.offsets(image_ids, n), self.stay_offset(image_ids, n)
+
     def _raw(self, name: str, booster: lgb.Booster, x: np.ndarray) -> np.ndarray:
         """One forest's raw score (logit), compiled when it is."""
         compiled = self.compiled.get(name)
@@ -110,29 +151,38 @@ class QualityPlayModel:
             raw = np.asarray(booster.predict(x, raw_score=True, num_threads=1), dtype=np.float64)
         return 1.0 / (1.0 + np.exp(-(raw + off)))
 
-    def predict(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
-        """P(quality play) per row of x, shape (n,). Single-threaded: pages are small."""
-        p = self._p("start", self.booster, x, self.offsets(image_ids, len(x)))
+    def predict(self, x: np.ndarray, image_ids: Sequence[str] | None = None, *, rows: np.ndarray | None = None,
+                table: RowOffsets | None = None) -> np.ndarray:
+        """P(quality play) per row of x, shape (n,). Single-threaded: pages are small.
+
+        The per-image offsets come from `table` at `rows` (the rows' indices into the ids
+        `table` was made for) when both are given, else from looking up `image_ids`."""
+        start_off, stay_off = self._head_offsets(image_ids, len(x), rows, table)
+        p = self._p("start", self.booster, x, start_off)
         if self.stay is not None:
-            p = p * self._p("stay", self.stay, x, self.stay_offset(image_ids, len(x)))
+            p = p * self._p("stay", self.stay, x, stay_off)
         return p
 
-    def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None) -> np.ndarray:
-        """Per-member predictions, shape (members, n)."""
+    def predict_ensemble(self, x: np.ndarray, image_ids: Sequence[str] | None = None, *,
+                         rows: np.ndarray | None = None, table: RowOffsets | None = None) -> np.ndarray:
+        """Per-member predictions, shape (members, n); offsets as in `predict`."""
+        gathered = table is not None and rows is not None
         if self.ensemble_offsets:
-            if image_ids is None or len(image_ids) != len(x):
+            if not gathered and (image_ids is None or len(image_ids) != len(x)):
                 raise ValueError(f"model {self.version} samples per-image offsets: pass the {len(x)} rows' image ids")
+            _, stay_off = self._head_offsets(image_ids, len(x), rows, table)
             raw = self._raw("start", self.booster, x)
-            stay = self._p("stay", self.stay, x, self.stay_offset(image_ids, len(x))) if self.stay is not None else 1.0
-            members = []
-            for table in self.ensemble_offsets:
-                off_k = _lookup(table, image_ids)
-                members.append(stay / (1.0 + np.exp(-(raw + off_k))))
-            return np.stack(members)
-        off = self.offsets(image_ids, len(x))
+            stay = self._p("stay", self.stay, x, stay_off) if self.stay is not None else 1.0
+            if gathered:
+                assert table is not None and rows is not None
+                draws = [d[rows] for d in table.draws]
+            else:
+                assert image_ids is not None
+                draws = [_lookup(t, image_ids) for t in self.ensemble_offsets]
+            return np.stack([stay / (1.0 + np.exp(-(raw + off_k))) for off_k in draws])
+        off, stay_off = self._head_offsets(image_ids, len(x), rows, table)
         out = np.stack([self._p(f"start_{k}", b, x, off) for k, b in enumerate(self.ensemble)])
         if self.ensemble_stay:
-            stay_off = self.stay_offset(image_ids, len(x))
             out = out * np.stack([self._p(f"stay_{k}", b, x, stay_off) for k, b in enumerate(self.ensemble_stay)])
         return out
 

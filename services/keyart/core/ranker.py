@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import chain
 
 import numpy as np
 
@@ -108,6 +109,7 @@ class ScoredPage:
     candidates: list[list[str]]
     x: np.ndarray  # their feature rows, candidates of each title in turn
     counts: np.ndarray | None  # their impressions so far (the new-image floor), None if off
+    rows: np.ndarray | None = None  # their rows in the index's image matrix
 
 
 class Ranker:
@@ -128,6 +130,8 @@ class Ranker:
                              "build the index with CatalogIndex.build(catalog, model.space)")
         self.index = index
         self.model = model
+        # The model's per-image offsets over the index's image rows, gathered per page by row.
+        self.row_offsets = model.row_offsets_over(index, lambda: index.image_ids) if model is not None else None
         self.config = config
         self.new_id = new_id
         # Bulk ids for a page (one urandom call); by default from new_id when that was given.
@@ -215,17 +219,17 @@ class Ranker:
             return policy, [s for s in selections if s is not None]
 
         sizes = np.array([len(c) for c in candidates])
-        rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
+        flat_ids = list(chain.from_iterable(candidates))
+        rows = np.fromiter(map(self.index.image_row.__getitem__, flat_ids), dtype=np.int64, count=len(flat_ids))
         title_of_row = np.repeat(np.arange(len(candidates)), sizes)
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
-        flat_ids = [i for c in candidates for i in c]
         counts = self._exposure_counts(flat_ids) if self.config.diversity_strength <= 0.0 else None
-        self.last_scored = ScoredPage(title_ids, candidates, x, counts)
+        self.last_scored = ScoredPage(title_ids, candidates, x, counts, rows)
         try:
-            scores = self.model.predict(x, flat_ids)
+            scores = self.model.predict(x, flat_ids, rows=rows, table=self.row_offsets)
             ensemble = (
-                self.model.predict_ensemble(x, flat_ids)
+                self.model.predict_ensemble(x, flat_ids, rows=rows, table=self.row_offsets)
                 if policy == "thompson" and self.model.has_ensemble
                 else None
             )
@@ -426,6 +430,8 @@ class Ranker:
         if lent is not None and lent.title_ids == [served[k].title_id for k in scored]:
             keep, candidates, x = scored, lent.candidates, lent.x
             sizes = np.array([len(c) for c in candidates])
+            rows = lent.rows if lent.rows is not None else np.array(
+                [self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
         else:
             keep, candidates = [], []
             for k in scored:
@@ -444,8 +450,8 @@ class Ranker:
         flat_ids = [i for c in candidates for i in c]
         policy = self.config.name
         counts = lent.counts if lent is not None and candidates is lent.candidates else self._exposure_counts(flat_ids)
-        scores = self.model.predict(x, flat_ids)
-        ensemble = (self.model.predict_ensemble(x, flat_ids)
+        scores = self.model.predict(x, flat_ids, rows=rows, table=self.row_offsets)
+        ensemble = (self.model.predict_ensemble(x, flat_ids, rows=rows, table=self.row_offsets)
                     if policy == "thompson" and self.model.has_ensemble else None)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, counts):
