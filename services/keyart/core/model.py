@@ -91,19 +91,19 @@ class QualityPlayModel:
 
     def offsets(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
         """Start-logit offset per row; a model with offsets needs the rows' image ids."""
-        if not self.image_offsets:
-            return 0.0
-        if image_ids is None or len(image_ids) != n:
-            raise ValueError(f"model {self.version} adds per-image offsets: pass the {n} rows' image ids")
-        return _lookup(self.image_offsets, image_ids)
+        return self._per_row(self.image_offsets, "per-image offsets", image_ids, n)
 
     def stay_offset(self, image_ids: Sequence[str] | None, n: int) -> np.ndarray | float:
         """Stay-logit offset per row (0.0 for a model without stay offsets)."""
-        if not self.stay_offsets:
+        return self._per_row(self.stay_offsets, "per-image stay offsets", image_ids, n)
+
+    def _per_row(self, table: Mapping[str, float], what: str, image_ids: Sequence[str] | None,
+                 n: int) -> np.ndarray | float:
+        if not table:
             return 0.0
         if image_ids is None or len(image_ids) != n:
-            raise ValueError(f"model {self.version} adds per-image stay offsets: pass the {n} rows' image ids")
-        return _lookup(self.stay_offsets, image_ids)
+            raise ValueError(f"model {self.version} adds {what}: pass the {n} rows' image ids")
+        return _lookup(table, image_ids)
 
     def row_offsets(self, image_ids: Sequence[str]) -> RowOffsets:
         """Every offset table of the model over `image_ids` (0 for an id a table lacks)."""
