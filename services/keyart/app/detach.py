@@ -158,10 +158,12 @@ def start_detached(
                                   f"the end of {log}:\n{_tail(log)}")
             record, _ = read_record(settings)
             if record is not None and record.pid == proc.pid:
-                # Behind the TLS front a plaintext health check cannot connect (and mutual
-                # TLS wants a client certificate): the server's own READY line says it.
-                ready = "READY keyart.v1" in _tail(log, 200) if settings.tls_cert_file else False
-                status = "SERVING" if ready else serving_status(address)
+                # The server's own READY line first: health can say SERVING a moment before
+                # the server has left its start-up, and a stop in that moment would skip the
+                # drain. Behind the TLS front a plaintext health check cannot connect (and
+                # mutual TLS wants a client certificate): the READY line alone says it.
+                ready = "READY keyart.v1" in _tail(log, 200)
+                status = ("SERVING" if settings.tls_cert_file else serving_status(address)) if ready else "starting"
                 if status == "SERVING":
                     return record
             time.sleep(0.5)
