@@ -109,7 +109,8 @@ class ScoredPage:
     candidates: list[list[str]]
     x: np.ndarray  # their feature rows, candidates of each title in turn
     counts: np.ndarray | None  # their impressions so far (the new-image floor), None if off
-    rows: np.ndarray | None = None  # their rows in the index's image matrix
+    flat_ids: list[str]  # the candidates in row order
+    rows: np.ndarray  # their rows in the index's image matrix
 
 
 class Ranker:
@@ -219,13 +220,12 @@ class Ranker:
             return policy, [s for s in selections if s is not None]
 
         sizes = np.array([len(c) for c in candidates])
-        flat_ids = list(chain.from_iterable(candidates))
-        rows = np.fromiter(map(self.index.image_row.__getitem__, flat_ids), dtype=np.int64, count=len(flat_ids))
+        flat_ids, rows = self._flatten(candidates)
         title_of_row = np.repeat(np.arange(len(candidates)), sizes)
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
         counts = self._exposure_counts(flat_ids) if self.config.diversity_strength <= 0.0 else None
-        self.last_scored = ScoredPage(title_ids, candidates, x, counts, rows)
+        self.last_scored = ScoredPage(title_ids, candidates, x, counts, flat_ids, rows)
         try:
             scores = self.model.predict(x, flat_ids, rows=rows, table=self.row_offsets)
             ensemble = (
@@ -270,6 +270,12 @@ class Ranker:
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
+
+    def _flatten(self, candidates: list[list[str]]) -> tuple[list[str], np.ndarray]:
+        """The page's candidate ids in row order, and their rows in the index's image matrix."""
+        flat_ids = list(chain.from_iterable(candidates))
+        return flat_ids, np.fromiter(map(self.index.image_row.__getitem__, flat_ids), dtype=np.int64,
+                                     count=len(flat_ids))
 
     def _choose_in_order(
         self,
@@ -428,10 +434,8 @@ class Ranker:
         scored = [k for k, sel in enumerate(served)
                   if not sel.fallback_reason and sel.features and sel.position < len(titles)]
         if lent is not None and lent.title_ids == [served[k].title_id for k in scored]:
-            keep, candidates, x = scored, lent.candidates, lent.x
+            keep, candidates, x, flat_ids, rows = scored, lent.candidates, lent.x, lent.flat_ids, lent.rows
             sizes = np.array([len(c) for c in candidates])
-            rows = lent.rows if lent.rows is not None else np.array(
-                [self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
         else:
             keep, candidates = [], []
             for k in scored:
@@ -442,12 +446,11 @@ class Ranker:
             if not keep:
                 return out
             sizes = np.array([len(c) for c in candidates])
-            rows = np.array([self.index.image_row[i] for c in candidates for i in c], dtype=np.int64)
+            flat_ids, rows = self._flatten(candidates)
             title_of_row = np.repeat(np.arange(len(candidates)), sizes)
             x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
         if not keep:
             return out
-        flat_ids = [i for c in candidates for i in c]
         policy = self.config.name
         counts = lent.counts if lent is not None and candidates is lent.candidates else self._exposure_counts(flat_ids)
         scores = self.model.predict(x, flat_ids, rows=rows, table=self.row_offsets)
