@@ -101,6 +101,12 @@ class Runtime:
             members.get("warm-up")  # opens the online store now, not on the first page
         except Exception:  # a broken store must not stop serving: pages get default artwork
             log.exception("member feature store unavailable at start")
+        feature_timeout_s = settings.feature_timeout_ms / 1000.0
+        try:
+            inline_features = members.bound_wait(feature_timeout_s)
+        except Exception:  # the timed worker thread still guards the pages
+            log.exception("member feature store: could not bound its wait; reads go through a worker thread")
+            inline_features = False
         writer = open_decision_log(settings) if with_log else None
         page = PageService(
             index=index,
@@ -108,9 +114,10 @@ class Runtime:
             policy=policy_config(settings),
             sink=writer,
             metrics=metrics,
-            feature_timeout_s=settings.feature_timeout_ms / 1000.0,
+            feature_timeout_s=feature_timeout_s,
             request_budget_s=settings.request_budget_ms / 1000.0,
             log_member_id=_log_member_id(settings),
+            inline_features=inline_features,
         )
         runtime = cls(settings=settings, page=page, writer=writer)
         runtime.reload_model()

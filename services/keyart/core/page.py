@@ -110,15 +110,20 @@ class PageService:
         request_budget_s: float = 0.15,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         log_member_id: Callable[[str], str] | None = None,
+        inline_features: bool = False,
     ) -> None:
         """``log_member_id``: what the decision log stores in place of a member id (a
-        keyed pseudonym, :func:`keyart.core.pseudonym.keyed_pseudonym`); None keeps it."""
+        keyed pseudonym, :func:`keyart.core.pseudonym.keyed_pseudonym`); None keeps it.
+        ``inline_features``: `members` bounds its own wait by ``feature_timeout_s`` (a
+        local store with a busy timeout), so it is read on the request thread; else on
+        a worker thread the page stops waiting for at the timeout."""
         self.members = members
         self.log_member_id = log_member_id
         self.policy = policy
         self.sink = sink
         self.metrics: PageMetrics = metrics or NoMetrics()
         self.feature_timeout_s = feature_timeout_s
+        self.inline_features = inline_features
         self.request_budget_s = request_budget_s
         self.clock = clock
         # The catalog index in the serving model's feature space, and that model: swapped
@@ -274,9 +279,12 @@ class PageService:
         """
         t0 = time.monotonic()
         timeout = max(0.0, min(self.feature_timeout_s, deadline - t0))
-        future = self._feature_pool.submit(self.members.get, member_id)
         try:
-            member = future.result(timeout=timeout)
+            if self.inline_features:  # a thread handoff costs more CPU than the read itself
+                member = self.members.get(member_id)
+            else:
+                future = self._feature_pool.submit(self.members.get, member_id)
+                member = future.result(timeout=timeout)
         except FutureTimeout:
             future.cancel()
             limited.warning("features_timeout", "member features timed out after %.1f ms: default artwork served",

@@ -230,3 +230,28 @@ def test_historical_rows_convert_to_member_features(source: MemberFeatureSource)
     assert row_to_member_features("nobody", rows[1]) is None  # extra columns do not count
     pit = row_to_member_features(PIT_MEMBER, rows[2])
     assert pit is not None and pit.genre_affinity["action"] == pytest.approx(0.9)
+
+
+def test_bounded_wait_fails_fast_behind_a_writers_lock(store: FeatureStore) -> None:
+    """With `bound_wait`, a read blocked by a writer's lock on the SQLite online store (a
+    materialization) fails after about the bound instead of waiting SQLite's default 5 s:
+    that bound is what lets the page service read on the request thread."""
+    import sqlite3
+    import time
+
+    source = MemberFeatureSource(store)
+    assert source.bound_wait(0.05) is True
+    assert source.get("m00001") is not None
+    db = store.config.online_store.path
+    path = Path(db) if Path(db).is_absolute() else Path(store.config.repo_path) / db
+    writer = sqlite3.connect(path, timeout=0)
+    try:
+        writer.execute("BEGIN EXCLUSIVE")  # what a writer holds while it commits
+        t0 = time.monotonic()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            source.get("m00001")
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        writer.rollback()
+        writer.close()
+    assert source.get("m00001") is not None  # the lock gone, reads work again

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from tiny import make_member
 
 from keyart.adapters.grpc.servicer import RankerCalls
@@ -60,9 +61,11 @@ def test_page_is_ranked_and_every_decision_logged(tiny_index, tiny_model):
     assert sink.impressions[0].device == "WEB" and sink.impressions[0].features
 
 
-def test_failing_features_serve_defaults(tiny_index, tiny_model):
+@pytest.mark.parametrize("inline", [False, True])
+def test_failing_features_serve_defaults(tiny_index, tiny_model, inline):
+    """Read on a worker thread or (a store that bounds its own wait) on the request thread."""
     sink = Sink()
-    reply = handler(tiny_index, tiny_model, Members(fail=True), sink).rank(request())
+    reply = handler(tiny_index, tiny_model, Members(fail=True), sink, inline_features=inline).rank(request())
     assert [s.fallback_reason for s in reply.selections] == ["features_unavailable"] * 3
     assert [s.image_id for s in reply.selections] == ["t0-i0", "t1-i0", "t2-i0"]
     assert len(sink.impressions) == 3  # fallbacks are logged too (propensity 1)

@@ -10,6 +10,7 @@ not know; such members come back as None so the caller serves defaults.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,28 @@ class MemberFeatureSource:
         self.service = store.get_feature_service(service_name)
         self._views = ([(store.get_feature_view(p.name), [f.name for f in p.features])
                         for p in self.service.feature_view_projections] if direct else None)
+        # Feast's SQLite connection is shared by the threads that read through here.
+        self._read_lock = threading.Lock()
+
+    def bound_wait(self, timeout_s: float) -> bool:
+        """Make every read wait at most `timeout_s` on the store itself, if this store
+        can: True then, and the page service reads inline instead of on a timed thread.
+
+        The embedded SQLite online store answers from a local file; the one thing a
+        read can wait on is a writer's lock (a materialization), and SQLite's busy
+        timeout bounds that wait (the read then fails, and the page gets default
+        artwork). Network stores (Redis, DynamoDB, ...) return False: they stay behind
+        the page service's timed worker thread.
+        """
+        if self._views is None or getattr(self.store.config.online_store, "type", "") != "sqlite":
+            return False
+        online_store = self.store.provider.online_store
+        get_conn = getattr(online_store, "_get_conn", None)  # Feast's own, lazily opened connection
+        if get_conn is None:
+            return False
+        with self._read_lock:
+            get_conn(self.store.config).execute(f"PRAGMA busy_timeout = {max(1, round(timeout_s * 1000))}")
+        return True
 
     def get(self, member_id: str) -> MemberFeatures | None:
         """Features of one member, or None when the store does not know the member."""
@@ -100,7 +123,8 @@ class MemberFeatureSource:
         provider, config = self.store.provider, self.store.config
         row: dict[str, Any] = {}
         for view, names in self._views:
-            [(_, values)] = provider.online_read(config, view, [key], names)
+            with self._read_lock:
+                [(_, values)] = provider.online_read(config, view, [key], names)
             for name in names:
                 value = values.get(name) if values else None
                 row[name] = None if value is None else feast_value_type_to_python_type(value)
