@@ -81,6 +81,12 @@ class KeyartSettings(BaseSettings):
     feature_timeout_ms: float = Field(
         50.0, gt=0.0, description="Time allowed for the member feature lookup before fallback."
     )
+    gc_young_threshold: int = Field(
+        20_000, ge=0, description="A serving process freezes what it loaded at start out of the garbage "
+        "collector's reach and collects its youngest generation after this many net new objects (Python's "
+        "default is 700: a page's own short-lived objects then trigger several collections, and a full "
+        "collection over the ~250k startup objects stalls a page for 100+ ms). 0 keeps Python's defaults."
+    )
     auth_tokens_file: Path | None = Field(
         None, description="YAML/JSON file of token SHA-256s and the methods each may call; when set, "
         "RankArtwork and ReportOutcome need `authorization: Bearer <token>` (keyart.adapters.grpc.auth)."

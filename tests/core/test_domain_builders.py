@@ -16,6 +16,7 @@ from keyart.domain import (
     Selection,
     ShadowChoice,
     build_impression,
+    build_impressions,
     build_selection,
     frozen_builder,
 )
@@ -48,6 +49,29 @@ def test_build_impression_is_the_constructor(values: dict) -> None:
     assert built == made and hash(built) == hash(made) and type(built) is Impression
     assert dataclasses.asdict(built) == dataclasses.asdict(made)
     assert dataclasses.replace(built, image_id="x") == dataclasses.replace(made, image_id="x")
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=_subsets(IMPRESSION, Impression), split=st.integers(0, 30), n=st.integers(0, 3))
+def test_build_impressions_is_the_constructor(values: dict, split: int, n: int) -> None:
+    """Any split of the fields into shared and per-record ones gives the constructor's records,
+    each its own: changing one record's dict never shows in another."""
+    names = tuple(sorted(values))[:split]
+    shared = {k: v for k, v in values.items() if k not in names}
+    rows = [tuple(f"{values[k]}-{i}" if k == "decision_id" else values[k] for k in names) for i in range(n)]
+    built = build_impressions(shared, names, rows)
+    want = [Impression(**{**values, **dict(zip(names, row))}) for row in rows]
+    assert built == want and [hash(b) for b in built] == [hash(w) for w in want]
+    assert all(type(b) is Impression for b in built)
+    assert len({id(b.__dict__) for b in built}) == n
+
+
+def test_build_impressions_refuses_unknown_and_missing_fields() -> None:
+    shared = {k: v for k, v in IMPRESSION.items() if k != "member_id"}
+    with pytest.raises(TypeError, match=r"missing fields \['member_id'\]"):
+        build_impressions(shared, ("decision_id",), [("d",)])
+    with pytest.raises(TypeError, match=r"unknown fields \['colour'\]"):
+        build_impressions(IMPRESSION, ("colour",), [("red",)])
 
 
 @settings(max_examples=30, deadline=None)

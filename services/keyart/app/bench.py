@@ -230,9 +230,10 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
     lookups and the decision-log writer, flushed before the clock stops) per page logged.
     """
     from keyart.adapters.grpc.servicer import RankerCalls
-    from keyart.app.runtime import Runtime
+    from keyart.app.runtime import Runtime, tune_gc_for_serving
 
     runtime = Runtime.start(settings, watch_interval_s=0)
+    tune_gc_for_serving(settings.gc_young_threshold)  # as the servers do
     page, sink = runtime.page, runtime.page.sink
     calls = RankerCalls(page)
     try:

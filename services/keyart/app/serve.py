@@ -12,14 +12,16 @@ from typing import Any
 from ray import serve
 
 from keyart.adapters.ray_serve.app import bind_app
-from keyart.app.runtime import Runtime
+from keyart.app.runtime import Runtime, tune_gc_for_serving
 from keyart.core.ports import PageMetrics
 from keyart.settings import KeyartSettings
 
 
 def start_runtime(settings: KeyartSettings, metrics: PageMetrics) -> Runtime:
     """A replica's runtime: catalog, Feast, model watcher, decision log."""
-    return Runtime.start(settings, metrics=metrics)
+    runtime = Runtime.start(settings, metrics=metrics)
+    tune_gc_for_serving(settings.gc_young_threshold)
+    return runtime
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
@@ -38,6 +40,7 @@ def run_bare(settings: KeyartSettings, port: int) -> None:
 
     async def serve_forever() -> None:
         runtime = Runtime.start(settings)
+        tune_gc_for_serving(settings.gc_young_threshold)
         server, bound = await start_bare_server(runtime.page, f"{settings.listen_host}:{port}", auth, tls)
         scheme = "mutual TLS" if tls and tls.mutual else "TLS" if tls else "plaintext"
         print(f"READY bare grpc.aio keyart.v1.ArtworkRanker on {settings.listen_host}:{bound} ({scheme})",

@@ -38,13 +38,17 @@ from keyart.domain import (
     Selection,
     ShadowChoice,
     TitleRequest,
-    build_impression,
+    build_impressions,
 )
 
 log = logging.getLogger(__name__)
 limited = LimitedLog(log)  # request-path failures: one line per reason per 10 s, never a traceback
 
 PageShadows = tuple["ShadowChoice | None", ...]  # one selection's would-be choice of each shadow
+
+# The impression fields that differ between the decisions of a page, in `_log`'s row order.
+_PER_DECISION = ("decision_id", "title_id", "image_id", "lineage_id", "propensity", "score", "explored",
+                 "position", "fallback_reason", "features", "feature_schema", "actor_affinity", "shadows")
 
 
 def _index_for(catalog: Catalog, model: QualityPlayModel | None, current: CatalogIndex | None) -> CatalogIndex:
@@ -305,36 +309,20 @@ class PageService:
         context = request.context
         actors = tuple(member.actor_affinity.items()) if member is not None else ()
         member_id = self.log_member_id(request.member_id) if self.log_member_id else request.member_id
-        records = [
-            build_impression(
-                decision_id=s.decision_id,
-                request_id=request.request_id,
-                member_id=member_id,
-                title_id=s.title_id,
-                image_id=s.image_id,
-                lineage_id=s.lineage_id,
-                propensity=s.propensity,
-                score=s.score,
-                explored=s.explored,
-                policy=result.policy,
-                model_version=result.model_version,
-                position=s.position,
-                country=context.country,
-                language=context.language,
-                device=context.device,
-                surface=context.surface,
-                decided_at=now,
-                fallback_reason=s.fallback_reason,
-                feature_schema=result.feature_schema if s.features else "",
-                features=s.features,
-                actor_affinity=actors if s.features else (),
-                experiment=result.experiment,
-                cell=result.cell,
-                shadows=tuple(c for c in result.shadows[k] if c is not None) if result.shadows else (),
-                latency_ms=result.latency_ms,
-            )
+        shared = {
+            "request_id": request.request_id, "member_id": member_id, "policy": result.policy,
+            "model_version": result.model_version, "country": context.country, "language": context.language,
+            "device": context.device, "surface": context.surface, "decided_at": now,
+            "experiment": result.experiment, "cell": result.cell, "latency_ms": result.latency_ms,
+        }
+        schema, shadows = result.feature_schema, result.shadows
+        rows = (
+            (s.decision_id, s.title_id, s.image_id, s.lineage_id, s.propensity, s.score, s.explored, s.position,
+             s.fallback_reason, s.features, schema if s.features else "", actors if s.features else (),
+             tuple(c for c in shadows[k] if c is not None) if shadows else ())
             for k, s in enumerate(result.selections)
-        ]
+        )
+        records = build_impressions(shared, _PER_DECISION, rows)
         self.sink.submit_impressions(records)  # never blocks: a queue feeds the writer
 
     # ReportOutcome -------------------------------------------------------------------
