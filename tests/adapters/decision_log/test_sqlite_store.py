@@ -212,11 +212,29 @@ def test_actor_affinity_round_trip(store) -> None:
     assert got["dec-000001"].actor_affinity == actors  # JSON text: exact, order kept
     assert got["dec-000002"].actor_affinity == ()
     assert store.recent_for_member("m1", 1)[0].actor_affinity == ()
-    raw = store._conn.execute(
-        "SELECT actor_affinity FROM impressions WHERE decision_id = 'dec-000001'"
-    ).fetchone()[0]
-    # Compact, ASCII-only JSON (always encodable, whatever the names hold).
-    assert raw == '[["nm0000123",0.8125],["nm0000456",0.3333333333333333],["Zo\\u00eb",0.0]]'
+    inline, raw = store._conn.execute(
+        "SELECT i.actor_affinity, a.actors FROM impressions i JOIN actor_sets a ON a.digest = i.actor_set "
+        "WHERE decision_id = 'dec-000001'"
+    ).fetchone()
+    # Compact, ASCII-only JSON (always encodable, whatever the names hold), stored once by digest.
+    assert inline == "" and raw == '[["nm0000123",0.8125],["nm0000456",0.3333333333333333],["Zo\\u00eb",0.0]]'
+
+
+def test_a_pages_actors_are_stored_once_and_rows_without_them_stay_inline(store) -> None:
+    """40 impressions of one member's page keep one copy of the actors; a second page of
+    the same member adds none; a row with no actors names no set."""
+    actors = (("nm1", 0.5), ("nm2", 0.25))
+    page = [make_impression(k, actor_affinity=actors) for k in range(1, 41)]
+    store.write_impressions(page)
+    store.write_impressions([make_impression(k, actor_affinity=tuple(actors)) for k in range(41, 81)])
+    store.write_impressions([make_impression(81, actor_affinity=())])
+    assert store._conn.execute("SELECT COUNT(*) FROM actor_sets").fetchone()[0] == 1
+    assert store._conn.execute(
+        "SELECT actor_affinity, actor_set FROM impressions WHERE decision_id = 'dec-000081'").fetchone() == ("[]", "")
+    got = {g.decision_id: g.actor_affinity for g in store.scan_impressions(T0, T0 + timedelta(hours=1))}
+    assert len(got) == 81 and got["dec-000081"] == ()
+    assert all(got[f"dec-{k:06d}"] == actors for k in range(1, 81))
+    assert [i.actor_affinity for i in store.recent_for_member("m1", 3)] == [(), actors, actors]
 
 
 def test_old_schema_file_gains_the_column_and_keeps_working(tmp_path) -> None:
@@ -224,7 +242,7 @@ def test_old_schema_file_gains_the_column_and_keeps_working(tmp_path) -> None:
     _old_log(path)
     assert "actor_affinity" not in _columns(path)
     s = SqliteLogStore(path)
-    assert _columns(path)[-5:] == ["actor_affinity", "experiment", "cell", "shadows", "latency_ms"]
+    assert _columns(path)[-6:] == ["actor_affinity", "experiment", "cell", "shadows", "latency_ms", "actor_set"]
     # The old row reads back with no actors; new rows keep theirs; outcomes still attach.
     old = list(s.scan_impressions(T0, T0 + timedelta(hours=1)))
     assert [(i.decision_id, i.actor_affinity) for i in old] == [("dec-000001", ())]

@@ -22,6 +22,7 @@ and its old rows read back with the column's default.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -75,7 +76,8 @@ CREATE TABLE IF NOT EXISTS impressions (
     experiment      TEXT NOT NULL DEFAULT '',
     cell            TEXT NOT NULL DEFAULT '',
     shadows         TEXT NOT NULL DEFAULT '[]',
-    latency_ms      REAL NOT NULL DEFAULT 0
+    latency_ms      REAL NOT NULL DEFAULT 0,
+    actor_set       TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS impressions_by_time ON impressions (decided_at_us, decision_id);
 CREATE INDEX IF NOT EXISTS impressions_by_member ON impressions (member_id, decided_at_us);
@@ -93,6 +95,10 @@ CREATE TABLE IF NOT EXISTS outcomes (
 CREATE INDEX IF NOT EXISTS outcomes_by_time ON outcomes (event_time_us, outcome_key);
 CREATE INDEX IF NOT EXISTS outcomes_by_decision ON outcomes (decision_id);
 CREATE INDEX IF NOT EXISTS outcomes_unknown ON outcomes (decision_id) WHERE decision_known = 0;
+CREATE TABLE IF NOT EXISTS actor_sets (
+    digest          TEXT PRIMARY KEY,
+    actors          TEXT NOT NULL
+);
 """
 
 # Columns added to existing tables since the first release: (table, column, definition).
@@ -103,6 +109,7 @@ _ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("impressions", "cell", "TEXT NOT NULL DEFAULT ''"),
     ("impressions", "shadows", "TEXT NOT NULL DEFAULT '[]'"),
     ("impressions", "latency_ms", "REAL NOT NULL DEFAULT 0"),
+    ("impressions", "actor_set", "TEXT NOT NULL DEFAULT ''"),
 )
 
 _IMPRESSION_COLUMNS = (
@@ -110,11 +117,21 @@ _IMPRESSION_COLUMNS = (
     "explored, policy, model_version, position, country, language, device, surface, "
     "decided_at_us, fallback_reason, feature_schema, features, actor_affinity, experiment, cell, shadows, latency_ms"
 )
+# A page's 40 impressions share one member's top actors (~600 bytes of JSON, 60% of a
+# row): rows written since `actor_set` existed name them by digest in `actor_sets`, stored
+# once, and leave `actor_affinity` empty; older rows hold their text inline. Reads take
+# whichever the row has, so both kinds come back alike.
+_SELECT_IMPRESSIONS = (
+    "SELECT " + _IMPRESSION_COLUMNS.replace("actor_affinity", "COALESCE(a.actors, i.actor_affinity)")
+    + " FROM impressions i LEFT JOIN actor_sets a ON a.digest = i.actor_set"
+)
+_INSERT_ACTOR_SET = "INSERT OR IGNORE INTO actor_sets (digest, actors) VALUES (?, ?)"
+_WRITTEN_COLUMNS = _IMPRESSION_COLUMNS + ", actor_set"
 _UPSERT_IMPRESSION = (
-    f"INSERT INTO impressions ({_IMPRESSION_COLUMNS}) VALUES "
-    f"({', '.join('?' * len(_IMPRESSION_COLUMNS.split(',')))}) "
+    f"INSERT INTO impressions ({_WRITTEN_COLUMNS}) VALUES "
+    f"({', '.join('?' * len(_WRITTEN_COLUMNS.split(',')))}) "
     "ON CONFLICT(decision_id) DO UPDATE SET "
-    + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _IMPRESSION_COLUMNS.split(",")[1:])
+    + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in _WRITTEN_COLUMNS.split(",")[1:])
 )
 _INSERT_OUTCOME = (
     "INSERT OR IGNORE INTO outcomes (outcome_key, decision_id, member_id, title_id, image_id, "
@@ -124,14 +141,24 @@ _PAGE = 1000
 _IN_CHUNK = 500  # below SQLite's host-parameter limit
 
 
-def _impression_row(imp: Impression, actors: dict[int, str] | None = None) -> tuple[Any, ...]:
-    """The row of an impression; `actors` memoizes the actors' encoding by tuple identity:
-    the 40 impressions of a page share one member's tuple, encoded once."""
+def _actor_set(actors: tuple[tuple[str, float], ...], sets: dict[str, str]) -> tuple[str, str]:
+    """(inline text, digest) of a member's actors: none inline as "[]", others by digest,
+    their text added to `sets` (digest -> text) for `actor_sets`."""
+    encoded = encode_actors(actors)
+    if encoded == "[]":
+        return encoded, ""
+    digest = hashlib.blake2b(encoded.encode("ascii"), digest_size=16).hexdigest()
+    sets[digest] = encoded
+    return "", digest
+
+
+def _impression_row(imp: Impression, memo: dict[int, tuple[str, str]], sets: dict[str, str]) -> tuple[Any, ...]:
+    """The written row of an impression; `memo` holds each actor tuple's (text, digest) by
+    identity (a page's 40 impressions share one member's tuple: encoded once)."""
+    key = id(imp.actor_affinity)
+    actors = memo.get(key)
     if actors is None:
-        encoded = encode_actors(imp.actor_affinity)
-    else:
-        key = id(imp.actor_affinity)
-        encoded = actors.get(key) or actors.setdefault(key, encode_actors(imp.actor_affinity))
+        actors = memo[key] = _actor_set(imp.actor_affinity, sets)
     return (
         imp.decision_id,
         imp.request_id,
@@ -153,11 +180,12 @@ def _impression_row(imp: Impression, actors: dict[int, str] | None = None) -> tu
         imp.fallback_reason,
         imp.feature_schema,
         encode_features(imp.features),
-        encoded,
+        actors[0],
         imp.experiment,
         imp.cell,
         encode_shadows(imp.shadows),
         float(imp.latency_ms),
+        actors[1],
     )
 
 
@@ -253,9 +281,11 @@ class SqliteLogStore:
     def write_impressions(self, impressions: list[Impression]) -> None:
         if not impressions:
             return
-        memo: dict[int, str] = {}  # ids stay valid: `impressions` holds every tuple alive meanwhile
-        rows = [_impression_row(imp, memo) for imp in impressions]
+        memo: dict[int, tuple[str, str]] = {}  # ids stay valid: `impressions` holds every tuple alive meanwhile
+        sets: dict[str, str] = {}
+        rows = [_impression_row(imp, memo, sets) for imp in impressions]
         with self._transaction() as conn:
+            conn.executemany(_INSERT_ACTOR_SET, sets.items())
             conn.executemany(_UPSERT_IMPRESSION, rows)
             # Outcomes that arrived before their impression become known: found through the
             # partial index of unknown outcomes (usually none), not one UPDATE per decision.
@@ -347,7 +377,7 @@ class SqliteLogStore:
         while True:
             with self._guard():
                 rows = self._conn.execute(
-                    f"SELECT {_IMPRESSION_COLUMNS} FROM impressions "
+                    f"{_SELECT_IMPRESSIONS} "
                     "WHERE decided_at_us < ? AND (decided_at_us > ? OR "
                     "(decided_at_us = ? AND decision_id > ?)) AND decided_at_us >= ? "
                     "ORDER BY decided_at_us, decision_id LIMIT ?",
@@ -391,7 +421,7 @@ class SqliteLogStore:
             return []
         with self._guard():
             rows = self._conn.execute(
-                f"SELECT {_IMPRESSION_COLUMNS} FROM impressions WHERE member_id = ? "
+                f"{_SELECT_IMPRESSIONS} WHERE member_id = ? "
                 "ORDER BY decided_at_us DESC, decision_id DESC LIMIT ?",
                 (member_id, int(limit)),
             ).fetchall()
