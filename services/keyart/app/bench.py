@@ -24,6 +24,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -222,6 +223,63 @@ def _measure(address: str, requests: list[pb.RankArtworkRequest], concurrencies:
             "levels": levels, "half_rate": half}
 
 
+def _signal_tree(root_pids: list[int], sig: signal.Signals) -> None:
+    """Send `sig` to these processes and all their descendants."""
+    import psutil
+
+    for pid in root_pids:
+        try:
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for proc in tree:
+            try:
+                proc.send_signal(sig)
+            except psutil.Error:
+                pass
+
+
+def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]],
+                        requests: list[pb.RankArtworkRequest], concurrency: int, rounds: int, round_s: float,
+                        say: Callable[[str], None]) -> dict[str, Any]:
+    """Both servers up at once, measured in alternating rounds (order flipped each round).
+
+    A shared machine's speed drifts by tens of percent within minutes, so two servers
+    measured one after the other compare the machine's moods as much as the servers.
+    Rounds side by side see the same drift; the ratio is the median of each round's own
+    ray / bare ratio, and each server's figures are medians over its rounds. The server
+    not being measured is paused (SIGSTOP on its whole process tree), so its background
+    threads and Ray's system processes do not compete with the one measured.
+    """
+    per: dict[str, list[dict[str, Any]]] = {name: [] for name in addresses}
+    names = list(addresses)
+    try:
+        for k in range(rounds):
+            for name in names if k % 2 == 0 else names[::-1]:
+                for other in names:
+                    _signal_tree(sessions[other], signal.SIGCONT if other == name else signal.SIGSTOP)
+                time.sleep(0.5)  # resumed threads settle before the clock starts
+                per[name].append(asyncio.run(closed_loop(addresses[name], requests, concurrency, round_s,
+                                                         sessions[name])))
+    finally:
+        for name in names:
+            _signal_tree(sessions[name], signal.SIGCONT)
+    out: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "round_s": round_s}
+    for name, results in per.items():
+        out[name] = {key: round(float(np.median([r[key] or 0.0 for r in results])), 3)
+                     for key in ("rps", "cpu_ms_per_page", "pages_per_s_per_core", "fallback_share")}
+        out[name]["cpu_ms_per_page_rounds"] = [r["cpu_ms_per_page"] for r in results]
+    ratios = [r["pages_per_s_per_core"] / b["pages_per_s_per_core"]
+              for r, b in zip(per["ray"], per["bare"]) if r["pages_per_s_per_core"] and b["pages_per_s_per_core"]]
+    out["ratio_per_core_rounds"] = [round(x, 3) for x in ratios]
+    out["ratio_per_core"] = round(float(np.median(ratios)), 3) if ratios else None
+    say(f"  side by side, {rounds} rounds of {round_s:.0f} s at concurrency {concurrency}: CPU per page "
+        f"bare {out['bare']['cpu_ms_per_page']} ms, ray {out['ray']['cpu_ms_per_page']} ms; "
+        f"ratio per core {out['ratio_per_core']} (rounds {out['ratio_per_core_rounds']})")
+    return out
+
+
 def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 400) -> dict[str, Any]:
     """In-process cost of one page through the page service, with and without decision logging.
 
@@ -378,6 +436,8 @@ def _start(cmd: list[str], env: dict[str, str], ready: str, timeout_s: float) ->
             continue
         lines.append(line)
         if ready in line:
+            # Keep reading what it prints: a full pipe would block the server mid-run.
+            threading.Thread(target=proc.stdout.read, name="bench-drain", daemon=True).start()
             return proc
     _stop(proc)
     raise RuntimeError(f"{' '.join(cmd)} not ready after {timeout_s:.0f} s: {''.join(lines[-20:])}")
@@ -396,7 +456,8 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[int], out: Path,
-              say: Callable[[str], None], bare_port: int = 9301, ray_port: int = 9300) -> dict[str, Any]:
+              say: Callable[[str], None], bare_port: int = 9301, ray_port: int = 9300,
+              rounds: int = 6) -> dict[str, Any]:
     from keyart.app.build import ensure_built
 
     ensure_built(settings, say)
@@ -431,31 +492,44 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         f"+{journal['added_p50_ms']} ms, p99 {journal['journal']['p99_ms']} ms against "
         f"{journal['no_journal']['p99_ms']} ms")
 
-    say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas ...")
+    say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas, "
+        f"and Ray Serve on :{ray_port}, both up for the whole run (the one not measured paused) ...")
     procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 180) for _ in range(replicas)]
     try:
-        bare = _measure(f"127.0.0.1:{bare_port}", requests, concurrencies, duration_s, say, "bare",
-                        [p.pid for p in procs])
+        ray_proc = _start(keyart + ["up", "--port", str(ray_port)], env, "READY", 300)
+        procs.append(ray_proc)
+        addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
+        sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
+        # Each sweep runs with the other server paused, as in the side-by-side rounds.
+        _signal_tree(sessions["ray"], signal.SIGSTOP)
+        try:
+            bare = _measure(addresses["bare"], requests, concurrencies, duration_s, say, "bare", sessions["bare"])
+        finally:
+            _signal_tree(sessions["ray"], signal.SIGCONT)
+        _signal_tree(sessions["bare"], signal.SIGSTOP)
+        try:
+            ray_result = _measure(addresses["ray"], requests, concurrencies, duration_s, say, "ray",
+                                  sessions["ray"])
+        finally:
+            _signal_tree(sessions["bare"], signal.SIGCONT)
+        side = interleaved_figures(addresses, sessions, requests,
+                                   min(bare["best_concurrency"], ray_result["best_concurrency"]),
+                                   rounds, max(2.0, duration_s / 2), say)
     finally:
         for p in procs:
             _stop(p)
 
-    say(f"Ray Serve on :{ray_port} ...")
-    proc = _start(keyart + ["up", "--port", str(ray_port)], env, "READY", 300)
-    try:
-        ray_result = _measure(f"127.0.0.1:{ray_port}", requests, concurrencies, duration_s, say, "ray", [proc.pid])
-    finally:
-        _stop(proc)
-
-    per_core_ray, per_core_bare = ray_result["pages_per_s_per_core"], bare["pages_per_s_per_core"]
+    per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
     titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
     result = {
         "ray": ray_result,
         "bare": bare,
         "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
-        "cpu_ms_per_page": {"bare": bare["cpu_ms_per_page"], "ray": ray_result["cpu_ms_per_page"]},
+        # The headline figures: medians of the side-by-side rounds (the sweeps' own are in "bare", "ray").
+        "cpu_ms_per_page": {"bare": side["bare"]["cpu_ms_per_page"], "ray": side["ray"]["cpu_ms_per_page"]},
         "pages_per_s_per_core": {"bare": per_core_bare, "ray": per_core_ray},
-        "ratio_per_core": round(per_core_ray / per_core_bare, 3) if per_core_ray and per_core_bare else None,
+        "ratio_per_core": side["ratio_per_core"],
+        "side_by_side": side,
         "fallback_share": max(bare["fallback_share_at_peak"] or 0.0, ray_result["fallback_share_at_peak"] or 0.0),
         "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
                                            "ray": ray_result["load_generator_cpu_ms_per_page"]},
