@@ -119,6 +119,9 @@ class KeyartSettings(BaseSettings):
     log_spool_max_bytes: int = Field(
         1_000_000_000, gt=0, description="Disk budget of the local spool used when the store is down."
     )
+    log_sqlite_file: Path | None = Field(
+        None, description="The embedded SQLite decision log (default: log/decisions.sqlite in the data dir)."
+    )
     log_spool_dir: Path | None = Field(
         None, description="Root of the decision-log spool and write-ahead journal (default: log/spool in the "
         "data dir). Put it on another disk than the SQLite log, so a full store disk keeps the spool."
@@ -168,6 +171,11 @@ class KeyartSettings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "log"
+
+    @property
+    def log_sqlite_path(self) -> Path:
+        """The embedded SQLite decision log's file (``log_sqlite_file``)."""
+        return self.log_sqlite_file if self.log_sqlite_file is not None else self.log_dir / "decisions.sqlite"
 
     @property
     def spool_root(self) -> Path:

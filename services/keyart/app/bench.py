@@ -181,9 +181,13 @@ async def open_loop(address: str, requests: list[pb.RankArtworkRequest], rate: f
     """Requests sent on a fixed schedule; latency counts from the scheduled time."""
     latencies: list[float] = []
     errors = 0
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = ranking_pb2_grpc.ArtworkRankerStub(channel)
-        await stub.RankArtwork(requests[0], timeout=10)
+    # As many connections as the closed loop's: one would pin every request to one of the
+    # bare server's SO_REUSEPORT processes and measure that process's queue, not the server's.
+    channels = [_own_connection(address) for _ in range(MAX_CONNECTIONS)]
+    try:
+        stubs = [ranking_pb2_grpc.ArtworkRankerStub(c) for c in channels]
+        for stub in stubs:
+            await stub.RankArtwork(requests[0], timeout=10)
         n = max(1, int(rate * duration_s))
         t0 = time.perf_counter()
 
@@ -192,13 +196,16 @@ async def open_loop(address: str, requests: list[pb.RankArtworkRequest], rate: f
             due = t0 + k / rate
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             try:
-                await stub.RankArtwork(requests[k % len(requests)], timeout=10)
+                await stubs[k % len(stubs)].RankArtwork(requests[k % len(requests)], timeout=10)
                 latencies.append(time.perf_counter() - due)
             except grpc.aio.AioRpcError:
                 errors += 1
 
         await asyncio.gather(*(one(k) for k in range(n)))
         elapsed = time.perf_counter() - t0
+    finally:
+        for c in channels:
+            await c.close()
     return _summary(latencies, errors, elapsed) | {"target_rps": round(rate, 1)}
 
 
@@ -324,6 +331,45 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
         return out
     finally:
         runtime.close()
+
+
+def policy_cpu_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], blocks: int = 16,
+                       block_pages: int = 25) -> dict[str, Any]:
+    """Thompson sampling's CPU per page against epsilon-greedy's, side by side: one page
+    service (its model's Thompson forests compiled) alternates the two policies block by
+    block, the order flipped each block; each block's CPU is the process's (writer flushed
+    before the clock stops). Figures are medians over blocks; the ratio is the median of
+    each pair's own."""
+    from dataclasses import replace as with_fields
+
+    from keyart.adapters.grpc.servicer import RankerCalls
+    from keyart.app.runtime import Runtime, tune_gc_for_serving
+
+    runtime = Runtime.start(settings.model_copy(update={"policy": "thompson"}), watch_interval_s=0)
+    tune_gc_for_serving(settings.gc_young_threshold)
+    page, calls = runtime.page, RankerCalls(runtime.page)
+    configs = {name: with_fields(page.policy, name=name) for name in ("epsilon_greedy", "thompson")}
+    per_page: dict[str, list[float]] = {name: [] for name in configs}
+    try:
+        for r in requests[:20]:
+            calls.rank(r)
+        k = 0
+        for b in range(blocks):
+            for name in ("epsilon_greedy", "thompson") if b % 2 == 0 else ("thompson", "epsilon_greedy"):
+                page.policy = configs[name]
+                cpu0 = time.process_time()
+                for _ in range(block_pages):
+                    calls.rank(requests[k % len(requests)])
+                    k += 1
+                if runtime.writer is not None:
+                    runtime.writer.flush(60)
+                per_page[name].append(1000.0 * (time.process_time() - cpu0) / block_pages)
+    finally:
+        runtime.close()
+    ratios = [t / e for t, e in zip(per_page["thompson"], per_page["epsilon_greedy"])]
+    return {"cpu_ms_per_page": round(float(np.median(per_page["thompson"])), 3),
+            "epsilon_greedy_cpu_ms_per_page": round(float(np.median(per_page["epsilon_greedy"])), 3),
+            "ratio": round(float(np.median(ratios)), 3), "blocks": blocks, "block_pages": block_pages}
 
 
 def journal_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 600,
@@ -475,11 +521,9 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     core = core_figures(settings, requests)
     say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
         f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, writer included")
-    policies = {settings.policy: core}  # the run above is the configured policy's
-    for name in ("epsilon_greedy", "thompson"):
-        if name not in policies:
-            policies[name] = core_figures(settings.model_copy(update={"policy": name}), requests)
-        say(f"  {name}: {policies[name]['cpu_ms_per_page']} ms CPU per page")
+    thompson = policy_cpu_figures(settings, requests)
+    say(f"  thompson {thompson['cpu_ms_per_page']} ms against epsilon-greedy "
+        f"{thompson['epsilon_greedy_cpu_ms_per_page']} ms CPU per page, side by side: ratio {thompson['ratio']}")
 
     shadow = shadow_figures(settings, requests)
     if "skipped" not in shadow:
@@ -494,9 +538,18 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
 
     say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas, "
         f"and Ray Serve on :{ray_port}, both up for the whole run (the one not measured paused) ...")
-    procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], env, "READY", 180) for _ in range(replicas)]
+    # Each server logs to a SQLite file and spool of its own, under a scratch directory: a
+    # server paused while it holds the shared file's write lock would stall the other's
+    # writer into its spool (and the bench's synthetic pages stay out of the real log).
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="keyart-bench-log-"))
+    envs = {name: {**env, "KEYART_LOG_SQLITE_FILE": str(scratch / f"{name}.sqlite"),
+                   "KEYART_LOG_SPOOL_DIR": str(scratch / f"spool-{name}")} for name in ("bare", "ray")}
+    procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], envs["bare"], "READY", 180)
+             for _ in range(replicas)]
     try:
-        ray_proc = _start(keyart + ["up", "--port", str(ray_port)], env, "READY", 300)
+        ray_proc = _start(keyart + ["up", "--port", str(ray_port)], envs["ray"], "READY", 300)
         procs.append(ray_proc)
         addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
         sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
@@ -518,6 +571,9 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     finally:
         for p in procs:
             _stop(p)
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
 
     per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
     titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
@@ -534,10 +590,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
                                            "ray": ray_result["load_generator_cpu_ms_per_page"]},
         "core": core,
-        "thompson": {"cpu_ms_per_page": policies["thompson"]["cpu_ms_per_page"],
-                     "epsilon_greedy_cpu_ms_per_page": policies["epsilon_greedy"]["cpu_ms_per_page"],
-                     "ratio": round(policies["thompson"]["cpu_ms_per_page"]
-                                    / policies["epsilon_greedy"]["cpu_ms_per_page"], 3)},
+        "thompson": thompson,
         "shadow": shadow,
         "journal": journal,
         # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.

@@ -3,7 +3,7 @@
 ``log_backend``: "cassandra", or "auto" with KEYART_CASSANDRA_CONTACT_POINTS set,
 gives the Cassandra store (connected lazily, so a service can start while the
 cluster is down: the writer spools until it answers); anything else gives the
-embedded SQLite store at ``settings.log_dir / "decisions.sqlite"`` (WAL, safe for
+embedded SQLite store at ``settings.log_sqlite_path`` (WAL, safe for
 several processes on one machine). The spool root is ``settings.log_dir / "spool"``,
 shared by every process on the machine: each writer spools in its own locked
 subdirectory and adopts those of writers that died (see keyart.adapters.decision_log.spool_dirs).
@@ -15,7 +15,6 @@ from keyart.adapters.decision_log.store import LogStore
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.settings import KeyartSettings
 
-SQLITE_FILE = "decisions.sqlite"
 SPOOL_DIR = "spool"
 
 
@@ -35,7 +34,7 @@ def open_log_store(settings: KeyartSettings) -> LogStore:
         return CassandraLogStore.from_settings(settings)
     from keyart.adapters.decision_log.sqlite import SqliteLogStore
 
-    return SqliteLogStore(settings.log_dir / SQLITE_FILE)
+    return SqliteLogStore(settings.log_sqlite_path)
 
 
 def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:

@@ -97,12 +97,12 @@ def _out() -> Console:
 
 
 def _backend(settings: KeyartSettings) -> tuple[str, str]:
-    from keyart.adapters.decision_log.factory import SQLITE_FILE, uses_cassandra
+    from keyart.adapters.decision_log.factory import uses_cassandra
 
     if uses_cassandra(settings):
         hosts = settings.cassandra_contact_points.strip()
         return "cassandra", f"{hosts}:{settings.cassandra_port}/{settings.cassandra_keyspace}"
-    return "sqlite", str(settings.log_dir / SQLITE_FILE)
+    return "sqlite", str(settings.log_sqlite_path)
 
 
 def _open_store(settings: KeyartSettings) -> Any:
