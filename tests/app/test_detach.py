@@ -66,6 +66,31 @@ def test_a_stale_record_is_removed(tmp_path):
     detach.refuse_if_running(s)  # does not raise
 
 
+def test_a_wall_clock_step_does_not_make_a_live_server_stale(tmp_path):
+    """The record's start time since boot decides: a live server whose epoch start time is
+    off by a clock step (here 30 s) stays recorded; one whose boot-relative start differs
+    (a recycled pid) is stale."""
+    import dataclasses
+    import json
+
+    s = _settings(tmp_path)
+    proc = _spawn("stop-on-int")
+    try:
+        live = detach.ServerRecord(pid=proc.pid, create_time=psutil.Process(proc.pid).create_time() + 30.0,
+                                   port=1, since_boot=detach._since_boot(proc.pid))
+        assert live.since_boot is not None
+        detach.pid_path(s).parent.mkdir(parents=True)
+        detach.pid_path(s).write_text(json.dumps(dataclasses.asdict(live)))
+        assert detach.read_record(s)[0] == live
+        recycled = dataclasses.replace(live, since_boot=live.since_boot - 5.0)
+        detach.pid_path(s).write_text(json.dumps(dataclasses.asdict(recycled)))
+        record, why = detach.read_record(s)
+        assert record is None and "stale" in why
+    finally:
+        os.killpg(proc.pid, 9)  # the stand-in and its child
+        proc.wait()
+
+
 def _group_empty(pgid: int) -> bool:
     """No live process (zombies aside: init may be slow to reap them) left in the group."""
     for p in psutil.process_iter(["status"]):

@@ -42,6 +42,20 @@ class ServerRecord:
     pid: int
     create_time: float  # the process's start time: a recycled pid does not match it
     port: int
+    # Its start in seconds since boot (Linux), which no wall-clock step moves: create_time
+    # is epoch-based, and an NTP step between the server's reading and a later one (a
+    # long-running caller, a throttled VM) made a live server look stale, its PID file
+    # removed, and `--detach` wait for a record that was gone. None in older files.
+    since_boot: float | None = None
+
+
+def _since_boot(pid: int) -> float | None:
+    """The process's start in seconds since boot, from /proc (None where there is none)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2 :].split()[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def run_dir(settings: KeyartSettings) -> Path:
@@ -60,7 +74,12 @@ def _alive(record: ServerRecord) -> bool:
     """The recorded process still runs (the same one: its start time matches)."""
     try:
         proc = psutil.Process(record.pid)
-        return proc.status() != psutil.STATUS_ZOMBIE and abs(proc.create_time() - record.create_time) < 1.0
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        since_boot = _since_boot(record.pid) if record.since_boot is not None else None
+        if since_boot is not None and record.since_boot is not None:
+            return abs(since_boot - record.since_boot) < 0.05
+        return abs(proc.create_time() - record.create_time) < 1.0
     except psutil.Error:
         return False
 
@@ -95,7 +114,7 @@ def recorded(settings: KeyartSettings, port: int) -> Iterator[ServerRecord]:
     """Record this process as the data dir's server while the block runs."""
     refuse_if_running(settings)
     me = psutil.Process()
-    record = ServerRecord(pid=me.pid, create_time=me.create_time(), port=port)
+    record = ServerRecord(pid=me.pid, create_time=me.create_time(), port=port, since_boot=_since_boot(me.pid))
     path = pid_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{me.pid}")
