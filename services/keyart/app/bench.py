@@ -21,12 +21,15 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -247,6 +250,18 @@ def _signal_tree(root_pids: list[int], sig: signal.Signals) -> None:
                 pass
 
 
+@contextmanager
+def _measuring(sessions: dict[str, list[int]], name: str) -> Iterator[None]:
+    """Only server `name` runs meanwhile: every other one is paused, and all run again after."""
+    for other, pids in sessions.items():
+        _signal_tree(pids, signal.SIGCONT if other == name else signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pids in sessions.values():
+            _signal_tree(pids, signal.SIGCONT)
+
+
 def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]],
                         requests: list[pb.RankArtworkRequest], concurrency: int, rounds: int, round_s: float,
                         say: Callable[[str], None]) -> dict[str, Any]:
@@ -261,17 +276,12 @@ def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]
     """
     per: dict[str, list[dict[str, Any]]] = {name: [] for name in addresses}
     names = list(addresses)
-    try:
-        for k in range(rounds):
-            for name in names if k % 2 == 0 else names[::-1]:
-                for other in names:
-                    _signal_tree(sessions[other], signal.SIGCONT if other == name else signal.SIGSTOP)
+    for k in range(rounds):
+        for name in names if k % 2 == 0 else names[::-1]:
+            with _measuring(sessions, name):
                 time.sleep(0.5)  # resumed threads settle before the clock starts
                 per[name].append(asyncio.run(closed_loop(addresses[name], requests, concurrency, round_s,
                                                          sessions[name])))
-    finally:
-        for name in names:
-            _signal_tree(sessions[name], signal.SIGCONT)
     out: dict[str, Any] = {"concurrency": concurrency, "rounds": rounds, "round_s": round_s}
     for name, results in per.items():
         out[name] = {key: round(float(np.median([r[key] or 0.0 for r in results])), 3)
@@ -295,10 +305,9 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
     lookups and the decision-log writer, flushed before the clock stops) per page logged.
     """
     from keyart.adapters.grpc.servicer import RankerCalls
-    from keyart.app.runtime import Runtime, tune_gc_for_serving
+    from keyart.app.runtime import Runtime
 
-    runtime = Runtime.start(settings, watch_interval_s=0)
-    tune_gc_for_serving(settings.gc_young_threshold)  # as the servers do
+    runtime = Runtime.start_serving(settings, watch_interval_s=0)
     page, sink = runtime.page, runtime.page.sink
     calls = RankerCalls(page)
     try:
@@ -343,10 +352,9 @@ def policy_cpu_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRe
     from dataclasses import replace as with_fields
 
     from keyart.adapters.grpc.servicer import RankerCalls
-    from keyart.app.runtime import Runtime, tune_gc_for_serving
+    from keyart.app.runtime import Runtime
 
-    runtime = Runtime.start(settings.model_copy(update={"policy": "thompson"}), watch_interval_s=0)
-    tune_gc_for_serving(settings.gc_young_threshold)
+    runtime = Runtime.start_serving(settings.model_copy(update={"policy": "thompson"}), watch_interval_s=0)
     page, calls = runtime.page, RankerCalls(runtime.page)
     configs = {name: with_fields(page.policy, name=name) for name in ("epsilon_greedy", "thompson")}
     per_page: dict[str, list[float]] = {name: [] for name in configs}
@@ -377,14 +385,12 @@ def journal_figures(settings: KeyartSettings, requests: list[pb.RankArtworkReque
     """What the write-ahead journal costs a page: two writers over two SQLite files, one
     journaling and one not, alternate page by page under one page service. Latency is the
     call's wall time; CPU is the request thread's (the journal's encode and write run there)."""
-    import tempfile
-
     from keyart.adapters.decision_log.sqlite import SqliteLogStore
     from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
     from keyart.adapters.grpc.servicer import RankerCalls
     from keyart.app.runtime import Runtime
 
-    runtime = Runtime.start(settings, watch_interval_s=0)
+    runtime = Runtime.start_serving(settings, watch_interval_s=0)
     page, own = runtime.page, runtime.page.sink
     calls = RankerCalls(page)
     with tempfile.TemporaryDirectory(prefix="keyart-journal-bench-") as tmp:
@@ -429,7 +435,7 @@ def shadow_figures(settings: KeyartSettings, requests: list[pb.RankArtworkReques
     from keyart.app.runtime import Runtime
     from keyart.core.experiment import Cell, Experiment, Shadow
 
-    runtime = Runtime.start(settings, watch_interval_s=0)
+    runtime = Runtime.start_serving(settings, watch_interval_s=0)
     page, model = runtime.page, runtime.page.model
     if model is None:
         runtime.close()
@@ -541,8 +547,6 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     # Each server logs to a SQLite file and spool of its own, under a scratch directory: a
     # server paused while it holds the shared file's write lock would stall the other's
     # writer into its spool (and the bench's synthetic pages stay out of the real log).
-    import tempfile
-
     scratch = Path(tempfile.mkdtemp(prefix="keyart-bench-log-"))
     envs = {name: {**env, "KEYART_LOG_SQLITE_FILE": str(scratch / f"{name}.sqlite"),
                    "KEYART_LOG_SPOOL_DIR": str(scratch / f"spool-{name}")} for name in ("bare", "ray")}
@@ -554,25 +558,17 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
         sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
         # Each sweep runs with the other server paused, as in the side-by-side rounds.
-        _signal_tree(sessions["ray"], signal.SIGSTOP)
-        try:
+        with _measuring(sessions, "bare"):
             bare = _measure(addresses["bare"], requests, concurrencies, duration_s, say, "bare", sessions["bare"])
-        finally:
-            _signal_tree(sessions["ray"], signal.SIGCONT)
-        _signal_tree(sessions["bare"], signal.SIGSTOP)
-        try:
+        with _measuring(sessions, "ray"):
             ray_result = _measure(addresses["ray"], requests, concurrencies, duration_s, say, "ray",
                                   sessions["ray"])
-        finally:
-            _signal_tree(sessions["bare"], signal.SIGCONT)
         side = interleaved_figures(addresses, sessions, requests,
                                    min(bare["best_concurrency"], ray_result["best_concurrency"]),
                                    rounds, max(2.0, duration_s / 2), say)
     finally:
         for p in procs:
             _stop(p)
-        import shutil
-
         shutil.rmtree(scratch, ignore_errors=True)
 
     per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]

@@ -101,6 +101,15 @@ class Runtime:
     _refused_stamp: tuple[object, ...] | None = None
 
     @classmethod
+    def start_serving(cls, settings: KeyartSettings, metrics: PageMetrics | None = None,
+                      watch_interval_s: float = 2.0) -> Runtime:
+        """`start`, then garbage collection tuned as every serving process has it
+        (`tune_gc_for_serving`): the servers, and the bench's in-process figures."""
+        runtime = cls.start(settings, metrics=metrics, watch_interval_s=watch_interval_s)
+        tune_gc_for_serving(settings.gc_young_threshold)
+        return runtime
+
+    @classmethod
     def start(
         cls,
         settings: KeyartSettings,

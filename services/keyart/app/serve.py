@@ -12,16 +12,14 @@ from typing import Any
 from ray import serve
 
 from keyart.adapters.ray_serve.app import bind_app
-from keyart.app.runtime import Runtime, tune_gc_for_serving
+from keyart.app.runtime import Runtime
 from keyart.core.ports import PageMetrics
 from keyart.settings import KeyartSettings
 
 
 def start_runtime(settings: KeyartSettings, metrics: PageMetrics) -> Runtime:
     """A replica's runtime: catalog, Feast, model watcher, decision log."""
-    runtime = Runtime.start(settings, metrics=metrics)
-    tune_gc_for_serving(settings.gc_young_threshold)
-    return runtime
+    return Runtime.start_serving(settings, metrics=metrics)
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
@@ -39,8 +37,7 @@ def run_bare(settings: KeyartSettings, port: int) -> None:
     tls = ServerTls.from_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
 
     async def serve_forever() -> None:
-        runtime = Runtime.start(settings)
-        tune_gc_for_serving(settings.gc_young_threshold)
+        runtime = Runtime.start_serving(settings)
         server, bound = await start_bare_server(runtime.page, f"{settings.listen_host}:{port}", auth, tls)
         scheme = "mutual TLS" if tls and tls.mutual else "TLS" if tls else "plaintext"
         print(f"READY bare grpc.aio keyart.v1.ArtworkRanker on {settings.listen_host}:{bound} ({scheme})",
