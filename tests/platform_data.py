@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
+from keyart.adapters.ports import free_loopback_port
 from keyart.app.build import apply_features, build_world_and_features, train_on_simulated_log
 from keyart.settings import KeyartSettings
 
@@ -14,9 +14,7 @@ WORLD_NOW = datetime(2026, 11, 20, tzinfo=timezone.utc)
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_loopback_port()
 
 
 def build_platform(data_dir: Path, **overrides) -> KeyartSettings:

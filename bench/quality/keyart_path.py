@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import grpc
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from keyart.adapters.ports import free_loopback_port
 from quality.traffic import Pages
 from quality.world_base import COUNTRIES, DEVICES, LANGUAGE, SyntheticWorld
 
@@ -57,9 +57,7 @@ def _json_of(text: str) -> Any:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_loopback_port()
 
 
 class KeyartPath:

@@ -7,6 +7,7 @@ applies the throughput settings measured by `make bench` (see README).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from keyart.adapters.grpc.tls import ServerTls
+from keyart.adapters.ports import free_loopback_port
 from keyart.adapters.ray_serve.tls_front import TlsFront
 from keyart.settings import KeyartSettings
 
@@ -89,37 +91,34 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
         TokenAuth.from_file(settings.auth_tokens_file)
     settings.drain_flag.unlink(missing_ok=True)  # left by a stop that was killed mid-drain
     tls = ServerTls.from_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
-    serve_port = _free_loopback_port() if tls else None
+    serve_port = free_loopback_port() if tls else None
     config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas, serve_port))
-    if not ray.is_initialized():
-        ray.init(
-            namespace="serve",
-            num_cpus=num_cpus,
-            include_dashboard=False,
-            _metrics_export_port=settings.metrics_port,
-            log_to_driver=False,
+    try:
+        if not ray.is_initialized():
+            ray.init(
+                namespace="serve",
+                num_cpus=num_cpus,
+                include_dashboard=False,
+                _metrics_export_port=settings.metrics_port,
+                log_to_driver=False,
+            )
+        client = serve_api.serve_start(
+            http_options=config.http_options.model_dump(),
+            proxy_location=config.proxy_location,
+            grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
         )
-    client = serve_api.serve_start(
-        http_options=config.http_options.model_dump(),
-        proxy_location=config.proxy_location,
-        grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
-    )
-    client.deploy_apps(config, _blocking=False)
-    wait_serving(f"127.0.0.1:{serve_port or settings.grpc_port}", timeout_s=180.0)
-    if tls:
-        global _TLS_FRONT
-        _TLS_FRONT = TlsFront(tls, settings.data_dir / "run", settings.listen_host, settings.grpc_port,
-                              serve_port or 0)
+        client.deploy_apps(config, _blocking=False)
+        wait_serving(f"127.0.0.1:{serve_port or settings.grpc_port}", timeout_s=180.0)
+        if tls:
+            global _TLS_FRONT
+            _TLS_FRONT = TlsFront(tls, settings.data_dir / "run", settings.listen_host, settings.grpc_port,
+                                  serve_port or 0)
+    except BaseException:  # a half-started Serve (its HAProxy, its controller) must not outlive the failure:
+        with contextlib.suppress(Exception):  # the next start would join it ("Connecting to existing
+            stop_serve()                      # Serve app") and fail too; the start's own error is the one to see
+        raise
     host = "127.0.0.1" if settings.listen_host in ("0.0.0.0", "::", "*") else settings.listen_host
     return f"{host}:{settings.grpc_port}"
-
-
-def _free_loopback_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stop_serve() -> None:

@@ -11,6 +11,7 @@ import subprocess
 from dataclasses import asdict
 from pathlib import Path
 
+from keyart.adapters.ports import free_loopback_port
 from keyart.app.cassandra_node.common import (
     DAEMON_CLASS,
     HOST,
@@ -62,9 +63,7 @@ JVM17_MODULE_FLAGS = [
 
 def _free_port(exclude: set[int]) -> int:
     for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((HOST, 0))
-            port = int(s.getsockname()[1])
+        port = free_loopback_port(HOST)
         if port not in exclude:
             return port
     raise CassandraNodeError("no free loopback port")
