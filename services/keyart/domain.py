@@ -60,7 +60,7 @@ class MemberFeatures:
     main_device: str
     tenure_days: float
     genre_affinity: Mapping[str, float]  # genre -> recency-weighted viewing share (the catalog's genres)
-    actor_affinity: Mapping[str, float]  # top actors -> weight in [0, 1]
+    actor_affinity: Mapping[str, float]  # top actors -> log-lift of exposure over the population (> 0)
     interacted_titles: frozenset[str] = frozenset()  # titles watched or started
     history_views: float = 0.0  # viewing events behind the shares (few: the shares are mostly prior)
     history_minutes: float = 0.0

@@ -9,13 +9,17 @@ parquet next to the world (same directory) unless `out_dir` says otherwise:
 
 - member_genre_affinity.parquet: member_id, genres list<str> (every genre of the
   catalog's titles, sorted: the vocabulary is the catalog's own), genre_weights
-  list<float> aligned with it (recency-weighted share of minutes watched, half-life
-  `half_life_days`, shrunk towards the population's share with GENRE_PRIOR_VIEWS
-  average views, so a member with two views is not read as a fan of one genre), history_views and
-  history_minutes (all viewing events and minutes up to the snapshot, unweighted)
+  list<float> aligned with it (recency-weighted share of the titles watched, each view
+  counted by how much of the title it covered, `minutes / runtime_minutes` capped at 1,
+  half-life `half_life_days`, shrunk towards the population's share with
+  GENRE_PRIOR_VIEWS average views, so a member with two views is not read as a fan of
+  one genre), history_views and history_minutes (all viewing events and minutes up to
+  the snapshot, unweighted)
 - member_actor_affinity.parquet: member_id, top_actors list<str>, top_actor_weights
-  list<float> (share of recency-weighted viewing featuring the actor, in [0, 1]; the
-  TOP_ACTORS actors with the largest share)
+  list<float>: how much more the member watches titles featuring the actor than the
+  population does, the log of (views featuring the actor + a) / (views expected at the
+  population's share + a), recency-weighted, a = ACTOR_PRIOR_VIEWS; the TOP_ACTORS
+  actors with the largest positive excess (stars everyone watches have little)
 - member_profile.parquet: member_id, country, language, main_device, tenure_days
 - member_title_interaction.parquet: member_id, watched_titles list<str>
 
@@ -49,6 +53,9 @@ HALF_LIFE_DAYS = 90.0
 GENRE_PRIOR_VIEWS = 3.0
 # Actors kept per member: 5 left out most of a fan's actors behind the stars everyone watches.
 TOP_ACTORS = 20
+# Prior views on each actor's rate ratio (Gamma(a, a)): one view of a title is weak
+# evidence of liking its cast.
+ACTOR_PRIOR_VIEWS = 2.0
 
 
 def snapshot_times(now: datetime, history_days: int, every_days: int = 7) -> list[pd.Timestamp]:
@@ -100,6 +107,10 @@ def derive_features(
     v_ts = pd.DatetimeIndex(viewing["event_timestamp"]).tz_convert("UTC").as_unit("ns")
     v_ns = v_ts.asi8
     v_min = viewing["minutes_watched"].to_numpy(float)
+    # How much of the title each view covered: a view abandoned after minutes says less
+    # of taste than one watched to the end, whatever the title's length.
+    runtime = _runtimes(titles)
+    v_done = np.minimum(1.0, v_min / runtime[v_t])
     cast_idx = [a_index.get_indexer(list(c)) for c in titles["cast"]]
     cast_len = np.array([len(c) for c in cast_idx])
     rep = cast_len[v_t]
@@ -113,17 +124,18 @@ def derive_features(
         s_ns = s.value
         mask = v_ns <= s_ns
         age_days = (s_ns - v_ns[mask]) / 86_400e9
-        w = v_min[mask] * np.power(0.5, age_days / half_life_days)
+        recency = np.power(0.5, age_days / half_life_days)
+        w = v_done[mask] * recency
         vm, vt = v_m[mask], v_t[mask]
         created = s + CREATED_DELAY
         # Genre affinity.
         g = np.zeros((n_m, len(genres)))
         np.add.at(g, vm, w[:, None] * tg[vt])
         tot = g.sum(axis=1)
-        has = tot > 0
         n_views = np.bincount(vm, minlength=n_m)
+        has = n_views > 0
         population = g.sum(axis=0) / max(float(g.sum()), 1e-12)
-        prior = GENRE_PRIOR_VIEWS * float(w.sum()) / max(1, len(w))  # in weighted minutes
+        prior = GENRE_PRIOR_VIEWS * float(w.sum()) / max(1, len(w))  # in weighted views
         share = (g[has] + prior * population) / (tot[has, None] + prior)
         gdf = pd.DataFrame({"member_id": m_ids[has], "genres": [genres] * int(has.sum()),
                             "genre_weights": [row.tolist() for row in share]})
@@ -132,29 +144,9 @@ def derive_features(
         gdf["event_timestamp"] = s
         gdf["created"] = created
         genre_rows.append(gdf)
-        # Actor affinity: share of weighted viewing whose title features the actor.
-        xmask = mask[x_view]
-        w_full = np.zeros(len(viewing))
-        w_full[mask] = w
-        codes = v_m[x_view[xmask]].astype(np.int64) * n_a + x_actor[xmask]
-        counts = np.bincount(codes, weights=w_full[x_view[xmask]], minlength=n_m * n_a)
-        dense = counts.reshape(n_m, n_a) / np.where(tot > 0, np.bincount(vm, weights=w, minlength=n_m), 1.0)[:, None]
-        k = min(top_actors, n_a)
-        top = np.argsort(-dense, axis=1, kind="stable")[:, :k]
-        rows_m = np.nonzero(has)[0]
-        actor_rows.append(
-            pd.DataFrame(
-                {
-                    "member_id": m_ids[rows_m],
-                    "top_actors": [[actors[j] for j in top[i] if dense[i, j] > 0] for i in rows_m],
-                    "top_actor_weights": [
-                        [float(min(1.0, dense[i, j])) for j in top[i] if dense[i, j] > 0] for i in rows_m
-                    ],
-                    "event_timestamp": s,
-                    "created": created,
-                }
-            )
-        )
+        # Actor affinity: log-lift of the member's exposure to each actor over the population's.
+        actor_rows.append(_actor_affinity(m_ids, has, v_m, x_view, x_actor, mask, recency, n_a, actors,
+                                          top_actors, s, created))
         # Titles watched or started so far.
         pairs = pd.DataFrame({"m": vm, "t": vt}).drop_duplicates().sort_values(["m", "t"])
         watched = pairs.groupby("m")["t"].agg(lambda x: [str(t_ids[j]) for j in x])
@@ -189,6 +181,49 @@ def derive_features(
         "member_profile": _cat(profile_rows),
         "member_title_interaction": _cat(inter_rows),
     }
+
+
+def _runtimes(titles: pd.DataFrame) -> np.ndarray:
+    """Each title's runtime in minutes (100 where the catalog does not say: the import's default)."""
+    if "runtime_minutes" not in titles.columns:
+        return np.full(len(titles), 100.0)
+    runtime = pd.to_numeric(titles["runtime_minutes"], errors="coerce").to_numpy(float)
+    return np.where(np.isfinite(runtime) & (runtime > 0), runtime, 100.0)
+
+
+def _actor_affinity(m_ids: np.ndarray, has: np.ndarray, v_m: np.ndarray, x_view: np.ndarray, x_actor: np.ndarray,
+                    mask: np.ndarray, recency: np.ndarray, n_a: int, actors: list[str], top_actors: int,
+                    snapshot: pd.Timestamp, created: pd.Timestamp) -> pd.DataFrame:
+    """One snapshot's top actors per member with history: log(member share / population share).
+
+    A share is the recency-weighted share of the member's views whose title features
+    the actor. Every view counts whole (choosing a title is the evidence of liking its
+    cast, finished or not). Stars in many titles have large shares for everyone, so the
+    ratio to the population, not the share, says who is a fan.
+    """
+    n_m = len(m_ids)
+    w_full = np.zeros(len(mask))
+    w_full[mask] = recency
+    xmask = mask[x_view]
+    codes = v_m[x_view[xmask]].astype(np.int64) * n_a + x_actor[xmask]
+    exposure = np.bincount(codes, weights=w_full[x_view[xmask]], minlength=n_m * n_a).reshape(n_m, n_a)
+    views = np.bincount(v_m[mask], weights=recency, minlength=n_m)
+    population = exposure.sum(axis=0) / max(float(views.sum()), 1e-12)
+    expected = views[:, None] * population[None, :]  # views featuring the actor were the member average
+    # Posterior mean of the member's rate ratio under a Gamma(a, a) prior (mean 1):
+    # (observed + a) / (expected + a). A niche actor seen once is weak evidence (expected
+    # near 0 gives (1 + a) / a); a star seen 10 times where 4 were expected is strong.
+    lift = np.where(exposure > 0, np.log((exposure + ACTOR_PRIOR_VIEWS) / (expected + ACTOR_PRIOR_VIEWS)), 0.0)
+    k = min(top_actors, n_a)
+    top = np.argsort(-lift, axis=1, kind="stable")[:, :k]
+    rows_m = np.nonzero(has)[0]
+    return pd.DataFrame({
+        "member_id": m_ids[rows_m],
+        "top_actors": [[actors[j] for j in top[i] if lift[i, j] > 0] for i in rows_m],
+        "top_actor_weights": [[float(lift[i, j]) for j in top[i] if lift[i, j] > 0] for i in rows_m],
+        "event_timestamp": snapshot,
+        "created": created,
+    })
 
 
 def build_features(
