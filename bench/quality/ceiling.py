@@ -1,0 +1,116 @@
+"""Where genre_lens's closure is lost: choose with the truth's own formula, its hidden
+parts replaced one by one with what a learner can know.
+
+A diagnostic, not a peer: it is told the world's functional form. It reads the log and
+the imported world that `make bench-quality` left in var/bench-quality/genre_lens and
+scores on the same held-out decisions, against the same non-contextual bandit.
+
+    PYTHONPATH=bench .venv/bin/python -m quality.ceiling
+
+- taste: the hidden genre taste, or Keyart's estimate (the member_genre_affinity shares
+  of the last snapshot) mapped to taste by a per-genre quadratic fitted on the truth:
+  the best any learner could make of the shares;
+- appeal: each image's hidden intrinsic appeal, or its start rate in the training rows
+  shrunk with 100 pseudo-rows (centered within its title), as the offsets learn it;
+- the effects: tone x taste and faces/scenes x genre lean, each left out in turn.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from quality.keyart_path import REPO
+from quality.peers import non_contextual
+from quality.run import DAYS
+from quality.scoring import Candidates, candidates, closure
+from quality.traffic import draw_heldout
+from quality.world_base import decision_start, sigmoid
+from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens, make_world
+
+
+def _values(world: GenreLens, cands: Candidates, taste: np.ndarray, appeal: np.ndarray, tone: bool = True,
+            lean: bool = True) -> float:
+    """Value of choosing by the truth's formula with these estimates."""
+    d = cands.decision_of_row
+    m, i = cands.decisions["member"].to_numpy()[d], cands.image
+    t = world.i_title[i]
+    tone_term = taste[m, world.i_tone[i]] - 0.1
+    th = taste[m]
+    lean_axis = th[:, [G["drama"], G["romance"], G["family"]]].sum(1) - th[:, [G["action"], G["thriller"],
+                                                                                G["scifi"]]].sum(1)
+    style = world.i_style[i]
+    faces = (style == CLOSEUP) | (style == CHARACTER)
+    k = np.where(world.watched(m, t), 0.5, 1.0)
+    image = (appeal[i] + tone * 2.0 * tone_term
+             + lean * lean_axis * (0.9 * faces - 0.7 * (style == SCENE) + 0.4 * (world.i_expression[i] == HAPPY)))
+    a = np.einsum("ij,ij->i", th, world.t_genre[t])
+    start = -2.0 + 0.5 * np.log(world.t_pop[t]) + 2.5 * (a - 0.1) + k * image
+    stay = 0.2 + 1.5 * (a - 0.1) + k * tone * tone_term + 0.5 * (k < 1)
+    return cands.value_of_choice(sigmoid(start) * sigmoid(stay))
+
+
+def _keyart_taste(world: GenreLens, data_dir: Path) -> np.ndarray:
+    """Keyart's genre shares of the last snapshot, mapped to taste per genre (quadratic fit on the truth)."""
+    from keyart.jobs.world.features import derive_features
+    from keyart.jobs.world.world_model import load_world
+
+    tables = derive_features(load_world(data_dir / "world"))
+    g = tables["member_genre_affinity"]
+    g = g[g["event_timestamp"] == g["event_timestamp"].max()]
+    rows = g["member_id"].str[1:].astype(int).to_numpy()
+    shares = np.stack(g["genre_weights"].map(np.asarray).to_numpy())
+    out = np.tile(world.m_taste.mean(0), (world.n_members, 1))  # no history: the population's
+    for k in range(shares.shape[1]):
+        design = np.c_[np.ones(len(rows)), shares[:, k], shares[:, k] ** 2]
+        beta = np.linalg.lstsq(design, world.m_taste[rows, k], rcond=None)[0]
+        out[rows, k] = design @ beta
+    return out
+
+
+def _estimated_appeal(world: GenreLens, rows: pd.DataFrame, prior: float = 100.0) -> np.ndarray:
+    index = {world.image_id(i): i for i in range(world.n_images)}
+    img = rows["image_id"].map(index).to_numpy()
+    started = (rows["max_minutes"].fillna(0.0).to_numpy(float) > 0).astype(float)
+    mean = started.mean()
+    pos = np.bincount(img, weights=started, minlength=world.n_images)
+    cnt = np.bincount(img, minlength=world.n_images)
+    rate = (pos + prior * mean) / (cnt + prior)
+    logit = np.log(rate / (1 - rate)) - np.log(mean / (1 - mean))
+    t = world.i_title
+    return logit - np.bincount(t, weights=logit)[t] / np.bincount(t)[t]
+
+
+def main() -> int:
+    world = make_world("genre_lens")
+    assert isinstance(world, GenreLens)
+    base = REPO / "var" / "bench-quality" / "genre_lens"
+    log = pd.read_parquet(base / "log.parquet")
+    rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]  # Keyart's default hold-out: newest 20 %
+    pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
+    heldout = draw_heldout(world, 2027, 5000, decision_start(), DAYS, pairs)
+    cands = candidates(world, heldout)
+    y = (rows["max_minutes"].to_numpy(float) >= world.quality_minutes).astype(float)
+    image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
+    nc = cands.value_of_choice(non_contextual(rows["image_id"].to_numpy(), y)(image_ids))
+    oracle = cands.oracle()
+    taste, appeal = _keyart_taste(world, base / "data"), _estimated_appeal(world, rows)
+    cases = {
+        "hidden taste, hidden appeal": _values(world, cands, world.m_taste, world.i_quality),
+        "keyart taste, hidden appeal": _values(world, cands, taste, world.i_quality),
+        "keyart taste, estimated appeal": _values(world, cands, taste, appeal),
+        "  without the lean effects": _values(world, cands, taste, appeal, lean=False),
+        "  without the tone effect": _values(world, cands, taste, appeal, tone=False),
+        "estimated appeal alone": _values(world, cands, taste, appeal, tone=False, lean=False),
+    }
+    out = {name: round(closure(v, nc, oracle), 3) for name, v in cases.items()}
+    print(json.dumps({"non_contextual": round(nc, 5), "oracle": round(oracle, 5), "closure": out}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
