@@ -1,18 +1,21 @@
-"""Where genre_lens's closure is lost: choose with the truth's own formula, its hidden
+"""Where a world's closure is lost: choose with the truth's own formula, its hidden
 parts replaced one by one with what a learner can know.
 
 A diagnostic, not a peer: it is told the world's functional form. It reads the log and
-the imported world that `make bench-quality` left in var/bench-quality/genre_lens and
+the imported world that `make bench-quality` left in var/bench-quality/<world> and
 scores on the same held-out decisions, against the same non-contextual bandit.
 
-    PYTHONPATH=bench .venv/bin/python -m quality.ceiling
+    PYTHONPATH=bench .venv/bin/python -m quality.ceiling [genre_lens|star_power]
 
-- taste: the hidden genre taste, or Keyart's estimate (the member_genre_affinity shares
-  of the last snapshot) mapped to taste by a per-genre quadratic fitted on the truth:
-  the best any learner could make of the shares;
 - appeal: each image's hidden intrinsic appeal, or its start rate in the training rows
   shrunk with 100 pseudo-rows (centered within its title), as the offsets learn it;
-- the effects: tone x taste and faces/scenes x genre lean, each left out in turn.
+- genre_lens: the hidden genre taste, or Keyart's estimate (the member_genre_affinity
+  shares of the last snapshot) mapped to taste by a per-genre quadratic fitted on the
+  truth, the best any learner could make of the shares; the tone x taste and the
+  faces/scenes x genre-lean effects, each left out in turn;
+- star_power: the hidden fandom for the cast shown, or the sum of Keyart's actor
+  affinities (member_actor_affinity) for the cast shown, mapped to it by a quadratic
+  fitted on the truth; the fandom and the country x attribute effects left out in turn.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from quality.run import DAYS
 from quality.scoring import Candidates, candidates, closure
 from quality.traffic import draw_heldout
 from quality.world_base import decision_start, sigmoid
-from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens, make_world
+from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens, StarPower, make_world
 
 
 def _values(world: GenreLens, cands: Candidates, taste: np.ndarray, appeal: np.ndarray, tone: bool = True,
@@ -85,10 +88,51 @@ def _estimated_appeal(world: GenreLens, rows: pd.DataFrame, prior: float = 100.0
     return logit - np.bincount(t, weights=logit)[t] / np.bincount(t)[t]
 
 
-def main() -> int:
-    world = make_world("genre_lens")
-    assert isinstance(world, GenreLens)
-    base = REPO / "var" / "bench-quality" / "genre_lens"
+def _star_values(world: StarPower, cands: Candidates, fan: np.ndarray, appeal: np.ndarray, country: bool = True,
+                 fandom: bool = True) -> float:
+    """Value of choosing by star_power's formula with these estimates (fan: per candidate row)."""
+    d = cands.decision_of_row
+    m, i = cands.decisions["member"].to_numpy()[d], cands.image
+    ctry = cands.decisions["country"].to_numpy()[d]
+    t = world.i_title[i]
+    a = world.match(m, t)
+    star = np.asarray(world.i_cast[i] @ np.log(world.a_pop)).ravel()
+    start = (-2.0 + 0.5 * np.log(world.t_pop[t]) + 1.5 * (a - 0.1) + appeal[i] + 0.1 * star
+             + fandom * 1.1 * fan + country * world.country_effect(i, ctry))
+    stay = 0.3 + 1.0 * (a - 0.1) + fandom * 0.4 * fan
+    return cands.value_of_choice(sigmoid(start) * sigmoid(stay))
+
+
+def _keyart_fandom(world: StarPower, cands: Candidates, data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(hidden fandom for the cast shown, Keyart's affinity sum for it mapped to the fandom) per candidate row."""
+    from scipy import sparse
+
+    from keyart.jobs.world.features import derive_features
+    from keyart.jobs.world.world_model import load_world
+
+    tables = derive_features(load_world(data_dir / "world"))
+    a = tables["member_actor_affinity"]
+    a = a[a["event_timestamp"] == a["event_timestamp"].max()]
+    rows, cols, vals = [], [], []
+    for member, actors, weights in zip(a["member_id"], a["top_actors"], a["top_actor_weights"]):
+        rows += [int(member[1:])] * len(actors)
+        cols += [int(actor[1:]) for actor in actors]
+        vals += list(weights)
+    estimate = sparse.csr_matrix((vals, (rows, cols)), shape=(world.n_members, world.n_actors))
+    m = cands.decisions["member"].to_numpy()[cands.decision_of_row]
+
+    def shown(matrix) -> np.ndarray:
+        return np.asarray(matrix[m].multiply(world.i_cast[cands.image]).sum(axis=1)).ravel()
+
+    truth, e = shown(world.m_fandom), shown(estimate)
+    design = np.c_[np.ones(len(e)), e, e ** 2]
+    return truth, design @ np.linalg.lstsq(design, truth, rcond=None)[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    name = (argv if argv is not None else sys.argv[1:] or ["genre_lens"])[0]
+    world = make_world(name)
+    base = REPO / "var" / "bench-quality" / name
     log = pd.read_parquet(base / "log.parquet")
     rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]  # Keyart's default hold-out: newest 20 %
     pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
@@ -98,17 +142,32 @@ def main() -> int:
     image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
     nc = cands.value_of_choice(non_contextual(rows["image_id"].to_numpy(), y)(image_ids))
     oracle = cands.oracle()
-    taste, appeal = _keyart_taste(world, base / "data"), _estimated_appeal(world, rows)
-    cases = {
-        "hidden taste, hidden appeal": _values(world, cands, world.m_taste, world.i_quality),
-        "keyart taste, hidden appeal": _values(world, cands, taste, world.i_quality),
-        "keyart taste, estimated appeal": _values(world, cands, taste, appeal),
-        "  without the lean effects": _values(world, cands, taste, appeal, lean=False),
-        "  without the tone effect": _values(world, cands, taste, appeal, tone=False),
-        "estimated appeal alone": _values(world, cands, taste, appeal, tone=False, lean=False),
-    }
-    out = {name: round(closure(v, nc, oracle), 3) for name, v in cases.items()}
-    print(json.dumps({"non_contextual": round(nc, 5), "oracle": round(oracle, 5), "closure": out}, indent=2))
+    appeal = _estimated_appeal(world, rows)
+    if isinstance(world, GenreLens):
+        taste = _keyart_taste(world, base / "data")
+        cases = {
+            "hidden taste, hidden appeal": _values(world, cands, world.m_taste, world.i_quality),
+            "keyart taste, hidden appeal": _values(world, cands, taste, world.i_quality),
+            "keyart taste, estimated appeal": _values(world, cands, taste, appeal),
+            "  without the lean effects": _values(world, cands, taste, appeal, lean=False),
+            "  without the tone effect": _values(world, cands, taste, appeal, tone=False),
+            "estimated appeal alone": _values(world, cands, taste, appeal, tone=False, lean=False),
+        }
+    elif isinstance(world, StarPower):
+        truth, fan = _keyart_fandom(world, cands, base / "data")
+        cases = {
+            "hidden fandom, hidden appeal": _star_values(world, cands, truth, world.i_quality),
+            "keyart fandom, hidden appeal": _star_values(world, cands, fan, world.i_quality),
+            "hidden fandom, estimated appeal": _star_values(world, cands, truth, appeal),
+            "keyart fandom, estimated appeal": _star_values(world, cands, fan, appeal),
+            "  without the fandom effect": _star_values(world, cands, fan, appeal, fandom=False),
+            "  without the country effects": _star_values(world, cands, fan, appeal, country=False),
+        }
+    else:
+        raise SystemExit(f"no decomposition for {name}; known: genre_lens, star_power")
+    out = {case: round(closure(v, nc, oracle), 3) for case, v in cases.items()}
+    print(json.dumps({"world": name, "non_contextual": round(nc, 5), "oracle": round(oracle, 5), "closure": out},
+                     indent=2))
     return 0
 
 
