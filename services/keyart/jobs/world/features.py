@@ -144,7 +144,7 @@ def derive_features(
         gdf["event_timestamp"] = s
         gdf["created"] = created
         genre_rows.append(gdf)
-        # Actor affinity: log-lift of the member's exposure to each actor over the population's.
+        # Actor affinity: the member's excess exposure to each actor over the population's.
         actor_rows.append(_actor_affinity(m_ids, has, v_m, x_view, x_actor, mask, recency, n_a, actors,
                                           top_actors, s, created))
         # Titles watched or started so far.
@@ -194,12 +194,14 @@ def _runtimes(titles: pd.DataFrame) -> np.ndarray:
 def _actor_affinity(m_ids: np.ndarray, has: np.ndarray, v_m: np.ndarray, x_view: np.ndarray, x_actor: np.ndarray,
                     mask: np.ndarray, recency: np.ndarray, n_a: int, actors: list[str], top_actors: int,
                     snapshot: pd.Timestamp, created: pd.Timestamp) -> pd.DataFrame:
-    """One snapshot's top actors per member with history: log(member share / population share).
+    """One snapshot's top actors per member with history, by how much more than expected
+    the member watched titles featuring them: log((observed + a) / (expected + a)).
 
-    A share is the recency-weighted share of the member's views whose title features
-    the actor. Every view counts whole (choosing a title is the evidence of liking its
-    cast, finished or not). Stars in many titles have large shares for everyone, so the
-    ratio to the population, not the share, says who is a fan.
+    Observed are the member's recency-weighted views whose title features the actor;
+    expected are the member's views times the population's share of views featuring it.
+    Every view counts whole (choosing a title is the evidence of liking its cast, finished
+    or not). Stars in many titles have large shares for everyone, so the excess over the
+    population, not the share, says who is a fan.
     """
     n_m = len(m_ids)
     w_full = np.zeros(len(mask))
@@ -209,7 +211,7 @@ def _actor_affinity(m_ids: np.ndarray, has: np.ndarray, v_m: np.ndarray, x_view:
     exposure = np.bincount(codes, weights=w_full[x_view[xmask]], minlength=n_m * n_a).reshape(n_m, n_a)
     views = np.bincount(v_m[mask], weights=recency, minlength=n_m)
     population = exposure.sum(axis=0) / max(float(views.sum()), 1e-12)
-    expected = views[:, None] * population[None, :]  # views featuring the actor were the member average
+    expected = views[:, None] * population[None, :]  # at the population's rate
     # Posterior mean of the member's rate ratio under a Gamma(a, a) prior (mean 1):
     # (observed + a) / (expected + a). A niche actor seen once is weak evidence (expected
     # near 0 gives (1 + a) / a); a star seen 10 times where 4 were expected is strong.
