@@ -29,10 +29,9 @@ import pandas as pd
 
 from quality.keyart_path import REPO
 from quality.peers import non_contextual
-from quality.run import DAYS
+from quality.run import heldout_of_log
 from quality.scoring import Candidates, candidates, closure
-from quality.traffic import draw_heldout
-from quality.world_base import decision_start, sigmoid
+from quality.world_base import sigmoid
 from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens, StarPower, make_world
 
 
@@ -135,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     base = REPO / "var" / "bench-quality" / name
     log = pd.read_parquet(base / "log.parquet")
     rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]  # Keyart's default hold-out: newest 20 %
-    pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
-    heldout = draw_heldout(world, 2027, 5000, decision_start(), DAYS, pairs)
+    heldout = heldout_of_log(world, log, 2026, 5000)  # the bench's default traffic seed and hold-out
     cands = candidates(world, heldout)
     y = (rows["max_minutes"].to_numpy(float) >= world.quality_minutes).astype(float)
     image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)

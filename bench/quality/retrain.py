@@ -23,10 +23,8 @@ import numpy as np
 import pandas as pd
 
 from quality.keyart_path import REPO
-from quality.run import DAYS, _training_rows
+from quality.run import _training_rows, heldout_of_log
 from quality.scoring import KeyartScorer, candidates, closure, default_settings
-from quality.traffic import draw_heldout
-from quality.world_base import decision_start
 from quality.worlds import make_world
 
 
@@ -77,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(result.path)
         meta = json.loads((result.path / "meta.json").read_text())
     rows, _ = _training_rows(log, meta)
-    logged_pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
-    heldout = draw_heldout(world, args.seed + 1, args.heldout, decision_start(), DAYS, logged_pairs)
+    heldout = heldout_of_log(world, log, args.seed, args.heldout)
     cands = candidates(world, heldout)
     scorer = KeyartScorer(default_settings(base / "data", REPO / "features"), model,
                           exposure=log["image_id"].value_counts().to_dict())

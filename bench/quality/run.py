@@ -119,6 +119,13 @@ def _peers(world: SyntheticWorld, import_dir: Path, rows: pd.DataFrame, pages: P
     return out
 
 
+def heldout_of_log(world: SyntheticWorld, log: pd.DataFrame, seed: int, n_heldout: int) -> Pages:
+    """The held-out decisions of a run whose traffic seed was `seed`: fresh draws on the
+    days after the log, without any (member, title) pair the log holds."""
+    logged_pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
+    return draw_heldout(world, seed + 1, n_heldout, decision_start(), DAYS, logged_pairs)
+
+
 def _truth_of_served(world: SyntheticWorld, pages: Pages, served: list[tuple[int, int, int, str]]) -> float:
     """Mean P_true(quality) of the logged decisions (the log's quality share should match it)."""
     k, _, i, _ = (np.array(c) for c in zip(*served))
@@ -171,8 +178,7 @@ def run_world(name: str, scale, decisions: int, n_heldout: int, work: Path, seed
     model = load_model(data_dir / "models" / current_version(data_dir / "models"))
     log = pd.read_parquet(log_path)
     rows, holdout_from = _training_rows(log, trained)
-    logged_pairs = set(zip((int(m[1:]) for m in log["member_id"]), (int(t[1:]) for t in log["title_id"])))
-    heldout = draw_heldout(world, seed + 1, n_heldout, decision_start(), DAYS, logged_pairs)
+    heldout = heldout_of_log(world, log, seed, n_heldout)
     cands = candidates(world, heldout)
     oracle, rnd = cands.oracle(), cands.random()
     say(f"== {name}: scoring {heldout.n_decisions} held-out decisions (oracle {oracle:.4f}, random {rnd:.4f})")
