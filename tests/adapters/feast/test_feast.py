@@ -142,6 +142,19 @@ def test_direct_online_read_equals_the_sdk(data_dir: Path, source: MemberFeature
     assert mismatched == []
 
 
+def test_one_statement_read_equals_the_sdk(data_dir: Path, store: FeatureStore) -> None:
+    """On SQLite, after `bound_wait`, `get` reads all views with one statement: the same
+    features as get_online_features for every member, unknown ones included."""
+    inline = MemberFeatureSource(store)
+    assert inline.bound_wait(0.05) is True
+    assert inline._sqlite_read is not None and inline._sqlite_read.count("UNION ALL") == len(inline._views or []) - 1
+    world = load_world(data_dir / "world")
+    ids = [*world.members["member_id"].astype(str), "m99999", PIT_MEMBER, ""]
+    via_sdk = inline.get_many(ids)
+    assert sum(f is not None for f in via_sdk) > 150
+    assert [m for m, want in zip(ids, via_sdk) if not _same(inline.get(m), want)] == []
+
+
 def test_online_returns_latest_snapshot(source: MemberFeatureSource) -> None:
     f = source.get(PIT_MEMBER)
     assert f is not None
