@@ -3,16 +3,15 @@
 `RankerCalls` holds the two synchronous calls shared by every transport (the
 grpc.aio servicer below and the Ray Serve deployment); errors become a gRPC
 status through the one table in `status.py`. The page itself is CPU work plus a
-bounded wait for member features, so async transports run it on a worker thread,
-never on their event loop.
+bounded wait for member features (the feature timeout), and async transports run it
+on their event loop's thread: a process serves one page at a time either way, and a
+hop to a worker thread cost more CPU than it bought (see `ArtworkRankerServicer`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -70,34 +69,32 @@ def client_deadline(context: grpc.aio.ServicerContext) -> float | None:
 
 
 class ArtworkRankerServicer(ranking_pb2_grpc.ArtworkRankerServicer):
-    """grpc.aio servicer: each call runs on a worker thread; the event loop only does I/O.
+    """grpc.aio servicer: each call runs on the event loop's own thread.
 
-    One worker by default: a page is CPU work under the GIL, and measured with
-    `make bench` several page threads per process lost ~20% throughput to GIL
-    contention against one. Scale with processes (replicas), not threads.
+    A page is ~2 ms of CPU work under the GIL, so a process serves one page at a time
+    however it is scheduled; measured with `make bench`, several page threads lost ~20%
+    of throughput to GIL contention against one. One page thread fed by
+    `run_in_executor` still paid a thread hop per call and made the loop and the page
+    thread contend for the GIL: running the page on the loop itself cost 3.12 ms of CPU
+    per page against 3.72 ms, with 17% more pages per second (one bare process, 8 calls
+    in flight, 6 interleaved rounds). The loop waits for the page, as the next page
+    would have; Health and ReportOutcome wait at most one page. Scale with processes
+    (replicas), not threads.
     """
 
-    def __init__(self, calls: RankerCalls, workers: int = 1) -> None:
+    def __init__(self, calls: RankerCalls) -> None:
         self.calls = calls
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="page")
 
     async def RankArtwork(self, request, context):  # noqa: N802 (gRPC method name)
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self.calls.rank, request, client_deadline(context),
-                                              context.invocation_metadata() or ())
+            return self.calls.rank(request, client_deadline(context), context.invocation_metadata() or ())
         except Exception as exc:
             code, details = status_for(exc)
             await context.abort(code, details)
 
     async def ReportOutcome(self, request, context):  # noqa: N802
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, self.calls.report, request,
-                                              context.invocation_metadata() or ())
+            return self.calls.report(request, context.invocation_metadata() or ())
         except Exception as exc:
             code, details = status_for(exc)
             await context.abort(code, details)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -17,7 +17,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import grpc
@@ -53,11 +52,7 @@ class ServingRuntime(Protocol):
 
 
 RuntimeFactory = Callable[[KeyartSettings, PageMetrics], ServingRuntime]
-PAGE_THREAD_PROBE_S = 5.0
 
-
-def _noop() -> None:
-    return None
 
 class AppArgs(BaseModel):
     """Arguments of the Serve application (the `args:` block of the Serve config).
@@ -74,10 +69,11 @@ class AppArgs(BaseModel):
 class ArtworkRankerDeployment:
     """gRPC ingress for keyart.v1.ArtworkRanker and grpc.health.v1.Health.
 
-    RankArtwork and ReportOutcome run on one page thread per replica
-    (`run_in_executor`), so the bounded wait for member features never blocks the
-    replica's event loop. One thread, not Serve's sync thread pool: pages are CPU work
-    under the GIL, and several page threads lost ~20% throughput in `make bench`.
+    RankArtwork and ReportOutcome run on the replica's event loop thread (with
+    RAY_SERVE_THROUGHPUT_OPTIMIZED Serve runs user code on the replica's main loop), as
+    in the bare server (`ArtworkRankerServicer`): a page is CPU work under the GIL, so a
+    replica serves one page at a time either way, and the hop to a page thread cost
+    more CPU than it bought. The loop waits at most one page (its budget bounds it).
 
     The client's deadline cannot be honoured here: RayServegRPCContext copies the
     call's metadata, peer and auth context but not its deadline (ray/serve/grpc_util.py,
@@ -95,7 +91,6 @@ class ArtworkRankerDeployment:
         auth = TokenAuth.from_file(settings.auth_tokens_file) if settings.auth_tokens_file else None
         self.calls = RankerCalls(self.runtime.page, auth)
         self.drain_flag = self.runtime.settings.drain_flag
-        self._page_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="page")
         self.exporter = RayExporter()
         self._export_task = asyncio.get_event_loop().create_task(self._export_loop())
 
@@ -111,9 +106,7 @@ class ArtworkRankerDeployment:
         self, request: pb.RankArtworkRequest | bytes, grpc_context: RayServegRPCContext
     ) -> pb.RankArtworkResponse:
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._page_thread, self.calls.rank, request, None,
-                                              grpc_context.invocation_metadata())
+            return self.calls.rank(request, None, grpc_context.invocation_metadata())
         except Exception as exc:
             return self._error(exc, grpc_context, pb.RankArtworkResponse())
 
@@ -121,9 +114,7 @@ class ArtworkRankerDeployment:
         self, request: pb.ReportOutcomeRequest | bytes, grpc_context: RayServegRPCContext
     ) -> pb.ReportOutcomeResponse:
         try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._page_thread, self.calls.report, request,
-                                              grpc_context.invocation_metadata())
+            return self.calls.report(request, grpc_context.invocation_metadata())
         except Exception as exc:
             return self._error(exc, grpc_context, pb.ReportOutcomeResponse())
 
@@ -135,20 +126,15 @@ class ArtworkRankerDeployment:
     async def check_health(self) -> None:
         """Ray Serve's replica health probe: a replica that raises here is replaced.
 
-        It raises for what only a restart fixes: a dead watcher or writer thread, or a page
-        thread that has not run a no-op within PAGE_THREAD_PROBE_S (every page ends within
-        its budget, so that thread is wedged). A store that is down or a model that does not
-        load is not that: the replica serves on (spool; last good model or default artwork
-        with NOT_SERVING) and a restart would not help.
+        It raises for what only a restart fixes: a dead watcher or writer thread. Pages run
+        on the loop that runs this probe, so a wedged page leaves the probe unanswered and
+        Serve's own health-check timeout replaces the replica. A store that is down or a
+        model that does not load is not that: the replica serves on (spool; last good model
+        or default artwork with NOT_SERVING) and a restart would not help.
         """
         broken = self.runtime.broken()
         if broken:
             raise RuntimeError(broken)
-        loop = asyncio.get_running_loop()
-        try:
-            await asyncio.wait_for(loop.run_in_executor(self._page_thread, _noop), PAGE_THREAD_PROBE_S)
-        except TimeoutError:
-            raise RuntimeError(f"the page thread did not answer within {PAGE_THREAD_PROBE_S:.0f} s") from None
         if self.runtime.writer is not None:
             ok, detail = self.runtime.writer.health()
             if not ok:
