@@ -74,7 +74,7 @@ def run_training(
     else:
         result = train_quality_model(data.x, data.y, decided, weights=weights, config=config,
                                      started=data.started, image_ids=data.frame["image_id"].to_numpy(),
-                                     space=data.space)
+                                     space=data.space, title_ids=data.frame["title_id"].to_numpy())
     version = new_version(data)
     window = TrainingWindow.of_frame(
         data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,
