@@ -324,10 +324,11 @@ def fit_contrast_weight(y: np.ndarray, logit: np.ndarray, deviation: np.ndarray,
 
 
 def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
-                     tr: np.ndarray, va: np.ndarray, init: np.ndarray, image_ids: np.ndarray, prior: float,
+                     va: np.ndarray, init: np.ndarray, image_ids: np.ndarray, table: dict[str, float],
                      title_of: dict[str, str]) -> tuple[float, float, np.ndarray]:
     """How much of the offsets' within-title differences the validation rows support, given
-    the head's trees (fit on `tr` from these offsets).
+    the head's trees (fit on the training rows from these offsets; `table`: the training
+    rows' offsets, those `init` gives the validation rows).
 
     Choosing among a title's images looks only at those differences and the trees' share
     of them. The offsets' shrinkage is chosen for the whole log-loss, mostly between
@@ -340,7 +341,6 @@ def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.nda
         rows' offsets with the weight cross-fitted over two halves: no row's own label
         weighs its offset, so the figures reported on them stay honest).
     """
-    table = image_offsets(image_ids, y, tr, prior)
     deviation = within_title_deviation(table, title_of, image_ids[va])
     logit = np.asarray(booster.predict(x[va], num_iteration=rounds, raw_score=True), dtype=np.float64) + init[va]
     wv = None if w is None else w[va]
@@ -358,24 +358,25 @@ def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.nda
 def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
                         tr: np.ndarray, va: np.ndarray,
                         cfg: TrainConfig, image_ids: np.ndarray | None,
-                        priors: tuple[float, ...]) -> tuple[float | None, np.ndarray | None]:
+                        priors: tuple[float, ...]) -> tuple[float | None, np.ndarray | None, dict[str, float]]:
     """A head's image-offset shrinkage (of `priors`) with the best validation log-loss on
-    label `s` (None: no offsets), and the offsets it gives every row (0 outside `tr` and
+    label `s` (None: no offsets), the offsets it gives every row (0 outside `tr` and
     `va`): training rows cross-fitted, validation rows from all training rows (never from
-    their own labels)."""
+    their own labels), and that table of the training rows' offsets."""
     if image_ids is None or not priors or not len(tr) or not len(va):
-        return None, None
+        return None, None, {}
     ids = np.asarray(image_ids)
-    best: tuple[float, float, np.ndarray] | None = None
+    best: tuple[float, float, np.ndarray, dict[str, float]] | None = None
     for prior in priors:
+        table = image_offsets(ids, s, tr, prior)
         init = np.zeros(len(s))
         init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed)
-        init[va] = _apply(image_offsets(ids, s, tr, prior), ids[va])
+        init[va] = _apply(table, ids[va])
         _, _, loss, _ = _fit_head(space, x, s, w, tr, va, cfg, init, grid=[cfg])
         if best is None or loss < best[1]:
-            best = (prior, loss, init)
+            best = (prior, loss, init, table)
     assert best is not None
-    return best[0], best[2]
+    return best[0], best[2], best[3]
 
 
 def train_quality_model(
@@ -420,25 +421,26 @@ def train_quality_model(
     ensemble_offsets: list[dict[str, float]] = []
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
-        prior, init_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids, cfg.image_prior_rows)
+        prior, init_sel, table_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids, cfg.image_prior_rows)
         c_start, r_start, ll_start, b_start = _fit_head(space, x, s, w, tr, va, cfg, init_sel)
         tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
-        stay_prior, init_stay = _choose_image_prior(space, x, y, w, tr_s, va_s, cfg, image_ids, cfg.stay_prior_rows)
+        stay_prior, init_stay, table_stay = _choose_image_prior(space, x, y, w, tr_s, va_s, cfg, image_ids,
+                                                                cfg.stay_prior_rows)
         c_stay, r_stay, ll_stay, b_stay = _fit_head(space, x, y, w, tr_s, va_s, cfg, init_stay)
         title_of: dict[str, str] = {}
         k_start = k_stay = 1.0
         if cfg.fit_offset_contrast and title_ids is not None and image_ids is not None:
             ids = np.asarray(image_ids).astype(str)
             title_of = dict(zip(ids.tolist(), np.asarray(title_ids).astype(str).tolist()))
-            if init_sel is not None and prior is not None:
-                k_start, se_start, off_va = _contrast_weight(b_start, r_start, x, s, w, tr, va, init_sel, ids, prior,
+            if init_sel is not None:
+                k_start, se_start, off_va = _contrast_weight(b_start, r_start, x, s, w, va, init_sel, ids, table_sel,
                                                              title_of)
                 metrics.update({"offset_contrast": k_start, "offset_contrast_se": se_start})
                 init_sel = init_sel.copy()
                 init_sel[va] = off_va
-            if init_stay is not None and stay_prior is not None:
-                k_stay, se_stay, off_va_s = _contrast_weight(b_stay, r_stay, x, y, w, tr_s, va_s, init_stay, ids,
-                                                             stay_prior, title_of)
+            if init_stay is not None:
+                k_stay, se_stay, off_va_s = _contrast_weight(b_stay, r_stay, x, y, w, va_s, init_stay, ids, table_stay,
+                                                             title_of)
                 metrics.update({"stay_offset_contrast": k_stay, "stay_offset_contrast_se": se_stay})
                 init_stay = init_stay.copy()
                 init_stay[va_s] = off_va_s

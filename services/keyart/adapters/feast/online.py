@@ -140,9 +140,9 @@ class MemberFeatureSource:
         if self._views is None:
             return self.get_many([member_id])[0]
         key = EntityKeyProto(join_keys=["member_id"], entity_values=[ValueProto(string_val=str(member_id))])
-        provider, config = self.store.provider, self.store.config
         if self._sqlite_read is not None:
             return _to_member(str(member_id), self._read_sqlite(key))
+        provider, config = self.store.provider, self.store.config
         row: dict[str, Any] = {}
         for view, names in self._views:
             with self._read_lock:
