@@ -47,6 +47,9 @@ class TrainConfig:
     early_stopping_rounds: int = 40
     min_data_in_leaf: int = 100
     lambda_l2: float = 10.0
+    # LightGBM's extremely randomized trees: each split's threshold drawn at random, the
+    # best feature kept. Smoother within-title contrasts on noisy logs, usually more rounds.
+    extra_trees: bool = False
     validation_share: float = 0.2
     ensemble_size: int = 5  # bootstrap members for Thompson sampling; 0 = none
     # What Thompson's members resample: "offsets", the per-image start offsets on bootstrap
@@ -71,6 +74,8 @@ class TrainConfig:
     fit_offset_contrast: bool = True
     # Alternatives to (num_leaves, min_data_in_leaf) tried per head, chosen by validation log-loss.
     search: tuple[tuple[int, int], ...] = ((7, 200), (31, 50))
+    # Also try each of those with `extra_trees` flipped (the grid doubles; chosen the same way).
+    search_extra_trees: bool = True
 
 
 @dataclass
@@ -119,6 +124,7 @@ def _params(cfg: TrainConfig, seed: int) -> dict:
         "min_data_in_leaf": cfg.min_data_in_leaf,
         "lambda_l2": cfg.lambda_l2,
         "feature_fraction": 0.9,
+        "extra_trees": cfg.extra_trees,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
         "seed": seed,
@@ -223,6 +229,8 @@ def _fit_head(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.nd
     best: tuple[TrainConfig, int, float, lgb.Booster] | None = None
     if grid is None:
         grid = [cfg] + [replace(cfg, num_leaves=leaves, min_data_in_leaf=md) for leaves, md in cfg.search]
+        if cfg.search_extra_trees:
+            grid += [replace(c, extra_trees=not c.extra_trees) for c in grid]
     for c in grid:
         train_set = _dataset(space, x[tr], y[tr], None if w is None else w[tr], None if init is None else init[tr])
         valid_set = _dataset(space, x[va], y[va], None if w is None else w[va], None if init is None else init[va])
@@ -472,6 +480,7 @@ def train_quality_model(
             "stay_offsets": float(len(stay_offsets)),
             "heads": "start_x_stay", "rounds": float(r_start), "rounds_stay": float(r_stay),
             "num_leaves": float(c_start.num_leaves), "num_leaves_stay": float(c_stay.num_leaves),
+            "extra_trees": c_start.extra_trees, "extra_trees_stay": c_stay.extra_trees,
             "min_data_in_leaf": float(c_start.min_data_in_leaf),
             "min_data_in_leaf_stay": float(c_stay.min_data_in_leaf),
             "valid_logloss_start": ll_start, "valid_logloss_stay": ll_stay,
@@ -484,6 +493,7 @@ def train_quality_model(
         booster, ensemble = _refit(space, x, y, w, c, rounds, everything)
         stay, ensemble_stay = None, []
         metrics.update({"heads": "quality", "rounds": float(rounds), "num_leaves": float(c.num_leaves),
+                        "extra_trees": c.extra_trees,
                         "min_data_in_leaf": float(c.min_data_in_leaf)})
     base_rate = float(np.mean(y[tr])) if len(tr) else 0.0
     cal = calibration(y[va], p_va)
