@@ -74,7 +74,9 @@ def run_training(
     else:
         result = train_quality_model(data.x, data.y, decided, weights=weights, config=config,
                                      started=data.started, image_ids=data.frame["image_id"].to_numpy(),
-                                     space=data.space, title_ids=data.frame["title_id"].to_numpy())
+                                     space=data.space, title_ids=data.frame["title_id"].to_numpy(),
+                                     lineage_ids=(data.frame["lineage_id"].to_numpy()
+                                                  if "lineage_id" in data.frame.columns else None))
     version = new_version(data)
     window = TrainingWindow.of_frame(
         data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,

@@ -27,6 +27,8 @@ genre_lens 0.382 -> 0.393.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
@@ -72,6 +74,8 @@ class TrainConfig:
     # Weigh the differences between a title's image offsets by what the validation rows
     # say they are worth next to the trees (given the rows' titles); False = weight 1.
     fit_offset_contrast: bool = True
+    # Shrink each image's offsets to its lineage siblings' rate (given the rows' lineages).
+    pool_lineages: bool = True
     # Alternatives to (num_leaves, min_data_in_leaf) tried per head, chosen by validation log-loss.
     search: tuple[tuple[int, int], ...] = ((7, 200), (31, 50))
     # Also try each of those with `extra_trees` flipped (the grid doubles; chosen the same way).
@@ -140,17 +144,39 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(q / (1 - q))
 
 
-def image_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, prior_rows: float) -> dict[str, float]:
-    """Each image's own appeal on `rows`: logit of its rate shrunk to the mean with
-    `prior_rows` pseudo-rows, minus the mean's logit (0 for an image seen once or never)."""
+def image_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, prior_rows: float,
+                  lineage_of: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Each image's own appeal on `rows`: logit of its rate shrunk with `prior_rows`
+    pseudo-rows, minus the mean's logit.
+
+    Without `lineage_of` an image shrinks to the mean rate. With it (image -> lineage id:
+    versions of one artwork, such as crops and text variants) it shrinks to its siblings'
+    pooled rate, itself shrunk to the mean the same way: versions of one artwork share
+    most of its appeal, so each learns from the others' rows. An image alone in its
+    lineage gets exactly what it would without. Images `lineage_of` names that `rows`
+    never showed get their siblings' rate: a new crop starts where its artwork stands.
+    """
     if not len(rows):
         return {}
     keys, inv = np.unique(np.asarray(image_ids)[rows].astype(str), return_inverse=True)
     mean = float(np.mean(y[rows]))
     pos = np.bincount(inv, weights=y[rows], minlength=len(keys))
-    cnt = np.bincount(inv, minlength=len(keys))
-    off = _logit((pos + prior_rows * mean) / (cnt + prior_rows)) - _logit(mean)
-    return dict(zip(keys.tolist(), off.tolist()))
+    cnt = np.bincount(inv, minlength=len(keys)).astype(np.float64)
+    if not lineage_of:
+        off = _logit((pos + prior_rows * mean) / (cnt + prior_rows)) - _logit(mean)
+        return dict(zip(keys.tolist(), off.tolist()))
+    seen = set(keys.tolist())
+    unseen = [i for i, lineage in lineage_of.items() if i not in seen]
+    names = np.array(keys.tolist() + unseen, dtype=object)
+    pos = np.concatenate([pos, np.zeros(len(unseen))])
+    cnt = np.concatenate([cnt, np.zeros(len(unseen))])
+    _, lin = np.unique(np.array([lineage_of.get(i, i) for i in names], dtype=str), return_inverse=True)
+    sib_pos = np.bincount(lin, weights=pos)[lin] - pos
+    sib_cnt = np.bincount(lin, weights=cnt)[lin] - cnt
+    siblings = (sib_pos + prior_rows * mean) / (sib_cnt + prior_rows)
+    off = _logit((pos + prior_rows * siblings) / (cnt + prior_rows)) - _logit(mean)
+    keep = (cnt > 0) | (sib_cnt > 0)
+    return dict(zip(names[keep].tolist(), off[keep].tolist()))
 
 
 def _apply(offsets: dict[str, float], image_ids: np.ndarray) -> np.ndarray:
@@ -159,12 +185,12 @@ def _apply(offsets: dict[str, float], image_ids: np.ndarray) -> np.ndarray:
 
 
 def crossfit_offsets(image_ids: np.ndarray, y: np.ndarray, rows: np.ndarray, prior_rows: float,
-                     folds: int, seed: int) -> np.ndarray:
+                     folds: int, seed: int, lineage_of: Mapping[str, str] | None = None) -> np.ndarray:
     """Offsets of `rows`, each from the other folds' rows: a row's own label never sets its offset."""
     out = np.zeros(len(rows))
     fold = np.random.default_rng(seed).permutation(len(rows)) % folds
     for k in range(folds):
-        out[fold == k] = _apply(image_offsets(image_ids, y, rows[fold != k], prior_rows),
+        out[fold == k] = _apply(image_offsets(image_ids, y, rows[fold != k], prior_rows, lineage_of),
                                 np.asarray(image_ids)[rows[fold == k]])
     return out
 
@@ -276,11 +302,11 @@ def _refit(space: FeatureSpace | None, x: np.ndarray, y: np.ndarray, w: np.ndarr
 
 
 def bootstrap_offsets(image_ids: np.ndarray, y: np.ndarray, prior_rows: float, members: int,
-                      seed: int) -> list[dict[str, float]]:
+                      seed: int, lineage_of: Mapping[str, str] | None = None) -> list[dict[str, float]]:
     """Thompson's posterior draws of the per-image offsets: each from a bootstrap of the rows."""
     rng = np.random.default_rng(seed)
     n = len(y)
-    return [image_offsets(image_ids, y, rng.integers(0, n, size=n), prior_rows) for _ in range(members)]
+    return [image_offsets(image_ids, y, rng.integers(0, n, size=n), prior_rows, lineage_of) for _ in range(members)]
 
 
 # A priori the offsets' within-title differences are worth their face value, give or take
@@ -366,7 +392,8 @@ def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.nda
 def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
                         tr: np.ndarray, va: np.ndarray,
                         cfg: TrainConfig, image_ids: np.ndarray | None,
-                        priors: tuple[float, ...]) -> tuple[float | None, np.ndarray | None, dict[str, float]]:
+                        priors: tuple[float, ...], lineage_of: Mapping[str, str] | None = None,
+                        ) -> tuple[float | None, np.ndarray | None, dict[str, float]]:
     """A head's image-offset shrinkage (of `priors`) with the best validation log-loss on
     label `s` (None: no offsets), the offsets it gives every row (0 outside `tr` and
     `va`): training rows cross-fitted, validation rows from all training rows (never from
@@ -376,9 +403,9 @@ def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray
     ids = np.asarray(image_ids)
     best: tuple[float, float, np.ndarray, dict[str, float]] | None = None
     for prior in priors:
-        table = image_offsets(ids, s, tr, prior)
+        table = image_offsets(ids, s, tr, prior, lineage_of)
         init = np.zeros(len(s))
-        init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed)
+        init[tr] = crossfit_offsets(ids, s, tr, prior, cfg.offset_folds, cfg.seed, lineage_of)
         init[va] = _apply(table, ids[va])
         _, _, loss, _ = _fit_head(space, x, s, w, tr, va, cfg, init, grid=[cfg])
         if best is None or loss < best[1]:
@@ -398,6 +425,7 @@ def train_quality_model(
     *,
     space: FeatureSpace | None = None,
     title_ids: np.ndarray | None = None,
+    lineage_ids: np.ndarray | None = None,
 ) -> TrainResult:
     """Fit P(quality play) with early stopping on the newest decisions.
 
@@ -413,6 +441,8 @@ def train_quality_model(
         image_ids: the image shown per row, for the non-contextual bandit's log-loss.
         title_ids: the title per row; with it (and `config.fit_offset_contrast`) the
             offsets' within-title differences are weighed on the validation rows.
+        lineage_ids: the image's lineage per row; with it (and `config.pool_lineages`)
+            each image's offsets shrink to its lineage siblings' (`image_offsets`).
     """
     if space is not None and x.shape[1] != len(space.names):
         raise ValueError(f"x has {x.shape[1]} columns, the feature space {len(space.names)}")
@@ -427,13 +457,19 @@ def train_quality_model(
     offsets: dict[str, float] = {}
     stay_offsets: dict[str, float] = {}
     ensemble_offsets: list[dict[str, float]] = []
+    lineage_of: dict[str, str] | None = None
+    if cfg.pool_lineages and lineage_ids is not None and image_ids is not None:
+        lineage_of = dict(zip(np.asarray(image_ids).astype(str).tolist(), np.asarray(lineage_ids).astype(str).tolist()))
+        sizes = Counter(lineage_of.values())
+        metrics["images_sharing_a_lineage"] = float(sum(1 for lin in lineage_of.values() if sizes[lin] > 1))
     if two:
         s = np.maximum(np.asarray(started, dtype=np.float64), y)  # a quality play started
-        prior, init_sel, table_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids, cfg.image_prior_rows)
+        prior, init_sel, table_sel = _choose_image_prior(space, x, s, w, tr, va, cfg, image_ids, cfg.image_prior_rows,
+                                                                  lineage_of)
         c_start, r_start, ll_start, b_start = _fit_head(space, x, s, w, tr, va, cfg, init_sel)
         tr_s, va_s = tr[s[tr] > 0], va[s[va] > 0]
         stay_prior, init_stay, table_stay = _choose_image_prior(space, x, y, w, tr_s, va_s, cfg, image_ids,
-                                                                cfg.stay_prior_rows)
+                                                                cfg.stay_prior_rows, lineage_of)
         c_stay, r_stay, ll_stay, b_stay = _fit_head(space, x, y, w, tr_s, va_s, cfg, init_stay)
         title_of: dict[str, str] = {}
         k_start = k_stay = 1.0
@@ -458,13 +494,14 @@ def train_quality_model(
         init_all = init_stay_all = None
         started_rows = everything[s > 0]
         if prior is not None and image_ids is not None:
-            init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed)
-            offsets = weigh_contrast(image_offsets(image_ids, s, everything, prior), title_of, k_start)
+            init_all = crossfit_offsets(image_ids, s, everything, prior, cfg.offset_folds, cfg.seed, lineage_of)
+            offsets = weigh_contrast(image_offsets(image_ids, s, everything, prior, lineage_of), title_of, k_start)
         if stay_prior is not None and image_ids is not None:
             init_stay_all = np.zeros(len(y))
             init_stay_all[started_rows] = crossfit_offsets(image_ids, y, started_rows, stay_prior, cfg.offset_folds,
-                                                           cfg.seed)
-            stay_offsets = weigh_contrast(image_offsets(image_ids, y, started_rows, stay_prior), title_of, k_stay)
+                                                           cfg.seed, lineage_of)
+            stay_offsets = weigh_contrast(image_offsets(image_ids, y, started_rows, stay_prior, lineage_of), title_of,
+                                          k_stay)
         by_offsets = cfg.thompson_posterior == "offsets" and bool(offsets) and image_ids is not None
         forests = 0 if by_offsets else None
         booster, ensemble = _refit(space, x, s, w, c_start, r_start, everything, init_all, members=forests)
@@ -472,7 +509,8 @@ def train_quality_model(
         if by_offsets:
             assert prior is not None and image_ids is not None
             ensemble_offsets = [weigh_contrast(draw, title_of, k_start) for draw in
-                                bootstrap_offsets(np.asarray(image_ids), s, prior, cfg.ensemble_size, cfg.seed + 1)]
+                                bootstrap_offsets(np.asarray(image_ids), s, prior, cfg.ensemble_size, cfg.seed + 1,
+                                                                  lineage_of)]
         metrics.update({
             "image_prior_rows": float("nan") if prior is None else float(prior),
             "image_offsets": float(len(offsets)),
