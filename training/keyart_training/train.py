@@ -52,6 +52,10 @@ class TrainConfig:
     # LightGBM's extremely randomized trees: each split's threshold drawn at random, the
     # best feature kept. Smoother within-title contrasts on noisy logs, usually more rounds.
     extra_trees: bool = False
+    # Each leaf's value shrunk to its parent's with this many pseudo-rows (LightGBM's
+    # path_smooth): small leaves of noisy logs say less. Validation log-loss fell with 20 on
+    # each of four bench logs (star_power, small_screens; two seeds each).
+    path_smooth: float = 20.0
     validation_share: float = 0.2
     ensemble_size: int = 5  # bootstrap members for Thompson sampling; 0 = none
     # What Thompson's members resample: "offsets", the per-image start offsets on bootstrap
@@ -129,6 +133,7 @@ def _params(cfg: TrainConfig, seed: int) -> dict:
         "lambda_l2": cfg.lambda_l2,
         "feature_fraction": 0.9,
         "extra_trees": cfg.extra_trees,
+        "path_smooth": cfg.path_smooth,
         "bagging_fraction": 0.9,
         "bagging_freq": 1,
         "seed": seed,
