@@ -364,7 +364,7 @@ def fit_contrast_weight(y: np.ndarray, logit: np.ndarray, deviation: np.ndarray,
 
 def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.ndarray, w: np.ndarray | None,
                      va: np.ndarray, init: np.ndarray, image_ids: np.ndarray, table: dict[str, float],
-                     title_of: dict[str, str]) -> tuple[float, float, np.ndarray]:
+                     title_of: dict[str, str]) -> tuple[np.ndarray, float, float]:
     """How much of the offsets' within-title differences the validation rows support, given
     the head's trees (fit on the training rows from these offsets; `table`: the training
     rows' offsets, those `init` gives the validation rows).
@@ -376,9 +376,9 @@ def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.nda
     0.05 to 0.10). The validation rows' offsets come from training rows only.
 
     Returns:
-        (weight in [0, 1.5] from every validation row, its standard error, the validation
-        rows' offsets with the weight cross-fitted over two halves: no row's own label
-        weighs its offset, so the figures reported on them stay honest).
+        (`init` with the validation rows' offsets weighed, the weight cross-fitted over two
+        halves: no row's own label weighs its offset, so the figures reported on them stay
+        honest; the weight in [0, 1.5] from every validation row; its standard error).
     """
     deviation = within_title_deviation(table, title_of, image_ids[va])
     logit = np.asarray(booster.predict(x[va], num_iteration=rounds, raw_score=True), dtype=np.float64) + init[va]
@@ -391,7 +391,9 @@ def _contrast_weight(booster: lgb.Booster, rounds: int, x: np.ndarray, y: np.nda
     weight, se = fit(np.arange(len(va)))
     half = np.arange(len(va)) % 2 == 0
     crossfit = np.where(half, fit(np.flatnonzero(~half))[0], fit(np.flatnonzero(half))[0])
-    return weight, se, init[va] + (crossfit - 1.0) * deviation
+    weighed = init.copy()
+    weighed[va] = init[va] + (crossfit - 1.0) * deviation
+    return weighed, weight, se
 
 
 def _choose_image_prior(space: FeatureSpace | None, x: np.ndarray, s: np.ndarray, w: np.ndarray | None,
@@ -482,17 +484,13 @@ def train_quality_model(
             ids = np.asarray(image_ids).astype(str)
             title_of = dict(zip(ids.tolist(), np.asarray(title_ids).astype(str).tolist()))
             if init_sel is not None:
-                k_start, se_start, off_va = _contrast_weight(b_start, r_start, x, s, w, va, init_sel, ids, table_sel,
-                                                             title_of)
-                metrics.update({"offset_contrast": k_start, "offset_contrast_se": se_start})
-                init_sel = init_sel.copy()
-                init_sel[va] = off_va
+                init_sel, k_start, se = _contrast_weight(b_start, r_start, x, s, w, va, init_sel, ids, table_sel,
+                                                         title_of)
+                metrics.update({"offset_contrast": k_start, "offset_contrast_se": se})
             if init_stay is not None:
-                k_stay, se_stay, off_va_s = _contrast_weight(b_stay, r_stay, x, y, w, va_s, init_stay, ids, table_stay,
-                                                             title_of)
-                metrics.update({"stay_offset_contrast": k_stay, "stay_offset_contrast_se": se_stay})
-                init_stay = init_stay.copy()
-                init_stay[va_s] = off_va_s
+                init_stay, k_stay, se = _contrast_weight(b_stay, r_stay, x, y, w, va_s, init_stay, ids, table_stay,
+                                                         title_of)
+                metrics.update({"stay_offset_contrast": k_stay, "stay_offset_contrast_se": se})
         # Validation figures score weighed offsets, as the model serves them.
         p_va = (_head_p(b_start, x[va], r_start, None if init_sel is None else init_sel[va])
                 * _head_p(b_stay, x[va], r_stay, None if init_stay is None else init_stay[va]))
