@@ -54,3 +54,33 @@ def test_pooling_finds_the_appeal_of_versions_better() -> None:
         off = image_offsets(ids, y, rows, 30.0, lin)
         corr[name] = np.corrcoef([off[f"i{k}"] for k in range(artworks * versions)], truth)[0, 1]
     assert corr["pooled"] > corr["plain"] + 0.05
+
+
+def test_a_catalog_version_the_log_never_showed_starts_from_its_logged_siblings() -> None:
+    """`train_quality_model(catalog_lineages=...)`: the served model's offsets cover a crop
+    of a strong artwork that no decision showed yet, and an unrelated unlogged image stays out."""
+    from keyart_training.train import TrainConfig, train_quality_model
+
+    rng = np.random.default_rng(3)
+    n = 12_000
+    image = rng.integers(0, 4, n)  # images 0-3, each in its own lineage; 0 is the strong one
+    rate = np.array([0.45, 0.15, 0.15, 0.15])[image]
+    started = (rng.random(n) < rate).astype(float)
+    y = started * (rng.random(n) < 0.5)
+    ids = np.array([f"i{k}" for k in image])
+    x = rng.random((n, 3))
+    cfg = TrainConfig(num_leaves=7, min_data_in_leaf=50, max_rounds=30, early_stopping_rounds=5, ensemble_size=0,
+                      num_threads=1, search=(), search_extra_trees=False, image_prior_rows=(30.0,),
+                      stay_prior_rows=(30.0,), fit_offset_contrast=False)
+    catalog = {"i0": "L0", "i0_crop": "L0", "i1": "L1", "i2": "L2", "i3": "L3", "i9": "L9"}
+    fit = train_quality_model(x, y, np.arange(n), config=cfg, started=started, image_ids=ids,
+                              lineage_ids=np.array([catalog[i] for i in ids]), catalog_lineages=catalog)
+    without = train_quality_model(x, y, np.arange(n), config=cfg, started=started, image_ids=ids,
+                                  lineage_ids=np.array([catalog[i] for i in ids]))
+    assert "i0_crop" not in without.image_offsets
+    assert fit.image_offsets["i0_crop"] > 0.5  # the strong artwork's rate, not the mean's 0
+    assert fit.image_offsets["i0_crop"] == pytest.approx(fit.image_offsets["i0"], abs=0.05)
+    assert "i0_crop" in fit.stay_offsets
+    assert "i9" not in fit.image_offsets
+    # Logged images are untouched by the catalog's extra entries.
+    assert {k: fit.image_offsets[k] for k in without.image_offsets} == pytest.approx(without.image_offsets)

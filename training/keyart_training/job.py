@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,6 +57,7 @@ def run_training(
     holdout_from: datetime | None = None,
     holdout_share: float | None = None,
     holdout_rows: int | None = None,
+    catalog_lineages: Mapping[str, str] | None = None,
 ) -> JobResult:
     """Train on labelled data, save the artifact under models_dir, promote if asked.
 
@@ -63,6 +65,8 @@ def run_training(
     last `decided_at`, rows, source, and where the caller's hold-out starts, if any);
     offline evaluation scores the model only on decisions after it.
     With `ray`, the same job runs distributed (`distributed.train_quality_model_ray`).
+    `catalog_lineages` (image -> lineage of the catalog's images) gives a version the log
+    never showed its logged siblings' offsets (`train_quality_model`).
     """
     weights = ips_weights_of(data, ips_clip) if ips_weights else None
     decided = data.frame["decided_at"].to_numpy()
@@ -76,7 +80,8 @@ def run_training(
                                      started=data.started, image_ids=data.frame["image_id"].to_numpy(),
                                      space=data.space, title_ids=data.frame["title_id"].to_numpy(),
                                      lineage_ids=(data.frame["lineage_id"].to_numpy()
-                                                  if "lineage_id" in data.frame.columns else None))
+                                                  if "lineage_id" in data.frame.columns else None),
+                                     catalog_lineages=catalog_lineages)
     version = new_version(data)
     window = TrainingWindow.of_frame(
         data.frame, source=source, holdout_share=holdout_share, holdout_rows=holdout_rows,

@@ -433,6 +433,7 @@ def train_quality_model(
     space: FeatureSpace | None = None,
     title_ids: np.ndarray | None = None,
     lineage_ids: np.ndarray | None = None,
+    catalog_lineages: Mapping[str, str] | None = None,
 ) -> TrainResult:
     """Fit P(quality play) with early stopping on the newest decisions.
 
@@ -450,6 +451,9 @@ def train_quality_model(
             offsets' within-title differences are weighed on the validation rows.
         lineage_ids: the image's lineage per row; with it (and `config.pool_lineages`)
             each image's offsets shrink to its lineage siblings' (`image_offsets`).
+        catalog_lineages: image -> lineage of the catalog's images (the rows' own lineages
+            win where both name one): a version the log never showed (a new crop or text
+            variant) gets its siblings' offsets instead of the mean's.
     """
     if space is not None and x.shape[1] != len(space.names):
         raise ValueError(f"x has {x.shape[1]} columns, the feature space {len(space.names)}")
@@ -465,8 +469,11 @@ def train_quality_model(
     stay_offsets: dict[str, float] = {}
     ensemble_offsets: list[dict[str, float]] = []
     lineage_of: dict[str, str] | None = None
-    if cfg.pool_lineages and lineage_ids is not None and image_ids is not None:
-        lineage_of = dict(zip(np.asarray(image_ids).astype(str).tolist(), np.asarray(lineage_ids).astype(str).tolist()))
+    if cfg.pool_lineages and (lineage_ids is not None or catalog_lineages) and image_ids is not None:
+        lineage_of = {str(i): str(lin) for i, lin in (catalog_lineages or {}).items()}
+        if lineage_ids is not None:
+            lineage_of.update(zip(np.asarray(image_ids).astype(str).tolist(),
+                                  np.asarray(lineage_ids).astype(str).tolist()))
         sizes = Counter(lineage_of.values())
         metrics["images_sharing_a_lineage"] = float(sum(1 for lin in lineage_of.values() if sizes[lin] > 1))
     if two:

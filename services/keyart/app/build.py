@@ -65,9 +65,11 @@ def train_on_simulated_log(
     min_minutes = load_world(settings.world_dir).params.quality_minutes
     frame = simulate_bootstrap_log(settings, pages=pages, seed=seed)
     source = f"simulated uniform exploration, {pages} pages, seed {seed}"
-    space = FeatureSpace.from_catalog(load_catalog(settings.world_dir))  # the space simulate_pages used
+    catalog = load_catalog(settings.world_dir)
+    space = FeatureSpace.from_catalog(catalog)  # the space simulate_pages used
     data = label(frame, min_minutes=min_minutes, space=space, source=source)
-    result = run_training(data, settings.models_dir, promote_after=promote, source=source)
+    result = run_training(data, settings.models_dir, promote_after=promote, source=source,
+                          catalog_lineages={i.image_id: i.lineage_id for i in catalog.images.values()})
     return {"version": result.version, "path": str(result.path), "metrics": result.metrics,
             "promoted": result.promoted}
 
