@@ -5,7 +5,7 @@ A diagnostic, not a peer: it is told the world's functional form. It reads the l
 the imported world that `make bench-quality` left in var/bench-quality/<world> and
 scores on the same held-out decisions, against the same non-contextual bandit.
 
-    PYTHONPATH=bench .venv/bin/python -m quality.ceiling [genre_lens|star_power]
+    PYTHONPATH=bench .venv/bin/python -m quality.ceiling [WORLD [WORK_DIR]]
 
 - appeal: each image's hidden intrinsic appeal, or its start rate in the training rows
   shrunk with 100 pseudo-rows (centered within its title), as the offsets learn it;
@@ -15,7 +15,9 @@ scores on the same held-out decisions, against the same non-contextual bandit.
   faces/scenes x genre-lean effects, each left out in turn;
 - star_power: the hidden fandom for the cast shown, or the sum of Keyart's actor
   affinities (member_actor_affinity) for the cast shown, mapped to it by a quadratic
-  fitted on the truth; the fandom and the country x attribute effects left out in turn.
+  fitted on the truth; the fandom and the country x attribute effects left out in turn;
+- any other world (small_screens, the generality probes of `quality.probes`): its own
+  formula with the hidden appeal, then also the hidden genre taste, swapped as above.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from quality.keyart_path import REPO
 from quality.peers import non_contextual
 from quality.run import heldout_of_log
 from quality.scoring import Candidates, candidates, closure
-from quality.world_base import sigmoid
+from quality.world_base import SyntheticWorld, sigmoid
 from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens, StarPower, make_world
 
 
@@ -128,10 +130,29 @@ def _keyart_fandom(world: StarPower, cands: Candidates, data_dir: Path) -> tuple
     return truth, design @ np.linalg.lstsq(design, truth, rcond=None)[0]
 
 
+def _generic_cases(world: SyntheticWorld, cands: Candidates, appeal: np.ndarray, data_dir: Path) -> dict[str, float]:
+    """Any world's own formula (`p_quality`), with its hidden appeal and then its hidden genre
+    taste swapped for what a learner can know (the taste as in `_keyart_taste`)."""
+    d = cands.decision_of_row
+    m, i = cands.decisions["member"].to_numpy()[d], cands.image
+    dev, ctry = cands.decisions["device"].to_numpy()[d], cands.decisions["country"].to_numpy()[d]
+    hidden_appeal, hidden_taste = world.i_quality, world.m_taste
+    out = {"hidden taste, hidden appeal": cands.value_of_choice(world.p_quality(m, i, dev, ctry))}
+    try:
+        world.i_quality = appeal
+        out["hidden taste, estimated appeal"] = cands.value_of_choice(world.p_quality(m, i, dev, ctry))
+        world.m_taste = _keyart_taste(world, data_dir)  # type: ignore[arg-type]
+        out["keyart taste, estimated appeal"] = cands.value_of_choice(world.p_quality(m, i, dev, ctry))
+    finally:
+        world.i_quality, world.m_taste = hidden_appeal, hidden_taste
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
-    name = (argv if argv is not None else sys.argv[1:] or ["genre_lens"])[0]
+    args = argv if argv is not None else sys.argv[1:]
+    name = (args or ["genre_lens"])[0]
     world = make_world(name)
-    base = REPO / "var" / "bench-quality" / name
+    base = Path(args[1]) / name if len(args) > 1 else REPO / "var" / "bench-quality" / name
     log = pd.read_parquet(base / "log.parquet")
     rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]  # Keyart's default hold-out: newest 20 %
     heldout = heldout_of_log(world, log, 2026, 5000)  # the bench's default traffic seed and hold-out
@@ -161,8 +182,8 @@ def main(argv: list[str] | None = None) -> int:
             "  without the fandom effect": _star_values(world, cands, fan, appeal, fandom=False),
             "  without the country effects": _star_values(world, cands, fan, appeal, country=False),
         }
-    else:
-        raise SystemExit(f"no decomposition for {name}; known: genre_lens, star_power")
+    else:  # any other world (small_screens, the probes): its own formula with hidden parts swapped
+        cases = _generic_cases(world, cands, appeal, base / "data")
     out = {case: round(closure(v, nc, oracle), 3) for case, v in cases.items()}
     print(json.dumps({"world": name, "non_contextual": round(nc, 5), "oracle": round(oracle, 5), "closure": out},
                      indent=2))

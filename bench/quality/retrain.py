@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
     nc = float(cands.choice_values(non_contextual(rows["image_id"].to_numpy(), y)(image_ids)).mean())
     keep = ("valid_logloss", "valid_logloss_non_contextual", "rounds", "rounds_stay", "num_leaves",
-            "num_leaves_stay", "extra_trees", "extra_trees_stay", "image_prior_rows", "stay_prior_rows", "offset_contrast", "offset_contrast_se",
+            "num_leaves_stay", "extra_trees", "extra_trees_stay", "image_prior_rows", "stay_prior_rows",
+            "offset_contrast", "offset_contrast_se",
             "stay_offset_contrast", "stay_offset_contrast_se", "images_sharing_a_lineage")
     print(json.dumps({"world": args.world, "overrides": args.overrides, "greedy_value": round(value, 5),
                       "closure": round(closure(value, nc, cands.oracle()), 4),

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from quality.keyart_path import REPO, KeyartPath, explore
+from quality.probes import PROBES
 from quality.scoring import (
     KeyartScorer,
     bootstrap_closures,
@@ -281,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "quality.json")
     args = ap.parse_args(argv)
     names = [w for w in args.worlds.split(",") if w]
-    unknown = [w for w in names if w not in WORLDS]
+    unknown = [w for w in names if w not in WORLDS and w not in PROBES]
     if unknown:
-        ap.error(f"unknown worlds {unknown}; known: {list(WORLDS)}")
+        ap.error(f"unknown worlds {unknown}; known: {list(WORLDS)}, probes: {list(PROBES)}")
     started = time.monotonic()
     result = {
         "benchmark": "decision-quality", "format": 1, "started_at": datetime.now(UTC).isoformat(),

@@ -226,4 +226,7 @@ WORLDS: dict[str, type[SyntheticWorld]] = {w.name: w for w in (GenreLens, StarPo
 
 
 def make_world(name: str, scale: Scale = FULL) -> SyntheticWorld:
-    return WORLDS[name](scale)
+    """A benchmark world, or a generality probe (`quality.probes`) by name."""
+    from quality.probes import PROBES
+
+    return {**WORLDS, **PROBES}[name](scale)
