@@ -56,6 +56,8 @@ class TrainConfig:
     # path_smooth): small leaves of noisy logs say less. Validation log-loss fell with 20 on
     # each of four bench logs (star_power, small_screens; two seeds each).
     path_smooth: float = 20.0
+    feature_fraction: float = 0.9  # columns each tree may split on (LightGBM's random subspace)
+    bagging_fraction: float = 0.9  # rows each tree is grown on
     validation_share: float = 0.2
     ensemble_size: int = 5  # bootstrap members for Thompson sampling; 0 = none
     # What Thompson's members resample: "offsets", the per-image start offsets on bootstrap
@@ -131,10 +133,10 @@ def _params(cfg: TrainConfig, seed: int) -> dict:
         "num_leaves": cfg.num_leaves,
         "min_data_in_leaf": cfg.min_data_in_leaf,
         "lambda_l2": cfg.lambda_l2,
-        "feature_fraction": 0.9,
+        "feature_fraction": cfg.feature_fraction,
         "extra_trees": cfg.extra_trees,
         "path_smooth": cfg.path_smooth,
-        "bagging_fraction": 0.9,
+        "bagging_fraction": cfg.bagging_fraction,
         "bagging_freq": 1,
         "seed": seed,
         "verbosity": -1,
