@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_training(data, Path(models), cfg, promote_after=False, source="retrain",
                               holdout_from=split.holdout_from, holdout_share=0.2,
                               holdout_rows=int(len(split.holdout)),
-                              catalog_lineages={i.image_id: i.lineage_id for i in index.catalog.images.values()})
+                              catalog_lineages=index.catalog.lineages())
         model = load_model(result.path)
         meta = json.loads((result.path / "meta.json").read_text())
     rows, _ = _training_rows(log, meta)

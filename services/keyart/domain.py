@@ -155,6 +155,10 @@ class Catalog:
         images = self.images
         return tuple(i for i in title.image_ids if i in images and images[i].active)
 
+    def lineages(self) -> dict[str, str]:
+        """Each image's lineage id: the versions (crops, text variants) of one artwork share it."""
+        return {i.image_id: i.lineage_id for i in self.images.values()}
+
     def crop_for_device(self, image_id: str, device: str) -> CropInfo | None:
         """The crop of image_id shown on device, if the image has been analysed."""
         by_ratio = self.crops.get(image_id)

@@ -69,7 +69,7 @@ def train_on_simulated_log(
     space = FeatureSpace.from_catalog(catalog)  # the space simulate_pages used
     data = label(frame, min_minutes=min_minutes, space=space, source=source)
     result = run_training(data, settings.models_dir, promote_after=promote, source=source,
-                          catalog_lineages={i.image_id: i.lineage_id for i in catalog.images.values()})
+                          catalog_lineages=catalog.lineages())
     return {"version": result.version, "path": str(result.path), "metrics": result.metrics,
             "promoted": result.promoted}
 

@@ -167,7 +167,7 @@ def train(
     result = run_training(data, s.models_dir, cfg, ips_weights=ips, promote_after=bool(promote_model), source=source,
                           ips_clip=ips_clip, ray=rc, holdout_from=split.holdout_from,
                           holdout_share=holdout_share, holdout_rows=int(len(split.holdout)),
-                          catalog_lineages={i.image_id: i.lineage_id for i in index.catalog.images.values()})
+                          catalog_lineages=index.catalog.lineages())
     meta = json.loads((result.path / "meta.json").read_text())
     out = {"version": result.version, "path": str(result.path), "metrics": result.metrics,
            "promoted": result.promoted, "rows": int(len(data.y)), "training_window": meta["training_window"]}
