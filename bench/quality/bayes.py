@@ -13,7 +13,7 @@ It does not know each member's taste nor each image's appeal; those it infers:
   the logged starts and the posterior-mean rest of the start logit; two rounds;
 - choice: the candidate with the highest posterior expected P(quality play).
 
-    PYTHONPATH=bench:services .venv/bin/python -m quality.bayes [WORK_DIR] [--rows train|all] [--seed S]
+    PYTHONPATH=bench:services .venv/bin/python -m quality.bayes [WORK_DIR] [--rows train|all] [--seed S] [--draws N]
 
 `--rows train` uses the oldest 80 % of the log, as `quality.ceiling`; `all` (default)
 every logged decision, as Keyart's final refit does. About 4 minutes, 4 GB.
@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("work_dir", nargs="?", type=Path, default=REPO / "var" / "bench-quality")
     parser.add_argument("--rows", choices=("train", "all"), default="all")
     parser.add_argument("--seed", type=int, default=2026, help="the run's traffic seed (its held-out decisions)")
+    parser.add_argument("--draws", type=int, default=4000, help="prior draws of taste (importance sampling)")
     args = parser.parse_args(argv)
     world = GenreLens()
     log = pd.read_parquet(args.work_dir / world.name / "log.parquet")
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
     nc = cands.value_of_choice(non_contextual(train["image_id"].to_numpy(), y)(image_ids))
     oracle = cands.oracle()
-    chooser = BayesChooser(world, rows)
+    chooser = BayesChooser(world, rows, draws=args.draws)
     weights, appeal = chooser.fit()
     taste = weights @ chooser.draws
     m = cands.decisions["member"].to_numpy()[cands.decision_of_row]
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     cases["taste from the history alone: expected value"] = cands.value_of_choice(
         chooser.expected_quality(m, cands.image, alone, appeal))
     print(json.dumps({
-        "world": world.name, "rows": len(rows),
+        "world": world.name, "rows": len(rows), "draws": args.draws,
         "appeal_correlation": round(float(np.corrcoef(appeal, world.i_quality)[0, 1]), 3),
         "taste_mean_abs_error": round(float(np.abs(taste - world.m_taste).mean()), 4),
         "closure": {case: round(closure(v, nc, oracle), 3) for case, v in cases.items()},
