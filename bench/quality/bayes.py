@@ -29,16 +29,19 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logsumexp
 
-from quality.ceiling import _values
+from quality.ceiling import _values, scoring_frame
 from quality.keyart_path import REPO
-from quality.peers import non_contextual
-from quality.run import heldout_of_log
-from quality.scoring import candidates as flatten
 from quality.scoring import closure
 from quality.worlds import CHARACTER, CLOSEUP, HAPPY, SCENE, G, GenreLens
 
 APPEAL_SD = 0.25
 CHUNK = 5000
+
+
+def _normalized(loglik: np.ndarray) -> np.ndarray:
+    """Importance weights per member (row) from log-likelihoods over the prior draws."""
+    weights = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+    return weights / weights.sum(axis=1, keepdims=True)
 
 
 class BayesChooser:
@@ -102,8 +105,7 @@ class BayesChooser:
             c = -np.logaddexp(0, np.where(started, -start, start))
             c += np.where(started, -np.logaddexp(0, np.where(stayed, -stay, stay)), 0.0)
             np.add.at(ll, self.member[sl], c)
-        weights = np.exp(ll - ll.max(axis=1, keepdims=True))
-        return weights / weights.sum(axis=1, keepdims=True)
+        return _normalized(ll)
 
     def appeal(self, weights: np.ndarray) -> np.ndarray:
         """Each image's MAP appeal given the posterior-mean rest of its rows' start logits."""
@@ -151,13 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     world = GenreLens()
     log = pd.read_parquet(args.work_dir / world.name / "log.parquet")
-    train = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]
+    train, cands, nc, oracle = scoring_frame(world, log, args.seed)
     rows = log if args.rows == "all" else train
-    cands = flatten(world, heldout_of_log(world, log, args.seed, 5000))  # the run's hold-out
-    y = (train["max_minutes"].to_numpy(float) >= world.quality_minutes).astype(float)
-    image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
-    nc = cands.value_of_choice(non_contextual(train["image_id"].to_numpy(), y)(image_ids))
-    oracle = cands.oracle()
     chooser = BayesChooser(world, rows, draws=args.draws)
     weights, appeal = chooser.fit()
     taste = weights @ chooser.draws
@@ -171,8 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     # How much of the taste the history alone reveals: the same posterior without the
     # member's logged outcomes (what Keyart's features read is the history alone).
-    alone = np.exp(chooser.history - chooser.history.max(axis=1, keepdims=True))
-    alone /= alone.sum(axis=1, keepdims=True)
+    alone = _normalized(chooser.history)
     cases["taste from the history alone: expected value"] = cands.value_of_choice(
         chooser.expected_quality(m, cands.image, alone, appeal))
     print(json.dumps({

@@ -148,19 +148,25 @@ def _generic_cases(world: SyntheticWorld, cands: Candidates, appeal: np.ndarray,
     return out
 
 
+def scoring_frame(world: SyntheticWorld, log: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, Candidates, float, float]:
+    """(training rows, held-out candidates, non-contextual value, oracle value) of a run's log:
+    the oldest 80 % of the log (Keyart's default hold-out is the newest 20 %), the run's
+    5,000 held-out decisions (traffic `seed`), and the bandit trained on those rows."""
+    rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]
+    cands = candidates(world, heldout_of_log(world, log, seed, 5000))
+    y = (rows["max_minutes"].to_numpy(float) >= world.quality_minutes).astype(float)
+    image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
+    nc = cands.value_of_choice(non_contextual(rows["image_id"].to_numpy(), y)(image_ids))
+    return rows, cands, nc, cands.oracle()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = argv if argv is not None else sys.argv[1:]
     name = (args or ["genre_lens"])[0]
     world = make_world(name)
     base = Path(args[1]) / name if len(args) > 1 else REPO / "var" / "bench-quality" / name
     log = pd.read_parquet(base / "log.parquet")
-    rows = log.sort_values("decided_at").iloc[: int(len(log) * 0.8)]  # Keyart's default hold-out: newest 20 %
-    heldout = heldout_of_log(world, log, 2026, 5000)  # the bench's default traffic seed and hold-out
-    cands = candidates(world, heldout)
-    y = (rows["max_minutes"].to_numpy(float) >= world.quality_minutes).astype(float)
-    image_ids = np.array([world.image_id(i) for i in cands.image], dtype=object)
-    nc = cands.value_of_choice(non_contextual(rows["image_id"].to_numpy(), y)(image_ids))
-    oracle = cands.oracle()
+    rows, cands, nc, oracle = scoring_frame(world, log, 2026)  # the bench's default traffic seed
     appeal = _estimated_appeal(world, rows)
     if isinstance(world, GenreLens):
         taste = _keyart_taste(world, base / "data")
