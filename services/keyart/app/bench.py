@@ -45,24 +45,23 @@ CANDIDATES_PER_TITLE = 12
 _DEVICES = (pb.DEVICE_TYPE_TV, pb.DEVICE_TYPE_WEB, pb.DEVICE_TYPE_MOBILE, pb.DEVICE_TYPE_TABLET)
 
 
-def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5) -> list[pb.RankArtworkRequest]:
-    """Pages of 40 titles x 12 candidates for random demo members."""
+def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5, titles: int = TITLES_PER_PAGE,
+                   candidates: int = CANDIDATES_PER_TITLE) -> list[pb.RankArtworkRequest]:
+    """Pages of `titles` titles x `candidates` candidates (the bench's 40 x 12) for random demo members."""
     from keyart.adapters.catalog.parquet import load_catalog
     from keyart.jobs.world.world_model import load_world
 
     catalog = load_catalog(settings.world_dir)
     members = load_world(settings.world_dir).members
-    big = sorted((t for t in catalog.titles.values() if len(catalog.pool(t.title_id)) >= CANDIDATES_PER_TITLE),
+    big = sorted((t for t in catalog.titles.values() if len(catalog.pool(t.title_id)) >= candidates),
                  key=lambda t: t.title_id)
-    if len(big) < TITLES_PER_PAGE:
-        raise RuntimeError(
-            f"bench needs {TITLES_PER_PAGE} titles with >= {CANDIDATES_PER_TITLE} images; the world has {len(big)}"
-        )
+    if len(big) < titles:
+        raise RuntimeError(f"bench needs {titles} titles with >= {candidates} images; the world has {len(big)}")
     rng = np.random.default_rng(seed)
     out = []
     for k in range(n):
         m = members.iloc[int(rng.integers(len(members)))]
-        page = rng.choice(len(big), size=TITLES_PER_PAGE, replace=False)
+        page = rng.choice(len(big), size=titles, replace=False)
         out.append(
             pb.RankArtworkRequest(
                 request_id=f"bench-{k}",
@@ -73,7 +72,7 @@ def bench_requests(settings: KeyartSettings, n: int = 256, seed: int = 5) -> lis
                 ),
                 titles=[
                     pb.TitleCandidates(title_id=big[i].title_id,
-                                       candidate_image_ids=list(big[i].image_ids[:CANDIDATES_PER_TITLE]))
+                                       candidate_image_ids=list(big[i].image_ids[:candidates]))
                     for i in page
                 ],
             )
@@ -342,6 +341,106 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
         runtime.close()
 
 
+class _StageClock:
+    """Thread CPU spent inside named callables, summed per name (µs-cheap wrappers)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        clock = time.thread_time
+        self.seconds.setdefault(name, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = clock()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[name] += clock() - t0
+
+        return timed
+
+
+@contextmanager
+def _patched(patches: list[tuple[Any, str, Any]]) -> Iterator[None]:
+    """setattr each (owner, name, value) for the block, then restore what was there."""
+    saved = [(owner, name, owner.__dict__.get(name, _ABSENT)) for owner, name, _ in patches]
+    try:
+        for owner, name, value in patches:
+            setattr(owner, name, value)
+        yield
+    finally:
+        for owner, name, old in reversed(saved):
+            if old is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, old)
+
+
+_ABSENT = object()
+WRITER_THREAD = "decision-log-writer"
+
+
+def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 512,
+                  ) -> dict[str, Any]:
+    """Where a page's CPU goes, in process, decision log on: ms of CPU per page per stage.
+
+    The request thread's stages are timed by wrapping the callables the page path calls
+    (request parsing, member lookup, feature matrix, forests, choice, log submit with its
+    journal, response), the rest of that thread is `handler_other`; `writer` is the
+    decision-log writer thread's own CPU (flushed before the clocks stop) and `process`
+    every thread's. The wrappers cost about a microsecond per page.
+    """
+    from keyart.adapters.grpc import convert
+    from keyart.adapters.grpc.servicer import RankerCalls
+    from keyart.app.runtime import Runtime
+    from keyart.core import ranker as ranker_module
+
+    runtime = Runtime.start_serving(settings, watch_interval_s=0)
+    page = runtime.page
+    calls = RankerCalls(page)
+    stages = _StageClock()
+    model = page.model
+    patches: list[tuple[Any, str, Any]] = [
+        (convert, "parse_message", stages.wrap("parse", convert.parse_message)),
+        (convert, "parse_rank_request", stages.wrap("parse", convert.parse_rank_request)),
+        (page, "_member", stages.wrap("member_features", page._member)),
+        (ranker_module, "build_matrix", stages.wrap("feature_matrix", ranker_module.build_matrix)),
+        (ranker_module.Ranker, "_choose_all", stages.wrap("choice", ranker_module.Ranker._choose_all)),
+        (ranker_module.Ranker, "_choose_in_order", stages.wrap("choice", ranker_module.Ranker._choose_in_order)),
+        (page, "_log", stages.wrap("log_submit", page._log)),
+        (convert, "to_response", stages.wrap("response", convert.to_response)),
+    ]
+    if model is not None:
+        patches += [(model, "predict", stages.wrap("forests", model.predict)),
+                    (model, "predict_ensemble", stages.wrap("forests", model.predict_ensemble))]
+    try:
+        for r in requests[:20]:
+            calls.rank(r)  # warm caches
+        if runtime.writer is not None:
+            runtime.writer.flush(60)
+        writer = next((t for t in threading.enumerate() if t.name == WRITER_THREAD), None)
+        writer_clock = time.pthread_getcpuclockid(writer.ident) if writer is not None and writer.ident else None
+        with _patched(patches):
+            w0 = time.clock_gettime(writer_clock) if writer_clock is not None else 0.0
+            h0, p0 = time.thread_time(), time.process_time()
+            for k in range(pages):
+                calls.rank(requests[k % len(requests)])
+            handler = time.thread_time() - h0
+            if runtime.writer is not None:
+                runtime.writer.flush(60)
+            process = time.process_time() - p0
+            written = time.clock_gettime(writer_clock) - w0 if writer_clock is not None else 0.0
+    finally:
+        runtime.close()
+    per_page = {name: round(1000.0 * s / pages, 3) for name, s in stages.seconds.items()}
+    per_page["handler_other"] = round(1000.0 * (handler - sum(stages.seconds.values())) / pages, 3)
+    per_page["handler"] = round(1000.0 * handler / pages, 3)
+    per_page["writer"] = round(1000.0 * written / pages, 3)
+    per_page["process"] = round(1000.0 * process / pages, 3)
+    return {"pages": pages, "policy": settings.policy, "cpu_ms_per_page": per_page}
+
+
 def policy_cpu_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], blocks: int = 16,
                        block_pages: int = 25) -> dict[str, Any]:
     """Thompson sampling's CPU per page against epsilon-greedy's, side by side: one page
@@ -527,6 +626,8 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     core = core_figures(settings, requests)
     say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
         f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, writer included")
+    stages = stage_figures(settings, requests)
+    say("  CPU per page by stage (ms): " + ", ".join(f"{k} {v}" for k, v in stages["cpu_ms_per_page"].items()))
     thompson = policy_cpu_figures(settings, requests)
     say(f"  thompson {thompson['cpu_ms_per_page']} ms against epsilon-greedy "
         f"{thompson['epsilon_greedy_cpu_ms_per_page']} ms CPU per page, side by side: ratio {thompson['ratio']}")
@@ -586,6 +687,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
                                            "ray": ray_result["load_generator_cpu_ms_per_page"]},
         "core": core,
+        "stages": stages,
         "thompson": thompson,
         "shadow": shadow,
         "journal": journal,
