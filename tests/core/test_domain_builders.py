@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import FrozenInstanceError
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,14 +25,16 @@ from keyart.domain import (
 SHADOW = ShadowChoice(name="s", model_version="v2", image_id="i2", propensity=0.5, served_propensity=0.25,
                       expected_score=0.1, served_score=0.2)
 SELECTION = dict(title_id="t1", image_id="t1-02", lineage_id="L1", propensity=0.25, score=0.125, explored=True,
-                 decision_id="d1", fallback_reason="", position=3, features=(1.0, 2.5, float("nan")),
+                 decision_id="d1", fallback_reason="", position=3,
+                 features=np.array([1.0, 2.5, np.nan], "<f4").tobytes(),
                  crop=CropInfo(aspect_ratio="16:9", variant_image_id="t1-02-16x9", x=0, y=10, width=640,
                                height=360))
 IMPRESSION = dict(decision_id="d1", request_id="r1", member_id="m1", title_id="t1", image_id="t1-02",
                   lineage_id="L1", propensity=0.25, score=0.125, explored=False, policy="epsilon_greedy",
                   model_version="v1", position=3, country="US", language="en", device="TV", surface="home",
                   decided_at=datetime(2026, 12, 4, tzinfo=UTC), fallback_reason="", feature_schema="abc",
-                  features=(1.0, 2.0), actor_affinity=(("a1", 0.5),), experiment="e", cell="treatment",
+                  features=np.array([1.0, 2.0], "<f4").tobytes(), actor_affinity=(("a1", 0.5),), experiment="e",
+                  cell="treatment",
                   shadows=(SHADOW,), latency_ms=1.5)
 
 

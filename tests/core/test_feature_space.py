@@ -122,7 +122,7 @@ def test_a_model_serves_in_its_own_space_when_the_catalog_grows() -> None:
     logged.clear()
     result = service.rank(page, now=NOW)
     assert result.policy != "uniform" and {r.feature_schema for r in logged} == {model.space.schema_id}
-    x = np.array(logged[0].features)
+    x = np.frombuffer(logged[0].features, "<f4")
     assert x[model.space.index["country"]] == len(model.space.vocabularies["country"])  # NZ: unknown to the model
     service.set_catalog(catalog)  # new artwork: still the model's columns
     assert service.index.space is model.space and service.index.catalog is catalog

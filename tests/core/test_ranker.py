@@ -33,7 +33,7 @@ def test_one_selection_per_title_in_page_order(tiny_index, tiny_model):
     assert all(0 < s.propensity <= 1 for s in sels)
     assert all(s.image_id.startswith(s.title_id + "-") for s in sels)
     assert len({s.decision_id for s in sels}) == 5
-    assert all(len(s.features) == len(tiny_index.space.names) for s in sels)
+    assert all(len(s.features) == 4 * len(tiny_index.space.names) for s in sels)  # float32 each
 
 
 def test_same_member_same_window_same_images(tiny_index, tiny_model):
@@ -106,7 +106,7 @@ def test_no_model_explores_uniformly_and_logs_features(tiny_index):
     for s in sels:  # the logged row is the chosen candidate's, built by the serving featurizer
         x = build_matrix(tiny_index, member, ctx, [s.title_id], np.array([tiny_index.image_row[s.image_id]]),
                          np.zeros(1, int))
-        np.testing.assert_array_equal(np.array(s.features), x[0])  # NaN (unknown) equals NaN
+        np.testing.assert_array_equal(np.frombuffer(s.features, "<f4"), x[0])  # NaN (unknown) equals NaN
 
 
 def test_no_model_choice_is_stable_within_a_window(tiny_index):

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
 from keyart.core.ranker import Ranker
-from keyart.domain import DEVICES, MemberFeatures, RequestContext, TitleRequest
+from keyart.domain import DEVICES, FEATURE_DTYPE, MemberFeatures, RequestContext, TitleRequest
 from keyart.jobs.world.world_model import World
 
 # entity rows (member_id, event_timestamp) -> member features as of each row's time
@@ -86,7 +86,7 @@ def simulate_pages(
                     "device": device,
                     "decided_at": when[k],
                     "feature_schema": schema,
-                    "features": np.asarray(x, dtype=np.float32),
+                    "features": x if isinstance(x, np.ndarray) else np.frombuffer(x, dtype=FEATURE_DTYPE).copy(),
                     "fallback_reason": "",
                     "top_actors": actors,
                     "top_actor_weights": weights,

@@ -46,7 +46,7 @@ def _impressions(n: int, start: datetime, width: int) -> list[Any]:
     from keyart.domain import Impression
 
     rng = np.random.default_rng(3)
-    features = tuple(float(v) for v in rng.random(width).astype(np.float32))
+    features = rng.random(width).astype("<f4").tobytes()  # a FeatureRow
     run = uuid.uuid4().hex[:8]
     return [
         Impression(

@@ -15,7 +15,7 @@ from datetime import datetime
 import numpy as np
 
 from keyart.core.feature_space import ATTRIBUTE_PREFIX, IMAGE_FIXED, TITLE_FEATURES, FeatureSpace
-from keyart.domain import DEVICES, Catalog, MemberFeatures, RequestContext
+from keyart.domain import DEVICES, FEATURE_DTYPE, Catalog, FeatureRow, MemberFeatures, RequestContext
 
 SMALL_SCREENS = frozenset({"MOBILE", "TABLET"})
 _SMALL_SCREEN_CODES = np.array([DEVICES.index(d) for d in sorted(SMALL_SCREENS)], dtype=np.float32)
@@ -319,6 +319,18 @@ def build_matrix(
     return candidate_rows(index, contexts, np.asarray(title_of_row), np.asarray(image_rows), actors)
 
 
+def feature_rows(x: np.ndarray) -> list[FeatureRow]:
+    """Each row of `x` (shape (n, width)) as a logged FeatureRow, the page encoded at once."""
+    if x.ndim != 2:
+        raise ValueError(f"feature rows need a matrix, got shape {x.shape}")
+    x = np.ascontiguousarray(x, dtype=FEATURE_DTYPE)
+    width = x.shape[1] * x.itemsize
+    if width == 0:
+        return [b""] * len(x)
+    raw = x.tobytes()
+    return [raw[k:k + width] for k in range(0, len(raw), width)]
+
+
 __all__ = [
     "SMALL_SCREENS",
     "TITLE_FEATURES",
@@ -328,5 +340,6 @@ __all__ = [
     "candidate_rows",
     "cold_member",
     "context_columns",
+    "feature_rows",
     "member_vector",
 ]

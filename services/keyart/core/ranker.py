@@ -20,7 +20,7 @@ from itertools import chain
 import numpy as np
 
 from keyart.core import policies
-from keyart.core.featurize import CatalogIndex, build_matrix
+from keyart.core.featurize import CatalogIndex, build_matrix, feature_rows
 from keyart.core.log_limit import LimitedLog
 from keyart.core.model import QualityPlayModel
 from keyart.core.stable import stable_uniform, time_window
@@ -253,7 +253,7 @@ class Ranker:
         ids_new = self.new_ids(len(scored_titles))
         images = self.index.catalog.images
         chosen = (offsets[:-1] + np.asarray(picks, dtype=np.int64)).tolist()
-        chosen_x = x[chosen].tolist()  # one conversion for the page's logged feature rows
+        chosen_x = feature_rows(x[chosen])  # one encode for the page's logged feature rows
         chosen_scores = scores[chosen].tolist()
         for k, pos in enumerate(scored_titles):
             image = images[flat_ids[chosen[k]]]
@@ -266,7 +266,7 @@ class Ranker:
                 explored=explored[k],
                 decision_id=ids_new[k],
                 position=pos,
-                features=tuple(chosen_x[k]),
+                features=chosen_x[k],
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
@@ -335,7 +335,7 @@ class Ranker:
             chosen.append(ids[policies.draw(policies.uniform(len(ids)), u)])
         title_ids = [titles[p].title_id for p in scored_titles]
         rows = np.array([self.index.image_row[i] for i in chosen], dtype=np.int64)
-        x = build_matrix(self.index, member, context, title_ids, rows, np.arange(len(chosen)))
+        x = feature_rows(build_matrix(self.index, member, context, title_ids, rows, np.arange(len(chosen))))
         for k, (pos, ids, image_id) in enumerate(zip(scored_titles, candidates, chosen)):
             image = self.index.catalog.images[image_id]
             selections[pos] = build_selection(
@@ -347,7 +347,7 @@ class Ranker:
                 explored=True,
                 decision_id=self.new_id(),
                 position=pos,
-                features=tuple(x[k].tolist()),
+                features=x[k],
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
 

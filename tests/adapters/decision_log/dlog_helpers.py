@@ -9,11 +9,18 @@ import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+
 from keyart.adapters.decision_log.records import outcome_key
 from keyart.adapters.decision_log.store import LogStoreUnavailable, OutcomeWriteResult
 from keyart.domain import Impression, Outcome, OutcomeKind
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
+
+
+def f32(*values: float) -> bytes:
+    """A FeatureRow of `values` (float32, little-endian)."""
+    return np.asarray(values, dtype="<f4").tobytes()
 
 
 def make_impression(i: int, *, member: str = "m1", at: datetime | None = None, **kw) -> Impression:
@@ -37,7 +44,7 @@ def make_impression(i: int, *, member: str = "m1", at: datetime | None = None, *
         "decided_at": at if at is not None else T0 + timedelta(seconds=i),
         "fallback_reason": "",
         "feature_schema": "fs-1",
-        "features": tuple(float(j) * 0.5 for j in range(6)),
+        "features": f32(*(float(j) * 0.5 for j in range(6))),
         # Weights exact in float32, so a Cassandra round trip (list<float>) compares equal.
         "actor_affinity": ((f"actor-{i % 3}", 0.75), ("actor-x", 0.5)),
     }

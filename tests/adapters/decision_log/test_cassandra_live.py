@@ -73,7 +73,7 @@ def test_write_and_read_back_impressions_and_outcomes(ks) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
     imps = [make_impression(i, at=now - timedelta(minutes=90) + timedelta(minutes=i), member="live") for i in range(20)]
     imps.append(make_impression(50, at=now - timedelta(minutes=30), member="fallback", fallback_reason="deadline",
-                                actor_affinity=(), features=()))  # fmt: skip
+                                actor_affinity=(), features=b""))  # fmt: skip
     store.ping()
     store.write_impressions(imps)
     got = list(store.scan_impressions(now - timedelta(hours=2), now))

@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import typer
@@ -114,7 +115,7 @@ def test_export_by_time_range_pages_through_large_partitions(cassandra_node, tmp
         want = sorted(big + spread + [edges[2]], key=lambda i: (i.decided_at, i.decision_id))
         assert table.column("decision_id").to_pylist() == [i.decision_id for i in want]
         assert table.column("decided_at").to_pylist()[0] == since
-        assert table.column("features").to_pylist()[0] == list(big[0].features)
+        assert table.column("features").to_pylist()[0] == np.frombuffer(big[0].features, "<f4").tolist()
 
 
 def test_export_joins_outcomes_as_documented(cassandra_node, tmp_path) -> None:

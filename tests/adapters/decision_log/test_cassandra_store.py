@@ -18,7 +18,13 @@ from typing import Any
 import certifi
 import numpy as np
 import pytest
-from adapters.decision_log.dlog_helpers import T0, check_unknown_outcomes_bounded, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import (
+    T0,
+    check_unknown_outcomes_bounded,
+    f32,
+    make_impression,
+    make_outcome,
+)
 from cassandra import ConsistencyLevel, InvalidRequest, WriteTimeout
 from cassandra.cluster import NoHostAvailable
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -243,7 +249,7 @@ def test_a_long_sparse_scan_takes_few_queries(store, session) -> None:
 
 
 def test_bound_values_encode_features_and_buckets(store, session) -> None:
-    imp = make_impression(1, features=(1.0, 2.0))
+    imp = make_impression(1, features=f32(1.0, 2.0))
     store.write_impressions([imp])
     by_time = next(v for s, v in session.executed if "impressions_by_time" in s.query_string)
     assert by_time[0] == "2024-05-01T12"
@@ -259,7 +265,7 @@ def test_bound_values_encode_features_and_buckets(store, session) -> None:
 def test_bound_values_carry_actor_affinity_to_every_table(store, session) -> None:
     actors = (("nm0000123", 0.8125), ("nm0000456", np.float32(0.25)))
     store.write_impressions([make_impression(1, actor_affinity=actors)])
-    store.write_impressions([make_impression(2, actor_affinity=(), features=())])
+    store.write_impressions([make_impression(2, actor_affinity=(), features=b"")])
     writes = [(s.query_string, v) for s, v in session.executed if not isinstance(s, str)]
     assert len(writes) == 6
     for query, values in writes:

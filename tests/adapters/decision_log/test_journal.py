@@ -17,6 +17,7 @@ from adapters.decision_log.dlog_helpers import T0, FakeStore, make_impression, m
 
 from keyart.adapters.decision_log import journal as journal_mod
 from keyart.adapters.decision_log.journal import encode_frame, journals_in, read_journal
+from keyart.adapters.decision_log.records import encode_features
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.domain import OutcomeKind, ShadowChoice
@@ -39,6 +40,24 @@ def test_frames_round_trip_every_field(tmp_path) -> None:
     records, torn = read_journal(path)
     assert not torn
     assert records == page + outcomes
+
+
+def test_frames_journaled_with_float_tuple_features_read_back_as_feature_rows(tmp_path) -> None:
+    """Journals written while records held float tuples (before FeatureRow) still recover."""
+    import struct
+    import zlib
+
+    page = [make_impression(i) for i in range(3)]
+    values = (0.1, 2.5, float("nan"))
+    rows = [journal_mod._impression_row(imp) for imp in page]
+    at = journal_mod._FEATURES_AT
+    payload = pickle.dumps((0, [row[:at] + (values,) + row[at + 1:] for row in rows]), protocol=5)
+    path = tmp_path / "journal-0000000001.bin"
+    path.write_bytes(struct.pack("<II", len(payload), zlib.crc32(payload)) + payload)
+    records, torn = read_journal(path)
+    assert not torn
+    assert [r.features for r in records] == [encode_features(values)] * 3  # float32 bytes, as stored
+    assert [r.decision_id for r in records] == [imp.decision_id for imp in page]
 
 
 def test_a_torn_tail_is_cut_and_a_foreign_class_refused(tmp_path) -> None:

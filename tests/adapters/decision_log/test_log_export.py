@@ -30,7 +30,7 @@ def store(tmp_path):
 
 
 def test_export_joins_outcome_aggregates(store, tmp_path) -> None:
-    feats = tuple(float(x) for x in np.linspace(0, 1, 60))
+    feats = np.linspace(0, 1, 60).astype("<f4").tobytes()
     store.write_impressions([make_impression(i, features=feats) for i in range(10)])
     store.write_impressions([make_impression(50, at=T0 + timedelta(hours=3))])  # out of range
     late = T0 + timedelta(hours=1, minutes=30)  # after `until`, inside the outcome window
@@ -59,7 +59,7 @@ def test_export_joins_outcome_aggregates(store, tmp_path) -> None:
     assert row.first_play_time == pd.Timestamp(T0 + timedelta(minutes=9))
     assert row.n_outcomes == 3
     assert row.features.dtype == np.float32 and len(row.features) == 60
-    assert np.allclose(row.features, feats, atol=1e-6)
+    assert row.features.tobytes() == feats  # the logged float32 row, exactly
     assert row.feature_schema == "fs-1"
     other = df.set_index("decision_id").loc["dec-000003"]
     assert not other.played and other.max_minutes == 0.0 and pd.isna(other.first_play_time)
@@ -95,7 +95,7 @@ def test_export_actor_affinity_columns(store, tmp_path) -> None:
     store.write_impressions(
         [
             make_impression(1, actor_affinity=actors),
-            make_impression(2, actor_affinity=(), features=(), fallback_reason="timeout"),
+            make_impression(2, actor_affinity=(), features=b"", fallback_reason="timeout"),
         ]
     )
     out = tmp_path / "actors.parquet"

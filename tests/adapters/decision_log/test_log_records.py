@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import T0, f32, make_impression, make_outcome
 
 from keyart.adapters.decision_log import records
 from keyart.domain import Impression, OutcomeKind
@@ -22,6 +22,23 @@ def test_features_round_trip_float32_little_endian() -> None:
     assert records.decode_features(b"") == ()
     with pytest.raises(ValueError):
         records.decode_features(b"\x00\x01\x02")
+    # A record's FeatureRow is stored as it is, once checked.
+    assert records.encode_features(blob) is blob
+    with pytest.raises(ValueError, match="not a float32 vector"):
+        records.encode_features(b"\x00\x01\x02")
+
+
+def test_json_reads_spool_lines_of_float64_features() -> None:
+    """Lines spooled while records held float tuples carried float64 bytes under "features"."""
+    import base64
+    import json
+
+    imp = make_impression(7, features=f32(0.1, 2.5, -3.0))
+    body = json.loads(records.record_to_json(imp))
+    assert base64.b64decode(body["features32"]) == imp.features and "features" not in body
+    body["features"] = base64.b64encode(np.array([0.1, 2.5, -3.0], dtype="<f8").tobytes()).decode("ascii")
+    del body["features32"]
+    assert records.record_from_json(json.dumps(body)) == imp  # rounded to float32, as stored
 
 
 def test_shard_is_stable_and_in_range() -> None:
@@ -65,7 +82,7 @@ def test_outcome_key_collapses_retries_only() -> None:
 
 
 def test_json_round_trip_is_exact() -> None:
-    imp = make_impression(3, features=(0.1, 0.2, 1 / 3))
+    imp = make_impression(3, features=f32(0.1, 0.2, 1 / 3))
     assert records.record_from_json(records.record_to_json(imp)) == imp
     out = make_outcome("d1", OutcomeKind.PLAYBACK_PROGRESS, 12.5)
     assert records.record_from_json(records.record_to_json(out)) == out
@@ -80,7 +97,7 @@ def test_json_round_trip_keeps_actor_affinity() -> None:
     assert back == imp and back.actor_affinity == actors
     assert isinstance(back.actor_affinity, tuple) and isinstance(back.actor_affinity[0], tuple)
     # Fallbacks carry none: () comes back as (), not [].
-    empty = make_impression(5, actor_affinity=(), features=(), fallback_reason="timeout")
+    empty = make_impression(5, actor_affinity=(), features=b"", fallback_reason="timeout")
     assert records.record_from_json(records.record_to_json(empty)) == empty
     # Weights straight from a feature store (numpy scalars) are written as floats.
     np_imp = make_impression(6, actor_affinity=(("a", np.float32(0.5)), ("b", np.float64(0.25))))

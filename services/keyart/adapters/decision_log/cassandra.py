@@ -42,10 +42,10 @@ from typing import TYPE_CHECKING, Any
 from keyart.adapters.decision_log.records import (
     DEFAULT_SHARDS,
     as_utc,
-    decode_features,
     decode_shadows,
     encode_features,
     encode_shadows,
+    feature_row,
     hour_bucket,
     hour_buckets,
     normalize_actors,
@@ -657,7 +657,7 @@ def _impression_from_row(row: Any) -> Impression:
     values["shadows"] = decode_shadows(_get(row, "shadows", n + 4))
     values["latency_ms"] = float(_get(row, "latency_ms", n + 5) or 0.0)
     values["decided_at"] = as_utc(values["decided_at"])
-    values["features"] = decode_features(values["features"])
+    values["features"] = feature_row(values["features"])
     values["explored"] = bool(values["explored"])
     for text in ("fallback_reason", "feature_schema"):
         values[text] = values[text] or ""

@@ -58,7 +58,7 @@ import pyarrow.parquet as pq
 
 from keyart.adapters.decision_log.records import as_utc, encode_shadows
 from keyart.adapters.decision_log.store import LogStore
-from keyart.domain import Impression, OutcomeKind
+from keyart.domain import FEATURE_DTYPE, Impression, OutcomeKind
 
 _TS = pa.timestamp("us", tz="UTC")
 SCHEMA = pa.schema(
@@ -176,7 +176,7 @@ def _write_batch(
     columns: dict[str, list[Any]] = {name: [] for name in _SCALAR_FIELDS}
     seen, played, max_minutes, first_play, n_out = [], [], [], [], []
     lengths = np.zeros(len(batch) + 1, dtype=np.int32)
-    flat: list[float] = []
+    blobs: list[bytes] = []
     actors: list[list[str]] = []
     weights: list[list[float]] = []
     experiment: list[str] = []
@@ -188,8 +188,8 @@ def _write_batch(
         for name in _SCALAR_FIELDS:
             columns[name].append(getattr(imp, name))
         columns["decided_at"][-1] = as_utc(imp.decided_at)
-        flat.extend(imp.features)
-        lengths[i + 1] = len(imp.features)
+        blobs.append(imp.features)
+        lengths[i + 1] = len(imp.features) // 4
         actors.append([str(a) for a, _ in imp.actor_affinity])
         weights.append([float(w) for _, w in imp.actor_affinity])
         experiment.append(imp.experiment)
@@ -208,7 +208,7 @@ def _write_batch(
         counts["seen"] += int(agg.seen)
         counts["with_outcomes"] += int(agg.n > 0)
     offsets = pa.array(np.cumsum(lengths, dtype=np.int32), type=pa.int32())
-    features = pa.ListArray.from_arrays(offsets, pa.array(np.asarray(flat, dtype=np.float32)))
+    features = pa.ListArray.from_arrays(offsets, pa.array(np.frombuffer(b"".join(blobs), dtype=FEATURE_DTYPE)))
     arrays = [pa.array(columns[f.name], type=f.type) for f in list(SCHEMA)[:19]]
     arrays += [
         features,

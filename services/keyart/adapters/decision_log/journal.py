@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
+from keyart.adapters.decision_log.records import encode_features
 from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ _OUTCOME = 1
 _IMPRESSION_FIELDS = tuple(f.name for f in fields(Impression))
 _OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
 _SHADOWS_AT = _IMPRESSION_FIELDS.index("shadows")
+_FEATURES_AT = _IMPRESSION_FIELDS.index("features")
 _KIND_AT = _OUTCOME_FIELDS.index("kind")
 _impression_row = operator.attrgetter(*_IMPRESSION_FIELDS)
 _outcome_row = operator.attrgetter(*_OUTCOME_FIELDS)
@@ -122,6 +124,8 @@ def decode_frame(payload: bytes) -> list[Record]:
     if kind == _IMPRESSION:
         out: list[Record] = []
         for row in rows:
+            if type(row[_FEATURES_AT]) is not bytes:  # a frame journaled when rows held float tuples
+                row = row[:_FEATURES_AT] + (encode_features(row[_FEATURES_AT]),) + row[_FEATURES_AT + 1:]
             rec = Impression(*row)
             if rec.shadows:  # stored as plain tuples
                 rec = replace(rec, shadows=tuple(ShadowChoice(*s) for s in row[_SHADOWS_AT]))

@@ -1,7 +1,8 @@
 """Encoding helpers shared by the decision-log backends, the spool and the export.
 
-* features: ``tuple[float, ...]`` <-> float32 little-endian bytes (lossy: float64 values
-  are rounded to the nearest float32, which is what the model consumes anyway);
+* features: records carry them as float32 little-endian bytes (`keyart.domain.FeatureRow`),
+  stored as they are; float sequences (older spool lines and journal frames, tests) are
+  encoded to them (float64 values rounded to the nearest float32, what the model consumes);
 * time buckets (one text bucket per UTC hour) and shards (a stable hash of the
   decision id) that spread the time-ordered tables over partitions;
 * the outcome dedup key, so a re-sent outcome collapses onto the stored one;
@@ -15,7 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,11 +37,23 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- features -------------------------------------------------------------------------
 
 
-def encode_features(features: tuple[float, ...] | list[float]) -> bytes:
-    """Float32 little-endian bytes of the feature vector (b"" for no features)."""
-    if not features:
+def encode_features(features: bytes | Sequence[float] | np.ndarray) -> bytes:
+    """Float32 little-endian bytes of the feature vector (b"" for no features); a
+    FeatureRow (bytes) is returned as it is, once checked."""
+    if isinstance(features, bytes):
+        return feature_row(features)
+    if not len(features):
         return b""
     return np.asarray(features, dtype=_F32).tobytes()
+
+
+def feature_row(blob: bytes | bytearray | memoryview | None) -> bytes:
+    """A stored feature blob as a record's FeatureRow (None: b"")."""
+    if not blob:
+        return b""
+    if len(blob) % 4:
+        raise ValueError(f"feature blob of {len(blob)} bytes is not a float32 vector")
+    return blob if isinstance(blob, bytes) else bytes(blob)
 
 
 def decode_features(blob: bytes | bytearray | memoryview | None) -> tuple[float, ...]:
@@ -163,7 +176,8 @@ def decode_shadows(text: str | bytes | None) -> tuple[ShadowChoice, ...]:
 
 # --- JSON (spool) -----------------------------------------------------------------------
 # One JSON object per line, tagged "_t": "i" (impression) or "o" (outcome); datetimes
-# as ISO-8601 UTC; impression features as base64 of float64 little-endian (exact).
+# as ISO-8601 UTC; impression features as base64 of their float32 bytes under
+# "features32" (lines spooled before it hold float64 values under "features": read too).
 
 IMPRESSION_TAG = "i"
 _IMPRESSION_FIELDS = tuple(f.name for f in fields(Impression))
@@ -177,9 +191,9 @@ def record_to_json(record: Impression | Outcome) -> bytes:
         # Not dataclasses.asdict: it deep-copies every feature value (5x slower).
         body: dict[str, Any] = {name: getattr(record, name) for name in _IMPRESSION_FIELDS}
         body["decided_at"] = as_utc(record.decided_at).isoformat()
-        # Exact float64 bytes, base64: 10x cheaper than JSON float lists.
-        body["features"] = base64.b64encode(np.asarray(record.features, dtype="<f8").tobytes())
-        body["features"] = body["features"].decode("ascii")
+        # The row's own bytes, base64: 10x cheaper than JSON float lists.
+        del body["features"]
+        body["features32"] = base64.b64encode(encode_features(record.features)).decode("ascii")
         body["actor_affinity"] = [[a, w] for a, w in normalize_actors(record.actor_affinity)]
         body["shadows"] = [{k: getattr(c, k) for k in _SHADOW_FIELDS} for c in record.shadows]
         tag = IMPRESSION_TAG
@@ -199,8 +213,10 @@ def record_from_json(line: bytes | str) -> Impression | Outcome:
     tag = body.pop("_t")
     if tag == IMPRESSION_TAG:
         body["decided_at"] = datetime.fromisoformat(body["decided_at"])
-        raw = base64.b64decode(body.get("features", ""))
-        body["features"] = tuple(np.frombuffer(raw, dtype="<f8").tolist())
+        if "features32" in body:
+            body["features"] = feature_row(base64.b64decode(body.pop("features32")))
+        else:  # spooled as float64 values
+            body["features"] = encode_features(np.frombuffer(base64.b64decode(body.get("features", "")), dtype="<f8"))
         # Lines spooled before the field existed have no key: the default, ().
         body["actor_affinity"] = normalize_actors(body.get("actor_affinity"))
         body["shadows"] = shadows_from_objects(body.get("shadows"))

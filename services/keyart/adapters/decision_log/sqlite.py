@@ -34,11 +34,11 @@ from typing import Any
 
 from keyart.adapters.decision_log.records import (
     decode_actors,
-    decode_features,
     decode_shadows,
     encode_actors,
     encode_features,
     encode_shadows,
+    feature_row,
     from_micros,
     outcome_key,
     to_micros,
@@ -210,7 +210,7 @@ def _impression_from_row(row: tuple[Any, ...]) -> Impression:
         decided_at=from_micros(row[16]),
         fallback_reason=row[17],
         feature_schema=row[18],
-        features=decode_features(row[19]),
+        features=feature_row(row[19]),
         actor_affinity=decode_actors(row[20]),
         experiment=row[21],
         cell=row[22],

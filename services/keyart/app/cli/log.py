@@ -308,7 +308,7 @@ def _impression_dict(imp: Any) -> dict[str, Any]:
         "country": imp.country,
         "surface": imp.surface,
         "fallback_reason": imp.fallback_reason,
-        "n_features": len(imp.features),
+        "n_features": len(imp.features) // 4,  # float32 each
     }
 
 
