@@ -167,8 +167,9 @@ class Catalog:
 
 FEATURE_DTYPE = "<f4"
 """A logged feature row is one float32 per feature, little-endian, as bytes (`FeatureRow`):
-what the log stores and the model consumes, encoded once per page (a tuple of 43 Python
-floats per decision cost 6x the memory in the writer's queue and an encode per copy)."""
+what the log stores and the model consumes, encoded once per page. A tuple of 43 Python
+floats per decision held 1,416 bytes in the writer's queue against 205, and was encoded
+again at every hop."""
 
 FeatureRow = bytes
 
