@@ -24,6 +24,7 @@ def test_features_round_trip_float32_little_endian() -> None:
         records.decode_features(b"\x00\x01\x02")
     # A record's FeatureRow is stored as it is, once checked.
     assert records.encode_features(blob) is blob
+    assert records.encode_features(bytearray(blob)) == blob  # a buffer is a row too, never bytes as numbers
     with pytest.raises(ValueError, match="not a float32 vector"):
         records.encode_features(b"\x00\x01\x02")
 

@@ -37,10 +37,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # --- features -------------------------------------------------------------------------
 
 
-def encode_features(features: bytes | Sequence[float] | np.ndarray) -> bytes:
+def encode_features(features: bytes | bytearray | memoryview | Sequence[float] | np.ndarray) -> bytes:
     """Float32 little-endian bytes of the feature vector (b"" for no features); a
-    FeatureRow (bytes) is returned as it is, once checked."""
-    if isinstance(features, bytes):
+    FeatureRow (bytes, or a buffer of them) is taken as it is, once checked."""
+    if isinstance(features, (bytes, bytearray, memoryview)):
         return feature_row(features)
     if not len(features):
         return b""
