@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from keyart.core.featurize import CatalogIndex, build_matrix, cold_member
+from keyart.core.featurize import CatalogIndex, build_matrix, cold_member, feature_rows
 from keyart.core.ranker import Ranker
-from keyart.domain import DEVICES, FEATURE_DTYPE, MemberFeatures, RequestContext, TitleRequest
+from keyart.domain import DEVICES, FEATURE_DTYPE, FeatureRow, MemberFeatures, RequestContext, TitleRequest
 from keyart.jobs.world.world_model import World
 
 # entity rows (member_id, event_timestamp) -> member features as of each row's time
@@ -86,7 +86,7 @@ def simulate_pages(
                     "device": device,
                     "decided_at": when[k],
                     "feature_schema": schema,
-                    "features": x if isinstance(x, np.ndarray) else np.frombuffer(x, dtype=FEATURE_DTYPE).copy(),
+                    "features": np.frombuffer(x, dtype=FEATURE_DTYPE).copy(),
                     "fallback_reason": "",
                     "top_actors": actors,
                     "top_actor_weights": weights,
@@ -151,12 +151,12 @@ def _uniform_page(
     ctx: RequestContext,
     page: list[str],
     rng: np.random.Generator,
-) -> list[tuple[str, str, float, float, np.ndarray]]:
+) -> list[tuple[str, str, float, float, FeatureRow]]:
     catalog = index.catalog
     picks = []
     for title_id in page:
         pool = catalog.pool(title_id)
         picks.append((title_id, pool[rng.integers(len(pool))], 1.0 / len(pool)))
     rows = np.array([index.image_row[i] for _, i, _ in picks], dtype=np.int64)
-    x = build_matrix(index, member, ctx, page, rows, np.arange(len(page)))
+    x = feature_rows(build_matrix(index, member, ctx, page, rows, np.arange(len(page))))
     return [(t, i, p, 0.0, x[j]) for j, (t, i, p) in enumerate(picks)]

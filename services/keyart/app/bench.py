@@ -361,6 +361,9 @@ class _StageClock:
         return timed
 
 
+_ABSENT = object()
+
+
 @contextmanager
 def _patched(patches: list[tuple[Any, str, Any]]) -> Iterator[None]:
     """setattr each (owner, name, value) for the block, then restore what was there."""
@@ -377,9 +380,6 @@ def _patched(patches: list[tuple[Any, str, Any]]) -> Iterator[None]:
                 setattr(owner, name, old)
 
 
-_ABSENT = object()
-WRITER_THREAD = "decision-log-writer"
-
 
 def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], pages: int = 512,
                   ) -> dict[str, Any]:
@@ -391,6 +391,7 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
     decision-log writer thread's own CPU (flushed before the clocks stop) and `process`
     every thread's. The wrappers cost about a microsecond per page.
     """
+    from keyart.adapters.decision_log.writer import WRITER_THREAD_NAME
     from keyart.adapters.grpc import convert
     from keyart.adapters.grpc.servicer import RankerCalls
     from keyart.app.runtime import Runtime
@@ -419,7 +420,7 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
             calls.rank(r)  # warm caches
         if runtime.writer is not None:
             runtime.writer.flush(60)
-        writer = next((t for t in threading.enumerate() if t.name == WRITER_THREAD), None)
+        writer = next((t for t in threading.enumerate() if t.name == WRITER_THREAD_NAME), None)
         writer_clock = time.pthread_getcpuclockid(writer.ident) if writer is not None and writer.ident else None
         with _patched(patches):
             w0 = time.clock_gettime(writer_clock) if writer_clock is not None else 0.0

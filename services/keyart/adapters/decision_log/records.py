@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice
+from keyart.domain import FEATURE_DTYPE, Impression, Outcome, OutcomeKind, ShadowChoice
 
 # Number of shards of each hour bucket of the time-ordered tables. Readers scan every
 # shard of every hour, so changing it for an existing keyspace makes older rows
 # written under another count invisible to scans: treat it as part of the schema.
 DEFAULT_SHARDS = 8
 
-_F32 = np.dtype("<f4")
+_F32 = np.dtype(FEATURE_DTYPE)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -58,11 +58,7 @@ def feature_row(blob: bytes | bytearray | memoryview | None) -> bytes:
 
 def decode_features(blob: bytes | bytearray | memoryview | None) -> tuple[float, ...]:
     """Inverse of :func:`encode_features`; values come back as Python floats."""
-    if not blob:
-        return ()
-    if len(blob) % 4:
-        raise ValueError(f"feature blob of {len(blob)} bytes is not a float32 vector")
-    return tuple(np.frombuffer(bytes(blob), dtype=_F32).tolist())
+    return tuple(np.frombuffer(feature_row(blob), dtype=_F32).tolist())
 
 
 # --- actor affinities ---------------------------------------------------------------

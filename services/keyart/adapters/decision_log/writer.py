@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from keyart.core.ports import DecisionLog
 
 log = logging.getLogger(__name__)
+WRITER_THREAD_NAME = "decision-log-writer"  # the thread that writes the store (benches read its CPU clock)
 limited = LimitedLog(log)  # one line per reason per 10 s
 
 
@@ -191,7 +192,7 @@ class DecisionLogWriter:
                 "decision-log spool holds %d bytes from a previous run; replaying first",
                 self._spool.pending_bytes,
             )
-        self._thread = threading.Thread(target=self._run, name="decision-log-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=WRITER_THREAD_NAME, daemon=True)
         if start:
             self._thread.start()
 
