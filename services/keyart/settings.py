@@ -133,6 +133,10 @@ class KeyartSettings(BaseSettings):
     log_journal: bool = Field(
         True, description="Journal every acknowledged record before the reply, so a killed replica loses none."
     )
+    log_writer_process: bool = Field(
+        True, description="Run the decision-log writer in a child process that reads the journal (needs "
+        "log_journal); off: a thread of the serving process (keyart.adapters.decision_log.process)."
+    )
 
     @model_validator(mode="after")
     def _tls_files_together(self) -> KeyartSettings:

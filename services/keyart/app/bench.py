@@ -314,12 +314,12 @@ def core_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest]
             calls.rank(r)  # warm caches and the feature thread
         if runtime.writer is not None:
             runtime.writer.flush(60)
-        cpu0 = time.process_time()
+        cpu = _ServerClock(runtime.writer)
         for k in range(pages):
             calls.rank(requests[k % len(requests)])
         if runtime.writer is not None:
             runtime.writer.flush(60)
-        cpu_ms = 1000.0 * (time.process_time() - cpu0) / pages
+        cpu_ms = 1000.0 * cpu.seconds() / pages
         timings: dict[str, list[float]] = {"with_log": [], "without_log": []}
         for k in range(pages):
             for variant in ("with_log", "without_log") if k % 2 == 0 else ("without_log", "with_log"):
@@ -388,8 +388,8 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
     The request thread's stages are timed by wrapping the callables the page path calls
     (request parsing, member lookup, feature matrix, forests, choice, log submit with its
     journal, response), the rest of that thread is `handler_other`; `writer` is the
-    decision-log writer thread's own CPU (flushed before the clocks stop) and `process`
-    every thread's. The wrappers cost about a microsecond per page.
+    decision-log writer's own CPU, its child process's or its thread's (flushed before
+    the clocks stop), and `process` every thread's of both processes. The wrappers cost about a microsecond per page.
     """
     from keyart.adapters.decision_log.writer import WRITER_THREAD_NAME
     from keyart.adapters.grpc import convert
@@ -422,16 +422,19 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
             runtime.writer.flush(60)
         writer = next((t for t in threading.enumerate() if t.name == WRITER_THREAD_NAME), None)
         writer_clock = time.pthread_getcpuclockid(writer.ident) if writer is not None and writer.ident else None
+        child = _writer_child(runtime.writer)
         with _patched(patches):
             w0 = time.clock_gettime(writer_clock) if writer_clock is not None else 0.0
+            c0 = _cpu_seconds(child)
             h0, p0 = time.thread_time(), time.process_time()
             for k in range(pages):
                 calls.rank(requests[k % len(requests)])
             handler = time.thread_time() - h0
             if runtime.writer is not None:
                 runtime.writer.flush(60)
-            process = time.process_time() - p0
-            written = time.clock_gettime(writer_clock) - w0 if writer_clock is not None else 0.0
+            in_child = _cpu_seconds(child) - c0
+            process = time.process_time() - p0 + in_child
+            written = (time.clock_gettime(writer_clock) - w0 if writer_clock is not None else 0.0) + in_child
     finally:
         runtime.close()
     per_page = {name: round(1000.0 * s / pages, 3) for name, s in stages.seconds.items()}
@@ -440,6 +443,41 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
     per_page["writer"] = round(1000.0 * written / pages, 3)
     per_page["process"] = round(1000.0 * process / pages, 3)
     return {"pages": pages, "policy": settings.policy, "cpu_ms_per_page": per_page}
+
+
+def _writer_child(writer: object) -> Any:
+    """The decision-log writer's child process (psutil), when it runs in one."""
+    import psutil
+
+    pid = getattr(writer, "child_pid", None)
+    return psutil.Process(pid) if pid is not None else None
+
+
+def _cpu_seconds(proc: Any) -> float:
+    """A process's CPU seconds, every thread's, to the nanosecond: the scheduler's own
+    account (/proc/PID/task/*/schedstat), not psutil's 10 ms clock ticks, which would
+    swamp a block of 25 pages."""
+    if proc is None:
+        return 0.0
+    total = 0
+    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):  # a thread that ended in between
+            pass
+    return total / 1e9
+
+
+class _ServerClock:
+    """CPU seconds of this process and of its decision-log writer's child process, if
+    any, since construction: what an in-process figure costs the server."""
+
+    def __init__(self, writer: object) -> None:
+        self._child = _writer_child(writer)
+        self._start = time.process_time() + _cpu_seconds(self._child)
+
+    def seconds(self) -> float:
+        return time.process_time() + _cpu_seconds(self._child) - self._start
 
 
 def policy_cpu_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], blocks: int = 16,
@@ -465,13 +503,13 @@ def policy_cpu_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRe
         for b in range(blocks):
             for name in ("epsilon_greedy", "thompson") if b % 2 == 0 else ("thompson", "epsilon_greedy"):
                 page.policy = configs[name]
-                cpu0 = time.process_time()
+                clock = _ServerClock(runtime.writer)
                 for _ in range(block_pages):
                     calls.rank(requests[k % len(requests)])
                     k += 1
                 if runtime.writer is not None:
                     runtime.writer.flush(60)
-                per_page[name].append(1000.0 * (time.process_time() - cpu0) / block_pages)
+                per_page[name].append(1000.0 * clock.seconds() / block_pages)
     finally:
         runtime.close()
     ratios = [t / e for t, e in zip(per_page["thompson"], per_page["epsilon_greedy"])]
@@ -551,14 +589,14 @@ def shadow_figures(settings: KeyartSettings, requests: list[pb.RankArtworkReques
         for b in range(0, pages, block):
             for variant in ("without", "with_one_shadow") if (b // block) % 2 == 0 else ("with_one_shadow", "without"):
                 page.set_experiment(shadowed if variant != "without" else None, {model.version: model})
-                c0 = time.process_time()
+                clock = _ServerClock(runtime.writer)
                 for k in range(b, b + block):
                     t0 = time.perf_counter()
                     calls.rank(requests[k % len(requests)])
                     lat[variant].append(time.perf_counter() - t0)
                 if runtime.writer is not None:
                     runtime.writer.flush(60)
-                cpu[variant] += time.process_time() - c0
+                cpu[variant] += clock.seconds()
     finally:
         runtime.close()
     n = len(lat["without"])

@@ -111,3 +111,29 @@ def full_disk(store_dir: str, spool_dir: str) -> None:
     store.close()
     print(json.dumps({"during": during, "healthy": healthy, "message": message, "flushed": flushed,
                       "after": after, "stored": len(stored & set(ids)), "submitted": len(ids)}))
+
+
+def process_writer_parent(data_dir: str) -> None:
+    """A serving process with its writer in a child (the defaults: WriterProcess over
+    SQLite): prints the child's pid, then a page of 40 impressions every 2 ms, printing
+    each page's number once submitted (the acknowledgement), until it is killed."""
+    import time
+    from datetime import timedelta
+
+    from adapters.decision_log.dlog_helpers import T0, make_impression
+
+    from keyart.adapters.decision_log.factory import open_decision_log
+    from keyart.settings import KeyartSettings
+
+    w = open_decision_log(KeyartSettings(data_dir=Path(data_dir)))
+    sys.stdout.write(f"{w.child_pid}\n")  # type: ignore[attr-defined]
+    sys.stdout.flush()
+    page = 0
+    while True:
+        imps = [make_impression(page * 40 + j, at=T0 + timedelta(milliseconds=page),
+                                decision_id=f"p{page}-{j}") for j in range(40)]
+        assert w.submit_impressions(imps)
+        sys.stdout.write(f"{page}\n")
+        sys.stdout.flush()
+        page += 1
+        time.sleep(0.002)

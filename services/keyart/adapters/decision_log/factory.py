@@ -11,9 +11,14 @@ subdirectory and adopts those of writers that died (see keyart.adapters.decision
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from keyart.adapters.decision_log.store import LogStore
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.settings import KeyartSettings
+
+if TYPE_CHECKING:
+    from keyart.core.ports import DecisionLog
 
 SPOOL_DIR = "spool"
 
@@ -37,12 +42,18 @@ def open_log_store(settings: KeyartSettings) -> LogStore:
     return SqliteLogStore(settings.log_sqlite_path)
 
 
-def open_decision_log(settings: KeyartSettings) -> DecisionLogWriter:
-    """A started DecisionLogWriter over the configured store; close() closes both."""
+def open_decision_log(settings: KeyartSettings) -> DecisionLog:
+    """A started decision log over the configured store; close() closes both. With
+    ``log_writer_process`` and ``log_journal`` (the defaults) the writer runs in a child
+    process fed by the journal (:mod:`.process`), else in a thread of this one."""
     config = WriterConfig(
         queue_size=settings.log_queue_size,
         batch_size=settings.log_batch_size,
         spool_max_bytes=settings.log_spool_max_bytes,
         journal=settings.log_journal,
     )
+    if settings.log_writer_process and settings.log_journal:
+        from keyart.adapters.decision_log.process import WriterProcess
+
+        return WriterProcess(settings, settings.spool_root, config)
     return DecisionLogWriter(open_log_store(settings), settings.spool_root, config, shared_spool=True)

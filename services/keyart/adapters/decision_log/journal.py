@@ -187,13 +187,9 @@ class Journal:
         crash-safe)."""
         view = memoryview(frame)
         try:
-            if self._fd is None:
-                self._path = self.dir / journal_name(self._next)
-                self._next += 1
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-                self._size = 0
+            fd = self._fd if self._fd is not None else self._open_next()
             while view:
-                n = os.write(self._fd, view)
+                n = os.write(fd, view)
                 view = view[n:]
         except OSError as exc:
             self.errors += 1
@@ -207,6 +203,27 @@ class Journal:
         self.bytes += len(frame)
         if self._size >= self.rotate_bytes:
             self._seal(last_seq)
+        return True
+
+    def _open_next(self) -> int:
+        path = self.dir / journal_name(self._next)
+        fd = self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        self._path = path
+        self._next += 1
+        self._size = 0
+        return fd
+
+    def rotate(self, last_seq: int) -> bool:
+        """Seal the active file, if it holds anything, and create its successor now, so
+        a reader in another process (:mod:`.journal_tail`) knows the sealed one is
+        complete without waiting for the next append. True if it rotated."""
+        if self._fd is None or not self._size:
+            return False
+        self._seal(last_seq)
+        try:
+            self._open_next()
+        except OSError as exc:  # the next append tries again, and counts a failure
+            self.last_error = f"{type(exc).__name__}: {exc}"
         return True
 
     def _seal(self, last_seq: int) -> None:

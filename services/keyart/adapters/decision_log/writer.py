@@ -134,12 +134,15 @@ class DecisionLogWriter:
         config: WriterConfig = WriterConfig(),
         *,
         shared_spool: bool = False,
+        adopt_root: Path | None = None,
         close_store: bool = True,
         start: bool = True,
     ) -> None:
         """``shared_spool``: ``spool_dir`` is a root shared by several processes; this
         writer spools in its own locked subdirectory and adopts orphaned siblings (see
-        :mod:`.spool_dirs`). Otherwise ``spool_dir`` is this writer's alone.
+        :mod:`.spool_dirs`). Otherwise ``spool_dir`` is this writer's alone; with
+        ``adopt_root`` it is a subdirectory of that root already claimed by the caller
+        (a :mod:`.process` parent), and orphaned siblings are adopted all the same.
         ``close_store``: ``close()`` closes the store too. ``start``: start the writer
         thread now (without it nothing drains the queue until ``close()``)."""
         self.store = store
@@ -152,6 +155,7 @@ class DecisionLogWriter:
             own_dir, self._claim_fd = claim_spool_dir(self._root)
         else:
             own_dir = Path(spool_dir)
+            self._root = Path(adopt_root) if adopt_root is not None else None
         self._spool = SegmentSpool(own_dir, config.spool_max_bytes, config.segment_bytes)
         self.spool_dir = self._spool.dir
         self._c = _Counters()
@@ -195,6 +199,12 @@ class DecisionLogWriter:
         self._thread = threading.Thread(target=self._run, name=WRITER_THREAD_NAME, daemon=True)
         if start:
             self._thread.start()
+
+    def progress(self) -> tuple[int, int]:
+        """(records accepted into the queue, records of those handled: stored, spooled
+        or dropped), both counted since start; equal when the writer has caught up."""
+        with self._cond:
+            return self._accepted_seq, self._handled_seq
 
     @property
     def queue_size(self) -> int:
