@@ -156,3 +156,10 @@ def test_without_the_journal_the_same_kill_loses_the_unflushed_window(tmp_path, 
     # The check above can fail: the in-memory queue alone loses what the kill caught.
     acked, stored = _kill_under_load(tmp_path, journal)
     assert len(acked - stored) > 0
+
+
+def test_an_impression_row_longer_than_this_version_knows_is_refused(tmp_path) -> None:
+    row = journal_mod._impression_row(make_impression(1)) + ("a field from a newer version",)
+    payload = pickle.dumps((0, [row]), protocol=5)
+    with pytest.raises(ValueError, match="this version knows"):
+        journal_mod.decode_frame(payload)

@@ -36,7 +36,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from keyart.adapters.decision_log.records import encode_features
-from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice
+from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice, frozen_batch_builder
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ _SHADOWS_AT = _IMPRESSION_FIELDS.index("shadows")
 _FEATURES_AT = _IMPRESSION_FIELDS.index("features")
 _KIND_AT = _OUTCOME_FIELDS.index("kind")
 _impression_row = operator.attrgetter(*_IMPRESSION_FIELDS)
+_build_impressions = frozen_batch_builder(Impression)
 _outcome_row = operator.attrgetter(*_OUTCOME_FIELDS)
 _shadow_row = operator.attrgetter(*(f.name for f in fields(ShadowChoice)))
 
@@ -122,15 +123,19 @@ class _RowsOnly(pickle.Unpickler):
 def decode_frame(payload: bytes) -> list[Record]:
     kind, rows = _RowsOnly(io.BytesIO(payload)).load()
     if kind == _IMPRESSION:
-        out: list[Record] = []
+        # Built by the batch builder: the writer process decodes every page, and the
+        # dataclass constructor took 3.5 us a record (0.14 ms a page) against 0.6 us.
+        fields_given = []
         for row in rows:
+            if len(row) > len(_IMPRESSION_FIELDS):
+                raise ValueError(f"an impression row of {len(row)} fields; this version knows "
+                                 f"{len(_IMPRESSION_FIELDS)}")
             if type(row[_FEATURES_AT]) is not bytes:  # a frame journaled when rows held float tuples
                 row = row[:_FEATURES_AT] + (encode_features(row[_FEATURES_AT]),) + row[_FEATURES_AT + 1:]
-            rec = Impression(*row)
-            if rec.shadows:  # stored as plain tuples
-                rec = replace(rec, shadows=tuple(ShadowChoice(*s) for s in row[_SHADOWS_AT]))
-            out.append(rec)
-        return out
+            if row[_SHADOWS_AT]:  # stored as plain tuples
+                row = row[:_SHADOWS_AT] + (tuple(ShadowChoice(*s) for s in row[_SHADOWS_AT]),) + row[_SHADOWS_AT + 1:]
+            fields_given.append(row)
+        return list(_build_impressions({}, _IMPRESSION_FIELDS, fields_given))
     if kind == _OUTCOME:  # the kind is stored as its value
         return [replace(o, kind=OutcomeKind(o.kind)) for o in (Outcome(*row) for row in rows)]
     raise ValueError(f"unknown journal frame kind {kind!r}")
