@@ -138,6 +138,8 @@ def test_records_reach_the_store_and_the_log_reports_like_the_thread_writer(tmp_
         w.close()
     assert not w.spool_dir.exists()  # every record handled: journal gone, directory released
     assert not psutil.pid_exists(child)  # exited and reaped
+    assert not w.submit_impressions([make_impression(999)])  # after close: refused and counted
+    assert w.stats()["dropped"] == 1 and not w.health()[0]
 
 
 def test_a_killed_writer_process_is_restarted_and_replays_the_journal(tmp_path) -> None:

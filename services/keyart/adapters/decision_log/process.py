@@ -150,10 +150,18 @@ class WriterProcess:
             return False
         frame = encode_frame(records)
         with self._lock:
-            journaled = self._journal.append(frame, 0)
+            closed = self._closed  # checked again under the lock close() takes to seal the journal
+            journaled = not closed and self._journal.append(frame, 0)
             self._submitted += len(records)
+            if closed:
+                self._dropped += len(records)
         if journaled:
             return True
+        if closed:
+            self._last_drop = time.monotonic()
+            limited.error("log_dropped", "DECISION LOG DROPPING RECORDS: the log is closed; dropped %d now, "
+                          "%d in total", len(records), self._dropped)
+            return False
         # The disk is full (or failing): hand the frame to the child directly, where it
         # waits in the writer's memory queue like any other record, just not crash-safe.
         handed = self._hand_over(frame)
@@ -322,12 +330,12 @@ class WriterProcess:
     def close(self, timeout_s: float = 30.0) -> None:
         """Stop accepting, let the child write out everything journaled (to the store or
         the spool), then release the spool directory."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._journal.close(delete=False)  # the child deletes the files it handled
+        self._stop.set()
         with self._ctl:
             reply = self._exchange({"op": "close", "timeout_s": timeout_s}, timeout_s + _REQUEST_TIMEOUT_S)
             if not reply.get("ok"):
