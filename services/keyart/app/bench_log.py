@@ -74,7 +74,9 @@ def write_and_export(cs: KeyartSettings, node_pid: int | None, n: int, out_dir: 
 
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
     imps = _impressions(n, start, len(FeatureSpace(genres=GENRES, vocabularies={}).names))
-    writer = open_decision_log(cs)
+    # The writer's own rate and CPU: as a thread of this process, so its CPU is this
+    # process's (served pages run it in a child process, which the serving p99 includes).
+    writer = open_decision_log(cs.model_copy(update={"log_writer_process": False}))
     try:
         node_cpu = (lambda: _cpu_seconds(node_pid)) if node_pid is not None else (lambda: float("nan"))
         cpu0, node0, t0 = time.process_time(), node_cpu(), time.perf_counter()
