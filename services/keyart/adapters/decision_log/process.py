@@ -106,6 +106,7 @@ class WriterProcess:
             with self._ctl:
                 self._spawn()
         except BaseException:
+            self._end_child()  # reaped, not left a zombie
             self._journal.close(delete=True)  # nothing journaled yet
             release_spool_dir(self.spool_dir, self._claim_fd)
             raise
