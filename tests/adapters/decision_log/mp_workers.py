@@ -49,17 +49,23 @@ def steady_writer(root: str, db: str, journal: str) -> None:
     2 ms, printing each page's number once ``submit_impressions`` returned (that is the
     acknowledgement), until it is killed. A long flush interval keeps about a second of
     acknowledged pages only in memory (and in the journal, if on)."""
-    import time
-    from datetime import timedelta
-
-    from adapters.decision_log.dlog_helpers import T0, make_impression
-
     from keyart.adapters.decision_log.sqlite import SqliteLogStore
     from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 
     config = WriterConfig(queue_size=1_000_000, batch_size=100_000, flush_interval_s=1.0,
                           journal=journal == "on", journal_rotate_bytes=200_000)
     w = DecisionLogWriter(SqliteLogStore(Path(db)), Path(root), config, shared_spool=True)
+    _pages_forever(w)
+
+
+def _pages_forever(w) -> None:
+    """A page of 40 impressions every 2 ms, printing each page's number once
+    ``submit_impressions`` returned (that is the acknowledgement), until killed."""
+    import time
+    from datetime import timedelta
+
+    from adapters.decision_log.dlog_helpers import T0, make_impression
+
     page = 0
     while True:
         imps = [make_impression(page * 40 + j, at=T0 + timedelta(milliseconds=page),
@@ -117,23 +123,10 @@ def process_writer_parent(data_dir: str) -> None:
     """A serving process with its writer in a child (the defaults: WriterProcess over
     SQLite): prints the child's pid, then a page of 40 impressions every 2 ms, printing
     each page's number once submitted (the acknowledgement), until it is killed."""
-    import time
-    from datetime import timedelta
-
-    from adapters.decision_log.dlog_helpers import T0, make_impression
-
     from keyart.adapters.decision_log.factory import open_decision_log
     from keyart.settings import KeyartSettings
 
     w = open_decision_log(KeyartSettings(data_dir=Path(data_dir)))
     sys.stdout.write(f"{w.child_pid}\n")  # type: ignore[attr-defined]
     sys.stdout.flush()
-    page = 0
-    while True:
-        imps = [make_impression(page * 40 + j, at=T0 + timedelta(milliseconds=page),
-                                decision_id=f"p{page}-{j}") for j in range(40)]
-        assert w.submit_impressions(imps)
-        sys.stdout.write(f"{page}\n")
-        sys.stdout.flush()
-        page += 1
-        time.sleep(0.002)
+    _pages_forever(w)
