@@ -280,7 +280,8 @@ class Runtime:
         if self._watcher is not None and not self._watcher.is_alive() and not self._stop.is_set():
             return "the model watcher thread stopped: promoted models would never be served"
         if self.writer is not None and self.writer.stats().get("writer_alive") is False:
-            return "the decision-log writer thread stopped: impressions would not be logged"
+            return ("the decision-log writer stopped (its thread died, or its process kept dying): "
+                    "impressions would not be logged")
         return ""
 
     def close(self) -> None:
