@@ -17,9 +17,9 @@ import pytest
 from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
 
 from keyart.adapters.decision_log import journal as journal_mod
-from keyart.adapters.decision_log.journal import Journal, encode_frame, journals_in
+from keyart.adapters.decision_log.journal import Journal, encode_frame, journal_bytes, journals_in
 from keyart.adapters.decision_log.journal_tail import JournalTail
-from keyart.adapters.decision_log.process import WriterProcess, _journal_bytes
+from keyart.adapters.decision_log.process import WriterProcess
 from keyart.adapters.decision_log.sqlite import SqliteLogStore
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.settings import KeyartSettings
@@ -133,7 +133,7 @@ def test_records_reach_the_store_and_the_log_reports_like_the_thread_writer(tmp_
         assert stats["submitted"] == 121 and stats["written"] == 121 and stats["dropped"] == 0
         assert stats["writer_alive"] and stats["writer_process_up"] and stats["writer_restarts"] == 0
         assert w.health() == (True, "ok (written 121, replayed 0)")
-        assert _journal_bytes(w.spool_dir) == 0  # flushed: nothing left in the journal
+        assert journal_bytes(w.spool_dir) == 0  # flushed: nothing left in the journal
     finally:
         w.close()
     assert not w.spool_dir.exists()  # every record handled: journal gone, directory released

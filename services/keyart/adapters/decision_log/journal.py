@@ -141,6 +141,24 @@ def decode_frame(payload: bytes) -> list[Record]:
     raise ValueError(f"unknown journal frame kind {kind!r}")
 
 
+def next_frame(data: bytes, pos: int = 0) -> tuple[list[Record] | None, int]:
+    """The records of the whole frame at ``pos`` of ``data``, and the position after it;
+    (None, pos) when ``data`` ends inside that frame (or its header). Raises for a damaged
+    frame: a length past the limit, a CRC mismatch, or contents that do not decode."""
+    if pos + _HEADER.size > len(data):
+        return None, pos
+    length, crc = _HEADER.unpack_from(data, pos)
+    if length > _MAX_FRAME:
+        raise ValueError(f"a frame length of {length} bytes is past the limit")
+    start = pos + _HEADER.size
+    if start + length > len(data):
+        return None, pos
+    payload = data[start : start + length]
+    if zlib.crc32(payload) != crc:
+        raise ValueError("a frame's CRC does not match")
+    return decode_frame(payload), start + length
+
+
 def read_journal(path: Path) -> tuple[list[Record], bool]:
     """Every record of the whole frames of ``path``; True as second value when a torn
     or corrupt tail was cut off (the process died mid-write, or the file is damaged)."""
@@ -148,19 +166,25 @@ def read_journal(path: Path) -> tuple[list[Record], bool]:
     records: list[Record] = []
     pos = 0
     while pos < len(data):
-        if pos + _HEADER.size > len(data):
-            return records, True
-        length, crc = _HEADER.unpack_from(data, pos)
-        start = pos + _HEADER.size
-        payload = data[start : start + length]
-        if length > _MAX_FRAME or len(payload) < length or zlib.crc32(payload) != crc:
-            return records, True
         try:
-            records.extend(decode_frame(payload))
-        except Exception:  # noqa: BLE001 - a frame that passed its CRC but does not decode
+            frame, pos = next_frame(data, pos)
+        except Exception:  # noqa: BLE001 - a damaged frame ends the readable part
             return records, True
-        pos = start + length
+        if frame is None:  # the file ends inside a frame
+            return records, True
+        records.extend(frame)
     return records, False
+
+
+def journal_bytes(directory: Path) -> int:
+    """Bytes of the journal files on disk in ``directory``."""
+    total = 0
+    for p in journals_in(directory):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:  # deleted in between
+            pass
+    return total
 
 
 # --- the live journal -------------------------------------------------------------------
@@ -171,9 +195,13 @@ class Journal:
     calls ``append`` and ``release`` under its own lock, so a frame's position in the
     journal and its records' place in the queue agree."""
 
-    def __init__(self, directory: Path, rotate_bytes: int = 16 * 1024 * 1024) -> None:
+    def __init__(self, directory: Path, rotate_bytes: int = 16 * 1024 * 1024, *,
+                 reader_deletes: bool = False) -> None:
+        """``reader_deletes``: another process reads the files and deletes them
+        (:mod:`.journal_tail`), so sealed files are not kept here for ``release``."""
         self.dir = Path(directory)
         self.rotate_bytes = int(rotate_bytes)
+        self._keep_sealed = not reader_deletes
         existing = journals_in(self.dir)
         if existing:  # recovered by the caller before this; never append to them
             raise FileExistsError(f"{self.dir} still holds journal files: {[p.name for p in existing]}")
@@ -235,7 +263,8 @@ class Journal:
         if self._fd is None or self._path is None:
             return
         os.close(self._fd)
-        self._sealed.append((self._path, last_seq))
+        if self._keep_sealed:  # a file a second, all day, in a writer process's parent
+            self._sealed.append((self._path, last_seq))
         self._fd, self._path = None, None
 
     def release(self, handled_seq: int, caught_up: bool) -> list[Path]:

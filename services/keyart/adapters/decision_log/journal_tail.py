@@ -17,12 +17,11 @@ counted, and the rest of that file skipped, as :func:`.journal.read_journal` doe
 from __future__ import annotations
 
 import logging
-import zlib
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from keyart.adapters.decision_log.journal import _HEADER, _MAX_FRAME, Record, decode_frame, journals_in
+from keyart.adapters.decision_log.journal import Record, journals_in, next_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +42,8 @@ class JournalTail:
         self._skip = False  # the current file is torn: nothing more is read from it
         self._read_names: set[str] = set()  # files read to their end
         self._done: deque[tuple[Path, int]] = deque()  # (file read whole, accepted count then)
-        self.records = 0
         self.frames = 0
         self.torn = 0
-        self.deleted = 0
         self.handed = 0  # records of frames that came over the side channel instead
 
     def poll(self, final: bool = False) -> int:
@@ -77,40 +74,29 @@ class JournalTail:
         except FileNotFoundError:  # taken by an adopter after its owner died
             return 0
         read = pos = 0
-        while not self._skip and pos + _HEADER.size <= len(data):
-            length, crc = _HEADER.unpack_from(data, pos)
-            start = pos + _HEADER.size
-            if length > _MAX_FRAME:
-                self._torn()
-                break
-            if start + length > len(data):
-                break  # still being written, or torn (decided below)
-            payload = data[start:start + length]
+        while not self._skip:
             try:
-                if zlib.crc32(payload) != crc:
-                    raise ValueError("crc mismatch")
-                records = decode_frame(payload)
+                records, end = next_frame(data, pos)
             except Exception:  # noqa: BLE001 - a damaged frame ends the file's readable part
                 self._torn()
                 break
+            if records is None:
+                break  # still being written, or torn (decided below)
             self._submit(records)
             self.frames += 1
             read += len(records)
-            pos = start + length
+            pos = end
         self._offset += pos
         if complete and not self._skip and pos < len(data):
             self._torn()  # a complete file ending in part of a frame
-        self.records += read
         return read
 
     def submit_frame(self, frame: bytes) -> int:
         """Hand over one whole frame that came another way, not through a file (the
         journal could not take it); returns its records. Raises ValueError if damaged."""
-        length, crc = _HEADER.unpack_from(frame, 0)
-        payload = frame[_HEADER.size:]
-        if len(payload) != length or zlib.crc32(payload) != crc:
+        records, end = next_frame(frame)
+        if records is None or end != len(frame):
             raise ValueError("a damaged frame")
-        records = decode_frame(payload)
         self._submit(records)
         self.handed += len(records)
         return len(records)
@@ -132,15 +118,4 @@ class JournalTail:
             path.unlink(missing_ok=True)
             self._read_names.discard(path.name)
             gone += 1
-        self.deleted += gone
         return gone
-
-    def pending_bytes(self) -> int:
-        """Journal bytes on disk in the directory (read or not, not yet deleted)."""
-        total = 0
-        for p in journals_in(self.dir):
-            try:
-                total += p.stat().st_size
-            except FileNotFoundError:  # pragma: no cover - deleted in between
-                pass
-        return total

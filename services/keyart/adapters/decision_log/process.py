@@ -42,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from keyart.adapters.decision_log.journal import Journal, Record, encode_frame, journals_in
+from keyart.adapters.decision_log.journal import Journal, Record, encode_frame, journal_bytes, journals_in
 from keyart.adapters.decision_log.journal_tail import JournalTail
 from keyart.adapters.decision_log.spool_dirs import claim_spool_dir, release_spool_dir
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
@@ -85,7 +85,7 @@ class WriterProcess:
         }
         self.spool_dir, self._claim_fd = claim_spool_dir(self.root)
         self._hello["dir"] = str(self.spool_dir)
-        self._journal = Journal(self.spool_dir, config.journal_rotate_bytes)
+        self._journal = Journal(self.spool_dir, config.journal_rotate_bytes, reader_deletes=True)
         self._lock = threading.Lock()  # the journal and the counters below
         self._submitted = self._dropped = self._journal_errors = 0
         self._last_drop: float | None = None
@@ -139,29 +139,19 @@ class WriterProcess:
     def _submit(self, records: list[Record]) -> bool:
         if not records:
             return True
-        if self._closed or self._journal_disk > self.config.spool_max_bytes:
-            with self._lock:
-                self._submitted += len(records)
-                self._dropped += len(records)
-            self._last_drop = time.monotonic()
-            limited.error("log_dropped", "DECISION LOG DROPPING RECORDS: %s; dropped %d now, %d in total",
-                          "the log is closed" if self._closed else
-                          f"the journal holds {self._journal_disk} bytes the writer process has not "
-                          f"handled (budget {self.config.spool_max_bytes})", len(records), self._dropped)
-            return False
         frame = encode_frame(records)
-        with self._lock:
-            closed = self._closed  # checked again under the lock close() takes to seal the journal
-            journaled = not closed and self._journal.append(frame, 0)
+        with self._lock:  # close() seals the journal under it: a refusal is decided here
+            refused = self._refusal()
+            journaled = not refused and self._journal.append(frame, 0)
             self._submitted += len(records)
-            if closed:
+            if refused:
                 self._dropped += len(records)
         if journaled:
             return True
-        if closed:
+        if refused:
             self._last_drop = time.monotonic()
-            limited.error("log_dropped", "DECISION LOG DROPPING RECORDS: the log is closed; dropped %d now, "
-                          "%d in total", len(records), self._dropped)
+            limited.error("log_dropped", "DECISION LOG DROPPING RECORDS: %s; dropped %d now, %d in total",
+                          refused, len(records), self._dropped)
             return False
         # The disk is full (or failing): hand the frame to the child directly, where it
         # waits in the writer's memory queue like any other record, just not crash-safe.
@@ -179,6 +169,15 @@ class WriterProcess:
                       "decision-log journal write failed (%s): %d records %s; %d failed writes in total",
                       self._journal.last_error, len(records), fate, self._journal_errors)
         return handed
+
+    def _refusal(self) -> str:
+        """Why no record may be journaled now, '' when they may."""
+        if self._closed:
+            return "the log is closed"
+        if self._journal_disk > self.config.spool_max_bytes:
+            return (f"the journal holds {self._journal_disk} bytes the writer process has not handled "
+                    f"(budget {self.config.spool_max_bytes})")
+        return ""
 
     def _hand_over(self, frame: bytes) -> bool:
         """Send one frame over the side channel without waiting; False if it cannot go
@@ -265,7 +264,7 @@ class WriterProcess:
         while not self._stop.wait(interval_s):
             try:
                 self._rotate()  # a journal file holds at most about interval_s of records
-                self._journal_disk = _journal_bytes(self.spool_dir)
+                self._journal_disk = journal_bytes(self.spool_dir)
                 with self._ctl:
                     if self._closed or self._child_alive() or self._gave_up:
                         continue
@@ -356,16 +355,6 @@ class WriterProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _journal_bytes(directory: Path) -> int:
-    total = 0
-    for p in journals_in(directory):
-        try:
-            total += p.stat().st_size
-        except FileNotFoundError:  # deleted by the child in between
-            pass
-    return total
 
 
 # --- the child's side -------------------------------------------------------------------
@@ -459,7 +448,7 @@ def _open(hello: dict[str, Any]) -> tuple[DecisionLogWriter, JournalTail]:
 
 def _child_stats(writer: DecisionLogWriter, tail: JournalTail) -> dict[str, int | bool]:
     out = writer.stats()
-    out["journal_bytes"] = tail.pending_bytes()
+    out["journal_bytes"] = journal_bytes(tail.dir)
     out["journal_torn"] = int(out.get("journal_torn", 0)) + tail.torn
     out["journal_frames"] = tail.frames
     out["journal_handed_over"] = tail.handed

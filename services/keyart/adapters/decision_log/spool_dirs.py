@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from keyart.adapters.decision_log.journal import journals_in, recover_journals
+from keyart.adapters.decision_log.journal import journal_bytes, journals_in, recover_journals
 
 if TYPE_CHECKING:
     from keyart.adapters.decision_log.spool import SegmentSpool
@@ -208,11 +208,10 @@ def _adopt_dir(d: Path, spool: SegmentSpool) -> int | None:
     segments = segments_in(d)
     nbytes = spool.adopt(segments)
     # The orphan's write-ahead journal: records it acknowledged but had not yet stored.
-    journals = journals_in(d)
-    journal_bytes = sum(p.stat().st_size for p in journals)
+    journaled = journal_bytes(d)
     recovered, _torn = recover_journals(d, lambda lines: spool.append(lines, fsync=True))
     if recovered:
-        nbytes += journal_bytes
+        nbytes += journaled
     for i, dl in enumerate(sorted(d.glob(_DEAD_LETTER_GLOB))):
         dest = spool.dir / f"dead-letter-{d.name}-{i}.jsonl"
         os.rename(dl, dest)
