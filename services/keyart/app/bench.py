@@ -422,7 +422,7 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
             runtime.writer.flush(60)
         writer = next((t for t in threading.enumerate() if t.name == WRITER_THREAD_NAME), None)
         writer_clock = time.pthread_getcpuclockid(writer.ident) if writer is not None and writer.ident else None
-        child = _writer_child(runtime.writer)
+        child = getattr(runtime.writer, "child_pid", None)  # the writer's own process, if any
         with _patched(patches):
             w0 = time.clock_gettime(writer_clock) if writer_clock is not None else 0.0
             c0 = _cpu_seconds(child)
@@ -445,22 +445,14 @@ def stage_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
     return {"pages": pages, "policy": settings.policy, "cpu_ms_per_page": per_page}
 
 
-def _writer_child(writer: object) -> Any:
-    """The decision-log writer's child process (psutil), when it runs in one."""
-    import psutil
-
-    pid = getattr(writer, "child_pid", None)
-    return psutil.Process(pid) if pid is not None else None
-
-
-def _cpu_seconds(proc: Any) -> float:
+def _cpu_seconds(pid: int | None) -> float:
     """A process's CPU seconds, every thread's, to the nanosecond: the scheduler's own
     account (/proc/PID/task/*/schedstat), not psutil's 10 ms clock ticks, which would
-    swamp a block of 25 pages."""
-    if proc is None:
+    swamp a block of 25 pages. 0 for no process (a writer without a child)."""
+    if pid is None:
         return 0.0
     total = 0
-    for task in Path(f"/proc/{proc.pid}/task").iterdir():
+    for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             total += int((task / "schedstat").read_text().split()[0])
         except (OSError, IndexError, ValueError):  # a thread that ended in between
@@ -473,7 +465,7 @@ class _ServerClock:
     any, since construction: what an in-process figure costs the server."""
 
     def __init__(self, writer: object) -> None:
-        self._child = _writer_child(writer)
+        self._child = getattr(writer, "child_pid", None)
         self._start = time.process_time() + _cpu_seconds(self._child)
 
     def seconds(self) -> float:
