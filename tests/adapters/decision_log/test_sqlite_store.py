@@ -13,7 +13,7 @@ from adapters.decision_log.dlog_helpers import (
     make_outcome,
 )
 
-from keyart.adapters.decision_log.sqlite import SqliteLogStore
+from keyart.adapters.decision_log.sqlite import WAL_AUTOCHECKPOINT_PAGES, SqliteLogStore
 from keyart.adapters.decision_log.store import LogStore, LogStoreUnavailable, OutcomeWriteResult
 from keyart.domain import OutcomeKind
 
@@ -30,6 +30,8 @@ def test_is_a_log_store_in_wal_mode(store, tmp_path) -> None:
     conn = sqlite3.connect(tmp_path / "log" / "decisions.sqlite")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     conn.close()
+    # the writer's own connection checkpoints less often than SQLite's 1,000 pages
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_AUTOCHECKPOINT_PAGES > 1000
 
 
 def test_round_trip_every_field(store) -> None:

@@ -46,6 +46,7 @@ from keyart.adapters.decision_log.journal import Journal, Record, encode_frame, 
 from keyart.adapters.decision_log.journal_tail import JournalTail
 from keyart.adapters.decision_log.spool_dirs import claim_spool_dir, release_spool_dir
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
+from keyart.adapters.gc_tuning import tune_gc_for_serving
 from keyart.core.log_limit import LimitedLog
 from keyart.domain import Impression, Outcome
 
@@ -378,6 +379,7 @@ def _child_main(sock_fd: int, claim_fd: int, data_fd: int) -> int:
         log.error("decision-log writer process: cannot start: %s: %s", type(exc).__name__, exc)
         reply({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
+    tune_gc_for_serving(int(hello["settings"].get("gc_young_threshold", 0)))
     reply({"ok": True})
     inbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
 

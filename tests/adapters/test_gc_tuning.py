@@ -1,10 +1,10 @@
-"""A serving process tunes garbage collection once its runtime has started."""
+"""A serving process, and the decision-log writer's child, tune garbage collection once started."""
 
 from __future__ import annotations
 
 import gc
 
-from keyart.app.runtime import tune_gc_for_serving
+from keyart.adapters.gc_tuning import tune_gc_for_serving
 
 
 def test_startup_objects_are_frozen_and_the_young_threshold_raised() -> None:
