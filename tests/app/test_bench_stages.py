@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 from keyart.adapters.grpc import convert
 from keyart.app.bench import bench_requests, stage_figures
 from keyart.core import ranker as ranker_module
@@ -27,3 +30,25 @@ def test_stages_add_up_to_the_request_thread_and_patches_are_undone(platform_set
     # Nothing stays wrapped after the measurement.
     assert (convert.parse_rank_request, convert.to_response, ranker_module.Ranker.__dict__["_choose_all"]) == originals
     assert ranker_module.build_matrix is build_matrix
+
+
+def test_bench_pages_stay_out_of_the_configured_decision_log(platform_settings, tmp_path) -> None:
+    """`keyart train` reads the configured log: the bench's synthetic pages go to a scratch one."""
+    from keyart.app.bench import scratch_log_settings
+
+    def impressions(path) -> int:
+        if not path.exists():
+            return 0
+        with closing(sqlite3.connect(path)) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM impressions").fetchone()[0])
+
+    configured = platform_settings.log_sqlite_path
+    before = impressions(configured)
+    scratch = scratch_log_settings(platform_settings.model_copy(update={"cassandra_contact_points": "10.0.0.1"}),
+                                   tmp_path)
+    assert scratch.log_backend == "sqlite"  # a configured Cassandra log is not the bench's either
+    assert scratch.log_sqlite_path.parent == tmp_path and scratch.spool_root.parent == tmp_path
+    stage_figures(scratch.model_copy(update={"cassandra_contact_points": ""}),
+                  bench_requests(platform_settings, n=4, titles=5, candidates=3), pages=10)
+    assert impressions(scratch.log_sqlite_path) >= 10 * 5
+    assert impressions(configured) == before

@@ -637,6 +637,13 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def scratch_log_settings(settings: KeyartSettings, scratch: Path) -> KeyartSettings:
+    """`settings` with the decision log (SQLite file, spools and journals) under `scratch`:
+    the embedded log, even where a Cassandra log is configured (`make bench-log` measures that)."""
+    return settings.model_copy(update={"log_backend": "sqlite", "log_sqlite_file": scratch / "in-process.sqlite",
+                                       "log_spool_dir": scratch / "spool-in-process"})
+
+
 def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[int], out: Path,
               say: Callable[[str], None], bare_port: int = 9301, ray_port: int = 9300,
               rounds: int = 6) -> dict[str, Any]:
@@ -653,90 +660,98 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
     auto = deployment.get("autoscaling_config") or {}
     replicas = int(deployment.get("num_replicas") or auto.get("initial_replicas") or auto.get("min_replicas") or 1)
 
-    say("decision core in process (with and without logging) ...")
-    core = core_figures(settings, requests)
-    say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
-        f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, writer included")
-    stages = stage_figures(settings, requests)
-    say("  CPU per page by stage (ms): " + ", ".join(f"{k} {v}" for k, v in stages["cpu_ms_per_page"].items()))
-    thompson = policy_cpu_figures(settings, requests)
-    say(f"  thompson {thompson['cpu_ms_per_page']} ms against epsilon-greedy "
-        f"{thompson['epsilon_greedy_cpu_ms_per_page']} ms CPU per page, side by side: ratio {thompson['ratio']}")
-
-    shadow = shadow_figures(settings, requests)
-    if "skipped" not in shadow:
-        say(f"  one shadow model: +{shadow['added_cpu_ms_per_page']} ms CPU per page "
-            f"({shadow['cpu_ratio']}x), p99 {shadow['with_one_shadow']['p99_ms']} ms "
-            f"against {shadow['without']['p99_ms']} ms")
-
-    journal = journal_figures(settings, requests)
-    say(f"  write-ahead journal: +{journal['added_cpu_ms_per_page']} ms CPU per page, p50 "
-        f"+{journal['added_p50_ms']} ms, p99 {journal['journal']['p99_ms']} ms against "
-        f"{journal['no_journal']['p99_ms']} ms")
-
-    say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas, "
-        f"and Ray Serve on :{ray_port}, both up for the whole run (the one not measured paused) ...")
-    # Each server logs to a SQLite file and spool of its own, under a scratch directory: a
-    # server paused while it holds the shared file's write lock would stall the other's
-    # writer into its spool (and the bench's synthetic pages stay out of the real log).
+    # Every figure logs its synthetic pages under a scratch directory, never into the
+    # configured decision log: `keyart train` reads that log, and bench pages (which get
+    # no outcomes) would teach the next model that nothing is ever played. A fresh log also
+    # keeps runs comparable: a store grown by every earlier run writes more slowly.
     scratch = Path(tempfile.mkdtemp(prefix="keyart-bench-log-"))
-    envs = {name: {**env, "KEYART_LOG_SQLITE_FILE": str(scratch / f"{name}.sqlite"),
-                   "KEYART_LOG_SPOOL_DIR": str(scratch / f"spool-{name}")} for name in ("bare", "ray")}
-    procs = [_start(keyart + ["serve-bare", "--port", str(bare_port)], envs["bare"], "READY", 180)
-             for _ in range(replicas)]
+    settings = scratch_log_settings(settings, scratch)
     try:
-        ray_proc = _start(keyart + ["up", "--port", str(ray_port)], envs["ray"], "READY", 300)
-        procs.append(ray_proc)
-        addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
-        sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
-        # Each sweep runs with the other server paused, as in the side-by-side rounds.
-        with _measuring(sessions, "bare"):
-            bare = _measure(addresses["bare"], requests, concurrencies, duration_s, say, "bare", sessions["bare"])
-        with _measuring(sessions, "ray"):
-            ray_result = _measure(addresses["ray"], requests, concurrencies, duration_s, say, "ray",
-                                  sessions["ray"])
-        side = interleaved_figures(addresses, sessions, requests,
-                                   min(bare["best_concurrency"], ray_result["best_concurrency"]),
-                                   rounds, max(2.0, duration_s / 2), say)
-    finally:
-        for p in procs:
-            _stop(p)
-        shutil.rmtree(scratch, ignore_errors=True)
+        say("decision core in process (with and without logging) ...")
+        core = core_figures(settings, requests)
+        say(f"  core p50 {core['p50_ms']} ms, p99 {core['p99_ms']} ms with logging "
+            f"(p50 {core['without_log']['p50_ms']} ms without); {core['cpu_ms_per_page']} ms CPU per page, "
+            "writer included")
+        stages = stage_figures(settings, requests)
+        say("  CPU per page by stage (ms): " + ", ".join(f"{k} {v}" for k, v in stages["cpu_ms_per_page"].items()))
+        thompson = policy_cpu_figures(settings, requests)
+        say(f"  thompson {thompson['cpu_ms_per_page']} ms against epsilon-greedy "
+            f"{thompson['epsilon_greedy_cpu_ms_per_page']} ms CPU per page, side by side: ratio {thompson['ratio']}")
 
-    per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
-    titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
-    result = {
-        "ray": ray_result,
-        "bare": bare,
-        "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
-        # The headline figures: medians of the side-by-side rounds (the sweeps' own are in "bare", "ray").
-        "cpu_ms_per_page": {"bare": side["bare"]["cpu_ms_per_page"], "ray": side["ray"]["cpu_ms_per_page"]},
-        "pages_per_s_per_core": {"bare": per_core_bare, "ray": per_core_ray},
-        "ratio_per_core": side["ratio_per_core"],
-        "side_by_side": side,
-        "fallback_share": max(bare["fallback_share_at_peak"] or 0.0, ray_result["fallback_share_at_peak"] or 0.0),
-        "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
-                                           "ray": ray_result["load_generator_cpu_ms_per_page"]},
-        "core": core,
-        "stages": stages,
-        "thompson": thompson,
-        "shadow": shadow,
-        "journal": journal,
-        # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
-        "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
-        "setup": {
-            "page": f"{TITLES_PER_PAGE} titles x {CANDIDATES_PER_TITLE} candidates",
-            "duration_s_per_level": duration_s,
-            "cores": os.cpu_count(),
-            "machine": platform.machine(),
-            "ray_env": {k: os.environ.get(k, v) for k, v in THROUGHPUT_ENV.items()},
-            "ray_deployment": deployment,
-            "load_generator": "one grpc.aio process on the same machine (shares the cores; its CPU is "
-                              "load_generator_cpu_ms_per_page, not in the servers' figures)",
-            "bare_processes": replicas,
-        },
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    say(f"wrote {out}: ratio_rps {result['ratio_rps']}")
-    return result
+        shadow = shadow_figures(settings, requests)
+        if "skipped" not in shadow:
+            say(f"  one shadow model: +{shadow['added_cpu_ms_per_page']} ms CPU per page "
+                f"({shadow['cpu_ratio']}x), p99 {shadow['with_one_shadow']['p99_ms']} ms "
+                f"against {shadow['without']['p99_ms']} ms")
+
+        journal = journal_figures(settings, requests)
+        say(f"  write-ahead journal: +{journal['added_cpu_ms_per_page']} ms CPU per page, p50 "
+            f"+{journal['added_p50_ms']} ms, p99 {journal['journal']['p99_ms']} ms against "
+            f"{journal['no_journal']['p99_ms']} ms")
+
+        say(f"bare grpc.aio: {replicas} processes on :{bare_port} (SO_REUSEPORT), as many as Serve's replicas, "
+            f"and Ray Serve on :{ray_port}, both up for the whole run (the one not measured paused) ...")
+        # Each server logs to a SQLite file and spool of its own: a server paused while it holds
+        # a shared file's write lock would stall the other's writer into its spool.
+        envs = {name: {**env, "KEYART_LOG_BACKEND": "sqlite", "KEYART_LOG_SQLITE_FILE": str(scratch / f"{name}.sqlite"),
+                       "KEYART_LOG_SPOOL_DIR": str(scratch / f"spool-{name}")} for name in ("bare", "ray")}
+        procs: list[subprocess.Popen] = []
+        try:
+            procs += [_start(keyart + ["serve-bare", "--port", str(bare_port)], envs["bare"], "READY", 180)
+                      for _ in range(replicas)]
+            ray_proc = _start(keyart + ["up", "--port", str(ray_port)], envs["ray"], "READY", 300)
+            procs.append(ray_proc)
+            addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
+            sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
+            # Each sweep runs with the other server paused, as in the side-by-side rounds.
+            with _measuring(sessions, "bare"):
+                bare = _measure(addresses["bare"], requests, concurrencies, duration_s, say, "bare", sessions["bare"])
+            with _measuring(sessions, "ray"):
+                ray_result = _measure(addresses["ray"], requests, concurrencies, duration_s, say, "ray",
+                                      sessions["ray"])
+            side = interleaved_figures(addresses, sessions, requests,
+                                       min(bare["best_concurrency"], ray_result["best_concurrency"]),
+                                       rounds, max(2.0, duration_s / 2), say)
+        finally:
+            for p in procs:
+                _stop(p)
+
+        per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
+        titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
+        result = {
+            "ray": ray_result,
+            "bare": bare,
+            "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
+            # The headline figures: medians of the side-by-side rounds (the sweeps' own are in "bare", "ray").
+            "cpu_ms_per_page": {"bare": side["bare"]["cpu_ms_per_page"], "ray": side["ray"]["cpu_ms_per_page"]},
+            "pages_per_s_per_core": {"bare": per_core_bare, "ray": per_core_ray},
+            "ratio_per_core": side["ratio_per_core"],
+            "side_by_side": side,
+            "fallback_share": max(bare["fallback_share_at_peak"] or 0.0, ray_result["fallback_share_at_peak"] or 0.0),
+            "load_generator_cpu_ms_per_page": {"bare": bare["load_generator_cpu_ms_per_page"],
+                                               "ray": ray_result["load_generator_cpu_ms_per_page"]},
+            "core": core,
+            "stages": stages,
+            "thompson": thompson,
+            "shadow": shadow,
+            "journal": journal,
+            # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
+            "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
+            "setup": {
+                "page": f"{TITLES_PER_PAGE} titles x {CANDIDATES_PER_TITLE} candidates",
+                "duration_s_per_level": duration_s,
+                "cores": os.cpu_count(),
+                "machine": platform.machine(),
+                "ray_env": {k: os.environ.get(k, v) for k, v in THROUGHPUT_ENV.items()},
+                "ray_deployment": deployment,
+                "load_generator": "one grpc.aio process on the same machine (shares the cores; its CPU is "
+                                  "load_generator_cpu_ms_per_page, not in the servers' figures)",
+                "bare_processes": replicas,
+            },
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+        say(f"wrote {out}: ratio_rps {result['ratio_rps']}")
+        return result
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
