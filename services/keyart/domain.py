@@ -336,3 +336,26 @@ class Outcome:
 build_selection = frozen_builder(Selection)
 build_impression = frozen_builder(Impression)
 build_impressions = frozen_batch_builder(Impression)
+
+
+@dataclass(frozen=True)
+class LoggedPage:
+    """A page's impressions as the page service hands them to the log: the fields its
+    decisions share (member, context, model, time), once, and one row per decision of
+    the fields `names` lists. A log that keeps a page as a page (the writer process's
+    journal) never builds the 40 `Impression` objects; any other takes `impressions()`."""
+
+    shared: Mapping[str, Any]
+    names: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def impressions(self) -> list[Impression]:
+        """One Impression per row (TypeError for a field Impression does not have, a
+        required one missing, or a row whose length is not that of `names`)."""
+        width = len(self.names)
+        if any(len(row) != width for row in self.rows):
+            raise TypeError(f"LoggedPage: a row's length differs from its {width} field names")
+        return build_impressions(self.shared, self.names, self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)

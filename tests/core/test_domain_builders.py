@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from keyart.domain import (
     CropInfo,
     Impression,
+    LoggedPage,
     Selection,
     ShadowChoice,
     build_impression,
@@ -75,6 +76,17 @@ def test_build_impressions_refuses_unknown_and_missing_fields() -> None:
         build_impressions(shared, ("decision_id",), [("d",)])
     with pytest.raises(TypeError, match=r"unknown fields \['colour'\]"):
         build_impressions(IMPRESSION, ("colour",), [("red",)])
+
+
+def test_a_logged_page_is_its_impressions_and_refuses_a_row_of_another_length() -> None:
+    names = ("decision_id", "title_id")
+    shared = {k: v for k, v in IMPRESSION.items() if k not in names}
+    page = LoggedPage(shared, names, [("d1", "t1"), ("d2", "t2")])
+    assert len(page) == 2
+    assert page.impressions() == [Impression(**{**IMPRESSION, "decision_id": d, "title_id": t})
+                                  for d, t in page.rows]
+    with pytest.raises(TypeError, match="row's length"):  # zip would silently drop the extra value
+        LoggedPage(shared, names, [("d1", "t1", "x")]).impressions()
 
 
 @settings(max_examples=30, deadline=None)

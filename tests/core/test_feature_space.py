@@ -106,8 +106,8 @@ def test_a_model_serves_in_its_own_space_when_the_catalog_grows() -> None:
     logged: list = []
 
     class Sink:
-        def submit_impressions(self, records) -> None:
-            logged.extend(records)
+        def submit_page(self, page) -> None:
+            logged.extend(page.impressions())
 
         def submit_outcomes(self, outcomes) -> None:
             pass

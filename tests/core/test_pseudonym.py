@@ -27,8 +27,8 @@ class _Sink:
         self.impressions: list = []
         self.outcomes: list = []
 
-    def submit_impressions(self, records) -> None:
-        self.impressions.extend(records)
+    def submit_page(self, page) -> None:
+        self.impressions.extend(page.impressions())
 
     def submit_outcomes(self, outcomes) -> None:
         self.outcomes.extend(outcomes)

@@ -31,6 +31,7 @@ from keyart.domain import (
     DEVICES,
     Catalog,
     Impression,
+    LoggedPage,
     MemberFeatures,
     Outcome,
     OutcomeKind,
@@ -45,8 +46,8 @@ class _Collect:
     def __init__(self) -> None:
         self.impressions: list[Impression] = []
 
-    def submit_impressions(self, records: list[Impression]) -> bool:
-        self.impressions.extend(records)
+    def submit_page(self, page: LoggedPage) -> bool:
+        self.impressions.extend(page.impressions())
         return True
 
     def submit_outcomes(self, records: list[Outcome]) -> bool:

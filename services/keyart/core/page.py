@@ -32,13 +32,13 @@ from keyart.core.ranker import (
 )
 from keyart.domain import (
     Catalog,
+    LoggedPage,
     MemberFeatures,
     Outcome,
     RequestContext,
     Selection,
     ShadowChoice,
     TitleRequest,
-    build_impressions,
 )
 
 log = logging.getLogger(__name__)
@@ -316,14 +316,13 @@ class PageService:
             "experiment": result.experiment, "cell": result.cell, "latency_ms": result.latency_ms,
         }
         schema, shadows = result.feature_schema, result.shadows
-        rows = (
+        rows = [
             (s.decision_id, s.title_id, s.image_id, s.lineage_id, s.propensity, s.score, s.explored, s.position,
              s.fallback_reason, s.features, schema if s.features else "", actors if s.features else (),
              tuple(c for c in shadows[k] if c is not None) if shadows else ())
             for k, s in enumerate(result.selections)
-        )
-        records = build_impressions(shared, _PER_DECISION, rows)
-        self.sink.submit_impressions(records)  # never blocks: a queue feeds the writer
+        ]
+        self.sink.submit_page(LoggedPage(shared, _PER_DECISION, rows))  # never blocks: journaled or queued
 
     # ReportOutcome -------------------------------------------------------------------
     def report(self, outcomes: list[Outcome]) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from keyart.domain import Impression, MemberFeatures, Outcome, Selection
+from keyart.domain import Impression, LoggedPage, MemberFeatures, Outcome, Selection
 
 
 class MemberLookup(Protocol):
@@ -22,13 +22,19 @@ class MemberLookup(Protocol):
 class DecisionSink(Protocol):
     """Where decisions and outcomes go; submitting never blocks the page."""
 
-    def submit_impressions(self, records: list[Impression]) -> bool: ...
+    def submit_page(self, page: LoggedPage) -> bool:
+        """A page's impressions; True when the log took them."""
+        ...
 
     def submit_outcomes(self, records: list[Outcome]) -> bool: ...
 
 
 class DecisionLog(DecisionSink, Protocol):
     """A decision sink that is also a running service: flushed, watched, closed."""
+
+    def submit_impressions(self, records: list[Impression]) -> bool:
+        """Impressions built elsewhere (tools, replays); True when the log took them."""
+        ...
 
     def flush(self, timeout_s: float = 10.0) -> bool: ...
 

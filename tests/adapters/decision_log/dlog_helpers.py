@@ -13,7 +13,7 @@ import numpy as np
 
 from keyart.adapters.decision_log.records import outcome_key
 from keyart.adapters.decision_log.store import LogStoreUnavailable, OutcomeWriteResult
-from keyart.domain import Impression, Outcome, OutcomeKind
+from keyart.domain import Impression, LoggedPage, Outcome, OutcomeKind
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -149,3 +149,15 @@ def check_unknown_outcomes_bounded(store) -> None:
     assert store.write_outcomes(flood[5:]) == OutcomeWriteResult(LIMIT - 5, 0, LIMIT - 5, 10)
     store.write_impressions([make_impression(1)])
     assert store.write_outcomes(progress("dec-000001")) == OutcomeWriteResult(LIMIT + 10, 0, 0, 0)
+
+
+def logged_page(impressions: list[Impression]) -> LoggedPage:
+    """The LoggedPage the page service would hand over for these impressions (the fields
+    it sends per decision in rows, the rest from the first impression, shared)."""
+    from dataclasses import fields
+
+    from keyart.core.page import _PER_DECISION as per_row
+
+    first = impressions[0]
+    shared = {f.name: getattr(first, f.name) for f in fields(Impression) if f.name not in per_row}
+    return LoggedPage(shared, per_row, [tuple(getattr(imp, n) for n in per_row) for imp in impressions])

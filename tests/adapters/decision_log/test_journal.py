@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from adapters.decision_log.dlog_helpers import T0, FakeStore, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import T0, FakeStore, logged_page, make_impression, make_outcome
 
 from keyart.adapters.decision_log import journal as journal_mod
 from keyart.adapters.decision_log.journal import encode_frame, journals_in, read_journal
@@ -163,3 +163,31 @@ def test_an_impression_row_longer_than_this_version_knows_is_refused(tmp_path) -
     payload = pickle.dumps((0, [row]), protocol=5)
     with pytest.raises(ValueError, match="this version knows"):
         journal_mod.decode_frame(payload)
+
+
+def test_a_page_frame_reads_back_as_the_pages_impressions(tmp_path) -> None:
+    page = [make_impression(i, member="m7", at=T0, request_id="r-1", experiment="e", cell="b",
+                            shadows=(_shadow(i), _shadow(i + 1)) if i % 3 else ()) for i in range(40)]
+    logged = logged_page(page)
+    assert logged.impressions() == page
+    path = tmp_path / "journal-0000000001.bin"
+    path.write_bytes(journal_mod.encode_page_frame(logged) + encode_frame([make_outcome("dec-000001")]))
+    records, torn = read_journal(path)
+    assert not torn
+    assert records[:40] == page and records[40].decision_id == "dec-000001"
+    # smaller than the same page as rows: the shared fields are written once
+    assert len(journal_mod.encode_page_frame(logged)) < len(encode_frame(page))
+
+
+def test_a_page_frame_with_a_field_or_row_this_version_does_not_know_is_refused() -> None:
+    logged = logged_page([make_impression(i, at=T0, request_id="r-1") for i in range(3)])
+    unknown = ({**logged.shared, "a_newer_field": 1}, logged.names, logged.rows)
+    short_row = (logged.shared, logged.names, [logged.rows[0][:-1], *logged.rows[1:]])
+    missing = ({k: v for k, v in logged.shared.items() if k != "member_id"}, logged.names, logged.rows)
+    for (shared, names, rows), error, match in ((unknown, TypeError, "unknown fields"),
+                                                (short_row, ValueError, "row's length"),
+                                                (missing, TypeError, "missing fields")):
+        with pytest.raises(error, match=match):
+            journal_mod.decode_frame(pickle.dumps((2, dict(shared), names, rows), protocol=5))
+    with pytest.raises(ValueError, match="neither"):
+        journal_mod.decode_frame(pickle.dumps((2, {}, ()), protocol=5))

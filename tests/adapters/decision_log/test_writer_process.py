@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from adapters.decision_log.dlog_helpers import T0, make_impression, make_outcome
+from adapters.decision_log.dlog_helpers import T0, logged_page, make_impression, make_outcome
 
 from keyart.adapters.decision_log import journal as journal_mod
 from keyart.adapters.decision_log.journal import Journal, encode_frame, journal_bytes, journals_in
@@ -121,8 +121,9 @@ def test_records_reach_the_store_and_the_log_reports_like_the_thread_writer(tmp_
     child = w.child_pid
     try:
         assert child is not None and child != os.getpid()
-        imps = [make_impression(i) for i in range(120)]
-        assert w.submit_impressions(imps[:80]) and w.submit_impressions(imps[80:])
+        imps = [make_impression(i) for i in range(80)] + [make_impression(i, at=T0, request_id="r") for i in
+                                                           range(80, 120)]
+        assert w.submit_impressions(imps[:80]) and w.submit_page(logged_page(imps[80:]))  # a page frame
         assert w.submit_outcomes([make_outcome(imps[0].decision_id)])
         assert w.flush(10)
         assert _stored(settings) == {i.decision_id for i in imps}

@@ -31,8 +31,8 @@ class Sink:
     def __init__(self) -> None:
         self.impressions, self.outcomes = 0, 0
 
-    def submit_impressions(self, records):
-        self.impressions += len(records)
+    def submit_page(self, page):
+        self.impressions += len(page.impressions())
         return True
 
     def submit_outcomes(self, records):

@@ -28,8 +28,8 @@ class Sink:
     def __init__(self) -> None:
         self.impressions, self.outcomes = [], []
 
-    def submit_impressions(self, records):
-        self.impressions += records
+    def submit_page(self, page):
+        self.impressions += page.impressions()
         return True
 
     def submit_outcomes(self, records):

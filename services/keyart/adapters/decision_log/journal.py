@@ -7,10 +7,12 @@ file in the writer's own spool directory, on the caller's thread, before it retu
 A ``write(2)`` into the page cache survives the death of the process (not of the
 machine: that is what the store's replication is for), so no fsync is paid per page.
 
-Frames are ``<length:u32><crc32:u32><pickle>``; the pickle holds only tuples of
-builtins and datetimes, and is read back with an unpickler that refuses every other
-class, so a journal cannot run code. A torn or corrupt tail (the kill landed mid-write)
-ends the file's readable part and is counted.
+Frames are ``<length:u32><crc32:u32><pickle>``; the pickle holds a list of rows (a
+submit's impressions or outcomes) or one page as the page service hands it over (its
+shared fields once, then one row per decision), only as builtins and datetimes, and is
+read back with an unpickler that refuses every other class, so a journal cannot run code.
+A torn or corrupt tail (the kill landed mid-write) ends the file's readable part and is
+counted.
 
 Files rotate past ``rotate_bytes``. A sealed file is deleted once the writer has handled
 (stored, spooled with fsync, or counted as dropped) every record it holds; the active
@@ -29,14 +31,15 @@ import operator
 import os
 import pickle
 import struct
+import sys
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
 from pathlib import Path
 
 from keyart.adapters.decision_log.records import encode_features
-from keyart.domain import Impression, Outcome, OutcomeKind, ShadowChoice, frozen_batch_builder
+from keyart.domain import Impression, LoggedPage, Outcome, OutcomeKind, ShadowChoice, frozen_batch_builder
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _MAX_FRAME = 256 * 1024 * 1024  # larger "lengths" are corruption, not data
 
 _IMPRESSION = 0
 _OUTCOME = 1
+_PAGE = 2  # a LoggedPage: (shared fields, field names, rows)
 _IMPRESSION_FIELDS = tuple(f.name for f in fields(Impression))
 _OUTCOME_FIELDS = tuple(f.name for f in fields(Outcome))
 _SHADOWS_AT = _IMPRESSION_FIELDS.index("shadows")
@@ -79,7 +83,7 @@ def journals_in(directory: Path) -> list[Path]:
 # --- frames -----------------------------------------------------------------------------
 
 
-def encode_frame(records: list[Record]) -> bytes:
+def encode_frame(records: Sequence[Record]) -> bytes:
     """One frame holding ``records`` (all of one type, as one submit hands them over).
 
     Rows are plain tuples in field order; pickle's memo stores the page-level values
@@ -95,6 +99,26 @@ def encode_frame(records: list[Record]) -> bytes:
             (_OUTCOME, [_with_kind_value(_outcome_row(r)) for r in records]), protocol=5
         )
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_page_frame(page: LoggedPage) -> bytes:
+    """One frame holding a page's impressions as the page service built them: the shared
+    fields once and the per-decision rows, with no `Impression` objects in between (the
+    request thread journals every page: 28 us against 100 us a page of 40)."""
+    rows = page.rows
+    if "shadows" in page.names:
+        at = page.names.index("shadows")
+        if any(row[at] for row in rows):
+            rows = [_shadows_as_tuples(row, at) for row in rows]
+    payload = pickle.dumps((_PAGE, dict(page.shared), tuple(page.names), rows), protocol=5)
+    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def _shadows_as_tuples(row: tuple[object, ...], at: int) -> tuple[object, ...]:
+    shadows = row[at]
+    if not shadows:
+        return row
+    return row[:at] + (tuple(_shadow_row(c) for c in shadows),) + row[at + 1 :]  # type: ignore[attr-defined]
 
 
 def _with_shadow_tuples(row: tuple[object, ...]) -> tuple[object, ...]:
@@ -121,7 +145,12 @@ class _RowsOnly(pickle.Unpickler):
 
 
 def decode_frame(payload: bytes) -> list[Record]:
-    kind, rows = _RowsOnly(io.BytesIO(payload)).load()
+    frame = _RowsOnly(io.BytesIO(payload)).load()
+    if isinstance(frame, tuple) and len(frame) == 4 and frame[0] == _PAGE:
+        return _decode_page(*frame[1:])
+    if not (isinstance(frame, tuple) and len(frame) == 2):
+        raise ValueError("a journal frame that is neither (kind, rows) nor a page")
+    kind, rows = frame
     if kind == _IMPRESSION:
         # Built by the batch builder: the writer process decodes every page, and the
         # dataclass constructor took 3.5 us a record (0.14 ms a page) against 0.6 us.
@@ -139,6 +168,23 @@ def decode_frame(payload: bytes) -> list[Record]:
     if kind == _OUTCOME:  # the kind is stored as its value
         return [replace(o, kind=OutcomeKind(o.kind)) for o in (Outcome(*row) for row in rows)]
     raise ValueError(f"unknown journal frame kind {kind!r}")
+
+
+def _decode_page(shared: object, names: object, rows: object) -> list[Record]:
+    if not (isinstance(shared, dict) and isinstance(names, tuple) and isinstance(rows, list)):
+        raise ValueError("a page frame that is not (shared fields, names, rows)")
+    if any(len(row) != len(names) for row in rows):
+        raise ValueError(f"a page frame row's length differs from its {len(names)} field names")
+    # Field names as interned strings, like the class's own: unpickled ones are new objects,
+    # and every attribute read of a record keyed by them would compare strings (the store's
+    # row building measured 6% slower).
+    shared = {sys.intern(k): v for k, v in shared.items()}
+    names = tuple(sys.intern(n) for n in names)
+    if "shadows" in names:
+        at = names.index("shadows")
+        rows = [row[:at] + (tuple(ShadowChoice(*c) for c in row[at]),) + row[at + 1 :] if row[at] else row
+                for row in rows]
+    return list(LoggedPage(shared, names, rows).impressions())
 
 
 def next_frame(data: bytes, pos: int = 0) -> tuple[list[Record] | None, int]:

@@ -42,13 +42,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from keyart.adapters.decision_log.journal import Journal, Record, encode_frame, journal_bytes, journals_in
+from keyart.adapters.decision_log.journal import (
+    Journal,
+    Record,
+    encode_frame,
+    encode_page_frame,
+    journal_bytes,
+    journals_in,
+)
 from keyart.adapters.decision_log.journal_tail import JournalTail
 from keyart.adapters.decision_log.spool_dirs import claim_spool_dir, release_spool_dir
 from keyart.adapters.decision_log.writer import DecisionLogWriter, WriterConfig
 from keyart.adapters.gc_tuning import tune_gc_for_serving
 from keyart.core.log_limit import LimitedLog
-from keyart.domain import Impression, Outcome
+from keyart.domain import Impression, LoggedPage, Outcome
 
 if TYPE_CHECKING:
     from keyart.core.ports import DecisionLog
@@ -131,28 +138,30 @@ class WriterProcess:
 
     def submit_impressions(self, impressions: list[Impression]) -> bool:
         """Journal impressions for the writer process; True when they were."""
-        return self._submit(list(impressions))
+        return self._submit(encode_frame(impressions), len(impressions)) if impressions else True
+
+    def submit_page(self, page: LoggedPage) -> bool:
+        """Journal a page's impressions as one page frame (no Impression objects built here)."""
+        return self._submit(encode_page_frame(page), len(page)) if len(page) else True
 
     def submit_outcomes(self, outcomes: list[Outcome]) -> bool:
         """Journal outcomes for the writer process; True when they were."""
-        return self._submit(list(outcomes))
+        return self._submit(encode_frame(outcomes), len(outcomes)) if outcomes else True
 
-    def _submit(self, records: list[Record]) -> bool:
-        if not records:
-            return True
-        frame = encode_frame(records)
+    def _submit(self, frame: bytes, n: int) -> bool:
+        """Journal one frame of `n` records."""
         with self._lock:  # close() seals the journal under it: a refusal is decided here
             refused = self._refusal()
             journaled = not refused and self._journal.append(frame, 0)
-            self._submitted += len(records)
+            self._submitted += n
             if refused:
-                self._dropped += len(records)
+                self._dropped += n
         if journaled:
             return True
         if refused:
             self._last_drop = time.monotonic()
             limited.error("log_dropped", "DECISION LOG DROPPING RECORDS: %s; dropped %d now, %d in total",
-                          refused, len(records), self._dropped)
+                          refused, n, self._dropped)
             return False
         # The disk is full (or failing): hand the frame to the child directly, where it
         # waits in the writer's memory queue like any other record, just not crash-safe.
@@ -160,7 +169,7 @@ class WriterProcess:
         with self._lock:
             self._journal_errors += 1
             if not handed:
-                self._dropped += len(records)
+                self._dropped += n
         self._last_journal_error = time.monotonic()
         if not handed:
             self._last_drop = self._last_journal_error
@@ -168,7 +177,7 @@ class WriterProcess:
                 else "dropped (the writer process could not take them either)")
         limited.error("journal_handed" if handed else "journal_dropped",
                       "decision-log journal write failed (%s): %d records %s; %d failed writes in total",
-                      self._journal.last_error, len(records), fate, self._journal_errors)
+                      self._journal.last_error, n, fate, self._journal_errors)
         return handed
 
     def _refusal(self) -> str:

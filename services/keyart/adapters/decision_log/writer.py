@@ -33,7 +33,7 @@ from keyart.adapters.decision_log.store import (
     OutcomeWriteResult,
 )
 from keyart.core.log_limit import LimitedLog
-from keyart.domain import Impression, Outcome
+from keyart.domain import Impression, LoggedPage, Outcome
 
 if TYPE_CHECKING:
     from keyart.core.ports import DecisionLog
@@ -219,6 +219,11 @@ class DecisionLogWriter:
     def submit_impressions(self, impressions: list[Impression]) -> bool:
         """Queue impressions; True when all were accepted (queued or spooled)."""
         return self._submit(list(impressions))
+
+    def submit_page(self, page: LoggedPage) -> bool:
+        """Queue a page's impressions (as `submit_impressions`)."""
+        records: list[Record] = list(page.impressions())
+        return self._submit(records)
 
     def submit_outcomes(self, outcomes: list[Outcome]) -> bool:
         """Queue outcomes; True when all were accepted (queued or spooled)."""
