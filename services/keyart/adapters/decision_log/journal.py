@@ -109,24 +109,25 @@ def encode_page_frame(page: LoggedPage) -> bytes:
     if "shadows" in page.names:
         at = page.names.index("shadows")
         if any(row[at] for row in rows):
-            rows = [_shadows_as_tuples(row, at) for row in rows]
+            rows = [_with_shadow_tuples(row, at) for row in rows]
     payload = pickle.dumps((_PAGE, dict(page.shared), tuple(page.names), rows), protocol=5)
     return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def _shadows_as_tuples(row: tuple[object, ...], at: int) -> tuple[object, ...]:
+def _with_shadow_tuples(row: tuple[object, ...], at: int = _SHADOWS_AT) -> tuple[object, ...]:
+    """The row with its shadow choices (column `at`) as plain tuples, for the journal."""
     shadows = row[at]
     if not shadows:
         return row
     return row[:at] + (tuple(_shadow_row(c) for c in shadows),) + row[at + 1 :]  # type: ignore[attr-defined]
 
 
-def _with_shadow_tuples(row: tuple[object, ...]) -> tuple[object, ...]:
-    shadows = row[_SHADOWS_AT]
+def _with_shadow_choices(row: tuple[object, ...], at: int = _SHADOWS_AT) -> tuple[object, ...]:
+    """The inverse of `_with_shadow_tuples`."""
+    shadows = row[at]
     if not shadows:
         return row
-    as_tuples = tuple(_shadow_row(c) for c in shadows)  # type: ignore[attr-defined]
-    return row[:_SHADOWS_AT] + (as_tuples,) + row[_SHADOWS_AT + 1 :]
+    return row[:at] + (tuple(ShadowChoice(*c) for c in shadows),) + row[at + 1 :]  # type: ignore[attr-defined]
 
 
 def _with_kind_value(row: tuple[object, ...]) -> tuple[object, ...]:
@@ -161,8 +162,7 @@ def decode_frame(payload: bytes) -> list[Record]:
                                  f"{len(_IMPRESSION_FIELDS)}")
             if type(row[_FEATURES_AT]) is not bytes:  # a frame journaled when rows held float tuples
                 row = row[:_FEATURES_AT] + (encode_features(row[_FEATURES_AT]),) + row[_FEATURES_AT + 1:]
-            if row[_SHADOWS_AT]:  # stored as plain tuples
-                row = row[:_SHADOWS_AT] + (tuple(ShadowChoice(*s) for s in row[_SHADOWS_AT]),) + row[_SHADOWS_AT + 1:]
+            row = _with_shadow_choices(row)  # stored as plain tuples
             fields_given.append(row)
         return list(_build_impressions({}, _IMPRESSION_FIELDS, fields_given))
     if kind == _OUTCOME:  # the kind is stored as its value
@@ -182,8 +182,7 @@ def _decode_page(shared: object, names: object, rows: object) -> list[Record]:
     names = tuple(sys.intern(n) for n in names)
     if "shadows" in names:
         at = names.index("shadows")
-        rows = [row[:at] + (tuple(ShadowChoice(*c) for c in row[at]),) + row[at + 1 :] if row[at] else row
-                for row in rows]
+        rows = [_with_shadow_choices(row, at) for row in rows]
     return list(LoggedPage(shared, names, rows).impressions())
 
 
