@@ -59,7 +59,7 @@ def reference(ranker: Ranker, member, ctx, page: list[TitleRequest], now) -> lis
         else:
             p = policies.epsilon_greedy(s, cfg.epsilon)
         if ranker.exposure is not None and cfg.new_image_min_share > 0:
-            new = np.array([ranker.exposure(i) < cfg.new_image_impressions for i in ids])
+            new = np.array([ranker.exposure.get(i, 0) < cfg.new_image_impressions for i in ids])
             if new.any() and not new.all():
                 p = (1 - cfg.new_image_min_share) * p + cfg.new_image_min_share * new / new.sum()
         i = policies.draw(p, stable_uniform(member.member_id, t.title_id, window, cfg.salt))
@@ -87,7 +87,7 @@ def test_fast_path_equals_the_reference_on_random_pages(tiny_index, tiny_model, 
                               uniform_explore_share=0.0, diversity_strength=diversity,
                               new_image_min_share=float(rng.choice([0.0, 0.1, 0.3])), new_image_impressions=1000,
                               salt=f"salt-{k}")
-        ranker = Ranker(tiny_index, tiny_model, config, exposure=counts.__getitem__)
+        ranker = Ranker(tiny_index, tiny_model, config, exposure=counts)
         member = replace(make_member(f"m{k}", favourite=str(rng.choice(["comedy", "romance", "action"]))))
         ctx = make_context(device=str(rng.choice(["TV", "MOBILE", "WEB"])))
         _, sels = ranker.rank(member, ctx, page, NOW)

@@ -126,7 +126,7 @@ def test_cold_start_floor_keeps_propensities_exact(tiny_index, tiny_model):
     counts = {i: 10_000 for i in tiny_index.catalog.images} | {"t0-i2": 0, "t0-i4": 3}
     config = PolicyConfig(name="softmax", temperature=0.05, uniform_explore_share=0.0,
                           new_image_min_share=0.3, new_image_impressions=10)
-    ranker = Ranker(tiny_index, tiny_model, config, exposure=counts.__getitem__)
+    ranker = Ranker(tiny_index, tiny_model, config, exposure=counts)
     (counts_seen, props), = _simulate(ranker, [TitleRequest("t0")])[0].values()
     _assert_matches(counts_seen, props)
     assert props["t0-i2"] >= 0.15 and props["t0-i4"] >= 0.15

@@ -209,7 +209,7 @@ def test_new_image_gets_minimum_exposure_with_exact_propensity(tiny_index, tiny_
     new_image = "t0-i3"
     counts[new_image] = 0
     config = replace(CONFIG, name="greedy", new_image_min_share=0.2, new_image_impressions=100)
-    ranker = Ranker(tiny_index, tiny_model, config, exposure=counts.__getitem__)
+    ranker = Ranker(tiny_index, tiny_model, config, exposure=counts)
     shown = 0
     draws = 2000
     for k in range(draws):
@@ -242,6 +242,6 @@ def test_new_image_with_a_favourable_profile_is_chosen_without_impressions(tiny_
     )
     counts = {i: 5_000 for i in tiny_catalog.images} | {"t0-new": 0}
     ranker = Ranker(CatalogIndex.build(catalog), tiny_model, replace(CONFIG, name="greedy"),
-                    exposure=counts.__getitem__)
+                    exposure=counts)
     _, (s,) = ranker.rank(make_member(favourite="romance"), make_context(), [TitleRequest("t0")], NOW)
     assert s.image_id == "t0-new" and not s.explored

@@ -230,7 +230,7 @@ class PageService:
             if arm.index is not None:
                 index, model = arm.index, arm.model
             policy_config = arm.policy
-        ranker = Ranker(index, model, policy_config, exposure=self.exposure.__getitem__)
+        ranker = Ranker(index, model, policy_config, exposure=self.exposure)
 
         unavailable = model is None and bool(self.model_unavailable)  # default artwork: no features needed
         member = None if unavailable else self._member(request.member_id, context, deadline)
@@ -267,7 +267,7 @@ class PageService:
                 per_shadow.append([None] * len(selections))
                 continue
             try:
-                ranker = Ranker(arm.index or self.index, arm.model, arm.policy, exposure=self.exposure.__getitem__)
+                ranker = Ranker(arm.index or self.index, arm.model, arm.policy, exposure=self.exposure)
                 per_shadow.append(ranker.shadow_choices(name, member, context, titles, selections, served_by))
             except Exception as exc:  # logged without the member: the served page stands
                 self.shadow_errors += 1
