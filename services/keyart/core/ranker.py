@@ -23,7 +23,7 @@ from keyart.core import policies
 from keyart.core.featurize import CatalogIndex, build_matrix, feature_rows
 from keyart.core.log_limit import LimitedLog
 from keyart.core.model import QualityPlayModel
-from keyart.core.stable import stable_uniform, time_window
+from keyart.core.stable import stable_uniform, stable_uniforms, time_window
 from keyart.domain import (
     ImageInfo,
     MemberFeatures,
@@ -244,8 +244,8 @@ class Ranker:
 
         window = time_window(decided_at, self.config.window_hours)
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        uniforms = [stable_uniform(member.member_id, titles[p].title_id, window, self.config.salt)
-                    for p in scored_titles]
+        uniforms = stable_uniforms(member.member_id, [titles[p].title_id for p in scored_titles], window,
+                                   self.config.salt)
         if self.config.diversity_strength <= 0.0:  # titles are independent: choose them all at once
             picks, props, explored = self._choose_all(policy, scores, ensemble, offsets, counts, uniforms)
         else:  # each title's choice depends on the images already on the page

@@ -8,6 +8,7 @@ which keeps the logged propensity exact.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 
 _SCALE = float(2**64)
@@ -17,6 +18,14 @@ def stable_uniform(*parts: str) -> float:
     """A number in [0, 1) determined by parts, uniform over distinct inputs."""
     digest = hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / _SCALE
+
+
+def stable_uniforms(first: str, varying: Iterable[str], *rest: str) -> list[float]:
+    """`stable_uniform(first, v, *rest)` for each v of `varying` (a page's titles), with
+    the parts every title shares encoded once."""
+    head, tail = (first + "\x1f").encode(), "".join("\x1f" + r for r in rest).encode()
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [from_bytes(blake2b(head + v.encode() + tail, digest_size=8).digest(), "big") / _SCALE for v in varying]
 
 
 def time_window(when: datetime, window_hours: float) -> str:
