@@ -238,7 +238,10 @@ def candidate_rows(
     else:
         affinity = np.zeros(n, dtype=np.float32)
     x[:, col["tone_affinity"]] = np.where(tone >= 0, affinity, np.nan)
-    small = np.isin(ctx[:, col["device"]], _SMALL_SCREEN_CODES)
+    device = ctx[:, col["device"]]
+    small = device == _SMALL_SCREEN_CODES[0]
+    for code in _SMALL_SCREEN_CODES[1:]:  # np.isin: 3x the time for two codes
+        small |= device == code
     x[:, col["small_screen_group"]] = np.where(small, x[:, col["group_size"]], 0.0)
     x[:, col["small_screen_face"]] = np.where(small, x[:, col["face_area"]], 0.0)
     x[:, col["small_screen_text"]] = np.where(small, x[:, col["text_present"]], 0.0)

@@ -158,6 +158,8 @@ class QualityPlayModel:
         The per-image offsets come from `table` at `rows` (the rows' indices into the ids
         `table` was made for) when both are given, else from looking up `image_ids`."""
         start_off, stay_off = self._head_offsets(image_ids, len(x), rows, table)
+        if self.compiled:  # the compiled forests read float64: converted once, not per forest
+            x = np.ascontiguousarray(x, dtype=np.float64)
         p = self._p("start", self.booster, x, start_off)
         if self.stay is not None:
             p = p * self._p("stay", self.stay, x, stay_off)

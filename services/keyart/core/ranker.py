@@ -371,14 +371,14 @@ class Ranker:
         picks = [0] * n_titles
         props = [0.0] * n_titles
         explored = [False] * n_titles
+        u_all = np.asarray(uniforms, dtype=np.float64)
         for group, s, p in self._group_distributions(policy, scores, ensemble, offsets, counts):
-            u = np.array([uniforms[g] for g in group])
-            chosen = policies.draw_rows(p, u)
-            best = np.argmax(s, axis=1)
-            for j, g in enumerate(group.tolist()):
-                picks[g] = int(chosen[j])
-                props[g] = float(p[j, chosen[j]])
-                explored[g] = bool(chosen[j] != best[j])
+            chosen = policies.draw_rows(p, u_all[group])
+            at = np.arange(len(group))
+            # whole columns to Python at once: a numpy scalar read per title cost ~0.5 us each
+            for g, c, q, e in zip(group.tolist(), chosen.tolist(), p[at, chosen].tolist(),
+                                  (chosen != np.argmax(s, axis=1)).tolist()):
+                picks[g], props[g], explored[g] = c, q, e
         return picks, props, explored
 
     def _group_distributions(
@@ -392,7 +392,7 @@ class Ranker:
         """(titles, their scores, their choice distributions) per group of equal candidate count;
         `counts` (impressions per flat candidate) applies the new-image floor."""
         sizes = np.diff(offsets)
-        for k in np.unique(sizes).tolist():
+        for k in ([int(sizes[0])] if sizes.min() == sizes.max() else np.unique(sizes).tolist()):
             group = np.flatnonzero(sizes == k)
             cols = offsets[group][:, None] + np.arange(k)  # flat rows of each title of the group
             s = scores[cols]
