@@ -122,7 +122,7 @@ class KeyartScorer:
         from keyart.core.ranker import Ranker
         from keyart.domain import RequestContext, TitleRequest
 
-        ranker = Ranker(self.index, self.model, config, exposure=lambda i: self.exposure.get(i, 0))
+        ranker = Ranker(self.index, self.model, config, exposure=self.exposure)
         ids = [world.member_id(int(m)) for m in pages.member]
         unique = sorted(set(ids))
         feats = dict(zip(unique, self.members.get_many(unique)))
