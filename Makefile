@@ -54,8 +54,9 @@ bench-log: $(STAMP) ## Decision log on a live Cassandra node vs SQLite: writes/s
 	$(BIN)/python -m keyart.app.bench_log $(LOG_BENCH_ARGS)
 
 lint: $(STAMP) ## ruff, mypy (generated code excluded) and the import-layer contracts
-	$(BIN)/ruff check services training tests
+	$(BIN)/ruff check services training tests bench
 	$(BIN)/mypy services/keyart training
+	MYPYPATH=services:training:bench $(BIN)/mypy bench/quality bench/soak  # the benches call the core too
 	$(BIN)/lint-imports
 
 cassandra: $(STAMP) ## Start a local single-node Cassandra (jars from Maven Central, data in var/cassandra)

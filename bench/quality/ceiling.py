@@ -76,7 +76,7 @@ def _keyart_taste(world: GenreLens, data_dir: Path) -> np.ndarray:
     return out
 
 
-def _estimated_appeal(world: GenreLens, rows: pd.DataFrame, prior: float = 100.0) -> np.ndarray:
+def _estimated_appeal(world: SyntheticWorld, rows: pd.DataFrame, prior: float = 100.0) -> np.ndarray:
     index = {world.image_id(i): i for i in range(world.n_images)}
     img = rows["image_id"].map(index).to_numpy()
     started = (rows["max_minutes"].fillna(0.0).to_numpy(float) > 0).astype(float)

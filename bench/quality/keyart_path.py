@@ -130,7 +130,7 @@ class KeyartPath:
 
 
 # ---------------------------------------------------------------------- exploration over gRPC
-_DEVICE_ENUM = {"TV": 1, "WEB": 2, "MOBILE": 3, "TABLET": 4}
+_DEVICE_ENUM: dict[str, Any] = {"TV": 1, "WEB": 2, "MOBILE": 3, "TABLET": 4}  # keyart.v1.DeviceType values
 
 
 def _ts(when: datetime) -> Timestamp:
@@ -153,7 +153,7 @@ async def _explore(port, world, pages, seed, concurrency, say) -> dict:
 
     image_index = {world.image_id(i): i for i in range(world.n_images)}
     served: list[tuple[int, int, int, str]] = []  # page, title, image, decision_id
-    counts = {"pages": 0, "decisions": 0, "fallbacks": 0, "outcomes": 0, "played": 0, "quality": 0,
+    counts: dict[str, Any] = {"pages": 0, "decisions": 0, "fallbacks": 0, "outcomes": 0, "played": 0, "quality": 0,
               "policies": {}}
     pending: list[Any] = []
     lock = asyncio.Lock()
@@ -188,10 +188,10 @@ async def _explore(port, world, pages, seed, concurrency, say) -> dict:
             for s, st, mins in zip(resp.selections, started, minutes):
                 base = dict(decision_id=s.decision_id, member_id=req.member_id, title_id=s.title_id,
                             image_id=s.image_id, event_time=now)
-                outs.append(pb.Outcome(kind=1, minutes_played=0.0, **base))
+                outs.append(pb.Outcome(kind=pb.OUTCOME_KIND_IMPRESSION_SEEN, minutes_played=0.0, **base))
                 if st:
-                    outs.append(pb.Outcome(kind=2, minutes_played=0.0, **base))
-                    outs.append(pb.Outcome(kind=3, minutes_played=float(mins), **base))
+                    outs.append(pb.Outcome(kind=pb.OUTCOME_KIND_PLAY_STARTED, minutes_played=0.0, **base))
+                    outs.append(pb.Outcome(kind=pb.OUTCOME_KIND_PLAYBACK_PROGRESS, minutes_played=float(mins), **base))
             async with lock:
                 for s, t, i in zip(resp.selections, pages.titles[k], images):
                     served.append((k, int(t), int(i), s.decision_id))

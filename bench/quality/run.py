@@ -25,6 +25,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -176,7 +177,10 @@ def run_world(name: str, scale, decisions: int, n_heldout: int, work: Path, seed
     lap("train")
     from keyart.core.model import current_version, load_model
 
-    model = load_model(data_dir / "models" / current_version(data_dir / "models"))
+    version = current_version(data_dir / "models")
+    if version is None:
+        raise RuntimeError(f"{name}: keyart promote left no current model in {data_dir / 'models'}")
+    model = load_model(data_dir / "models" / version)
     log = pd.read_parquet(log_path)
     rows, holdout_from = _training_rows(log, trained)
     heldout = heldout_of_log(world, log, seed, n_heldout)
@@ -286,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown worlds {unknown}; known: {list(WORLDS)}, probes: {list(PROBES)}")
     started = time.monotonic()
-    result = {
+    result: dict[str, Any] = {
         "benchmark": "decision-quality", "format": 1, "started_at": datetime.now(UTC).isoformat(),
         "git": git_commit(), "python": sys.version.split()[0],
         "config": {"decisions": args.decisions, "heldout": args.heldout, "scale": args.scale, "seed": args.seed,

@@ -17,12 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from quality.traffic import Pages
 from quality.world_base import COUNTRIES, DEVICES, LANGUAGE, SyntheticWorld
+
+if TYPE_CHECKING:
+    from keyart.core.ranker import PolicyConfig
 
 
 @dataclass
@@ -106,7 +110,7 @@ class KeyartScorer:
         self.exposure = exposure
         self.sampled: list[str] = []
 
-    def configs(self) -> dict[str, object]:
+    def configs(self) -> dict[str, PolicyConfig]:
         b = self.base
         return {
             "keyart_greedy": replace(b, name="greedy", uniform_explore_share=0.0),

@@ -288,7 +288,7 @@ class SyntheticWorld:
         cast = self.i_cast.tolil().rows
         images = pd.DataFrame({
             "image_id": image_ids,
-            "title_id": [self.title_id(t) for t in self.i_title],
+            "title_id": [self.title_id(int(t)) for t in self.i_title],
             "lineage_id": list(self.i_lineage),
             "num_faces": self.i_num_faces.astype(np.int64),
             "face_area": self.i_face_area.astype(float),
