@@ -28,3 +28,33 @@ def test_the_tls_front_verifies_clients_only_with_a_client_ca(tmp_path) -> None:
     mutual = render_config(ServerTls(tls.cert_file, tls.key_file, tmp_path / "ca.crt"), tmp_path / "front.pem",
                            "127.0.0.1", 9000, 40123)
     assert f"ca-file {tmp_path / 'ca.crt'} verify required" in mutual
+
+
+def test_ready_waits_for_the_application_running_and_names_a_failed_deploy(monkeypatch) -> None:
+    """`keyart up` says READY only once Serve reports every initial replica up (no Ray started:
+    Serve's status API is replayed)."""
+    import pytest
+    from ray import serve
+    from ray.serve.schema import ApplicationStatus, ApplicationStatusOverview, ServeStatus
+
+    from keyart.adapters.ray_serve import launch
+
+    def replay(*states: ApplicationStatus, message: str = "") -> None:
+        answers = iter(states)
+
+        def status() -> ServeStatus:
+            state = next(answers, states[-1])
+            return ServeStatus(applications={"keyart": ApplicationStatusOverview(
+                status=state, message=message, last_deployed_time_s=0.0, deployments={})})
+
+        monkeypatch.setattr(serve, "status", status)
+
+    monkeypatch.setattr(launch.time, "sleep", lambda s: None)
+    replay(ApplicationStatus.DEPLOYING, ApplicationStatus.DEPLOYING, ApplicationStatus.RUNNING)
+    launch.wait_application_running("keyart", timeout_s=5.0)
+    replay(ApplicationStatus.DEPLOYING, ApplicationStatus.DEPLOY_FAILED, message="replica constructor raised")
+    with pytest.raises(RuntimeError, match="keyart is DEPLOY_FAILED: replica constructor raised"):
+        launch.wait_application_running("keyart", timeout_s=5.0)
+    replay(ApplicationStatus.DEPLOYING)
+    with pytest.raises(TimeoutError, match="not RUNNING after 0 s .last: DEPLOYING"):
+        launch.wait_application_running("keyart", timeout_s=0.2)

@@ -74,6 +74,24 @@ def load_serve_config(settings: KeyartSettings, replicas: int | None = None,
     return config
 
 
+def wait_application_running(name: str, timeout_s: float) -> None:
+    """Block until Serve reports application `name` RUNNING (all its target replicas up)."""
+    from ray import serve
+
+    deadline = time.monotonic() + timeout_s
+    last = "not deployed"
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(name)
+        if app is not None:
+            last = getattr(app.status, "value", str(app.status))  # a (str, Enum): its value
+            if last == "RUNNING":
+                return
+            if last in ("DEPLOY_FAILED", "UNHEALTHY"):
+                raise RuntimeError(f"Serve application {name} is {last}: {app.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"Serve application {name} not RUNNING after {timeout_s:.0f} s (last: {last})")
+
+
 def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus: int | None = None) -> str:
     """Start a local Ray instance, deploy Keyart, wait until SERVING; returns the address."""
     for key, value in THROUGHPUT_ENV.items():
@@ -108,7 +126,12 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
             grpc_options=gRPCOptions(**config.grpc_options.model_dump()),
         )
         client.deploy_apps(config, _blocking=False)
-        wait_serving(f"127.0.0.1:{serve_port or settings.grpc_port}", timeout_s=180.0)
+        address = f"127.0.0.1:{serve_port or settings.grpc_port}"
+        wait_serving(address, timeout_s=180.0)  # the first replica answers through the ingress
+        # READY means every initial replica serves: the ingress reloads its routes as each
+        # one joins, and a replica still starting competes for CPU with the pages.
+        wait_application_running(config.applications[0].name, timeout_s=180.0)
+        wait_serving(address, timeout_s=60.0)  # and the ingress still routes after its reloads
         if tls:
             global _TLS_FRONT
             _TLS_FRONT = TlsFront(tls, settings.data_dir / "run", settings.listen_host, settings.grpc_port,
