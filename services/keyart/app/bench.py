@@ -637,6 +637,24 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+def _settle(address: str, quiet_s: float = 10.0, timeout_s: float = 120.0) -> None:
+    """Wait until `address` has answered Health SERVING throughout the last `quiet_s`."""
+    from keyart.adapters.ray_serve.app import wait_serving
+
+    deadline = time.monotonic() + timeout_s
+    since: float | None = None
+    while time.monotonic() < deadline:
+        try:
+            wait_serving(address, timeout_s=2.0)
+            since = since if since is not None else time.monotonic()
+        except TimeoutError:
+            since = None
+        if since is not None and time.monotonic() - since >= quiet_s:
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"{address} did not answer SERVING for {quiet_s:.0f} s in a row within {timeout_s:.0f} s")
+
+
 def scratch_log_settings(settings: KeyartSettings, scratch: Path) -> KeyartSettings:
     """`settings` with the decision log (SQLite file, spools and journals) under `scratch`:
     the embedded log, even where a Cassandra log is configured (`make bench-log` measures that)."""
@@ -701,6 +719,9 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
                       for _ in range(replicas)]
             ray_proc = _start(keyart + ["up", "--port", str(ray_port)], envs["ray"], "READY", 300)
             procs.append(ray_proc)
+            # Serve reloads its HAProxy as replicas join; a reload paused mid-way (the sweeps
+            # SIGSTOP the server not measured) times out and leaves the ingress refusing calls.
+            _settle(f"127.0.0.1:{ray_port}")
             addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
             sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
             # Each sweep runs with the other server paused, as in the side-by-side rounds.
