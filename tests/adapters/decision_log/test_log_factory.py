@@ -41,7 +41,7 @@ def test_open_decision_log_end_to_end(tmp_path, in_process: bool) -> None:
     settings = KeyartSettings(data_dir=tmp_path, log_batch_size=10, log_writer_process=not in_process)
     writer = open_decision_log(settings)
     assert isinstance(writer, DecisionLogWriter if in_process else WriterProcess)
-    assert writer.batch_size == 10 and writer.queue_size == settings.log_queue_size
+    assert writer.config.batch_size == 10 and writer.config.queue_size == settings.log_queue_size
     writer.submit_impressions([make_impression(i) for i in range(25)])
     assert writer.flush(5)
     store = open_log_store(settings)

@@ -123,14 +123,6 @@ class WriterProcess:
         self._watcher.start()
 
     @property
-    def queue_size(self) -> int:
-        return self.config.queue_size
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
-    @property
     def child_pid(self) -> int | None:
         return self._child.pid if self._child is not None else None
 

@@ -206,14 +206,6 @@ class DecisionLogWriter:
         with self._cond:
             return self._accepted_seq, self._handled_seq
 
-    @property
-    def queue_size(self) -> int:
-        return self.config.queue_size
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.batch_size
-
     # --- producer side ----------------------------------------------------------------
 
     def submit_impressions(self, impressions: list[Impression]) -> bool:
