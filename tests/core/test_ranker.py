@@ -245,3 +245,34 @@ def test_new_image_with_a_favourable_profile_is_chosen_without_impressions(tiny_
                     exposure=counts)
     _, (s,) = ranker.rank(make_member(favourite="romance"), make_context(), [TitleRequest("t0")], NOW)
     assert s.image_id == "t0-new" and not s.explored
+
+
+def test_resolved_candidates_are_cached_per_snapshot_and_change_nothing(tiny_catalog, tiny_model, monkeypatch):
+    from keyart.core import ranker as ranker_module
+    from keyart.core.featurize import CatalogIndex
+
+    page = [TitleRequest("t0"), TitleRequest("nope"), TitleRequest("t2", ("t2-i1", "ghost")),
+            TitleRequest("t3", ("t3-i1", "t3-i0", "t3-i1")), TitleRequest("t4", ["t4-i0", "t4-i1"])]  # type: ignore[arg-type]
+    cached = CatalogIndex.build(tiny_catalog)
+    ranker = Ranker(cached, tiny_model, CONFIG)
+    first = ranker.rank(make_member(), make_context(), page, NOW)
+    assert len(cached.resolved) == len(page)  # a list of ids is keyed as its tuple
+    again = ranker.rank(make_member(), make_context(), page, NOW)
+    fresh = Ranker(CatalogIndex.build(tiny_catalog), tiny_model, CONFIG).rank(make_member(), make_context(), page, NOW)
+
+    def choices(result):
+        policy, sels = result
+        return policy, [(s.title_id, s.image_id, s.propensity, s.score, s.fallback_reason, s.features) for s in sels]
+
+    assert choices(first) == choices(again) == choices(fresh)
+    assert cached.resolved[("t3", ("t3-i1", "t3-i0", "t3-i1"))].ids == ("t3-i1", "t3-i0")  # duplicates once
+    assert cached.resolved[("t2", ("t2-i1", "ghost"))].reason == f"{FALLBACK_UNKNOWN_IMAGE}:ghost"
+    rows = cached.resolved[("t0", ())].rows
+    assert [cached.image_row[i] for i in tiny_catalog.pool("t0")] == rows.tolist() and not rows.flags.writeable
+
+    _, [only] = ranker.rank(make_member(), make_context(), [TitleRequest("t2", ("t2-i0",))], NOW)
+    assert only.image_id == "t2-i0" and not only.fallback_reason  # keyed by the list, not the title alone
+
+    monkeypatch.setattr(ranker_module, "RESOLVED_CACHE_MAX", 3)  # a bound: full, it starts over
+    ranker.rank(make_member(), make_context(), [TitleRequest(f"t{i}") for i in range(5)], NOW)
+    assert 1 <= len(cached.resolved) <= 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -60,6 +61,10 @@ class CatalogIndex:
     title_genres: np.ndarray  # shape (n_titles, len(space.genres)), rows sum to 1 (or 0)
     title_pool_size: np.ndarray  # shape (n_titles,), images in the title's pool (how much choice)
     title_images: dict[str, frozenset[str]] = field(default_factory=dict)  # title_id -> its image ids
+    # What the ranker resolved each (title, candidate ids) of a page to, in this snapshot:
+    # a title's candidate list comes back on every page that shows it, and checking it
+    # again cost about 4 µs a title. Filled and bounded by the ranker.
+    resolved: dict[tuple[str, tuple[str, ...]], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def image_ids(self) -> list[str]:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import chain, repeat
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,9 @@ FALLBACK_FEATURES_UNAVAILABLE = "features_unavailable"
 FALLBACK_DEADLINE = "deadline_exceeded"
 # The policy of every member while no model is loaded (day one of a new catalog).
 POLICY_NO_MODEL = "uniform"
+# Resolved candidate lists kept per catalog snapshot (`CatalogIndex.resolved`): a bound
+# for clients that send ever new lists; the cache starts over when it is reached.
+RESOLVED_CACHE_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,20 @@ def _similarity(a: ImageInfo, b: ImageInfo) -> float:
     )
 
 
+class Resolved(NamedTuple):
+    """A title's candidates as a page resolves them: ids, or the reason it falls back."""
+
+    ids: tuple[str, ...]  # empty with a reason
+    reason: str  # "" when the title has candidates
+    rows: np.ndarray  # the ids' rows in the index's image matrix (read-only)
+
+
 @dataclass(frozen=True)
 class ScoredPage:
     """The candidates a ranker scored for one page (titles with candidates, in page order)."""
 
     title_ids: list[str]
-    candidates: list[list[str]]
+    candidates: list[tuple[str, ...]]
     x: np.ndarray  # their feature rows, candidates of each title in turn
     counts: np.ndarray | None  # their impressions so far (the new-image floor), None if off
     flat_ids: list[str]  # the candidates in row order
@@ -167,8 +179,30 @@ class Ranker:
     def fallback_page(self, titles: list[TitleRequest], reason: str, device: str = "") -> list[Selection]:
         return [self.fallback(t.title_id, i, reason, device) for i, t in enumerate(titles)]
 
-    def _candidates(self, request: TitleRequest) -> tuple[list[str], str]:
+    def _candidates(self, request: TitleRequest) -> tuple[tuple[str, ...], str]:
         """Candidate image ids for a title, or a fallback reason."""
+        resolved = self._resolve(request)
+        return resolved.ids, resolved.reason
+
+    def _resolve(self, request: TitleRequest) -> Resolved:
+        """The title's candidates, from this catalog snapshot's cache when the same title
+        and candidate list were resolved before (the snapshot never changes)."""
+        ids = request.candidate_image_ids
+        key = (request.title_id, ids if type(ids) is tuple else tuple(ids))
+        cache = self.index.resolved
+        hit: Resolved | None = cache.get(key)
+        if hit is None:
+            found, reason = self._check_candidates(request)
+            rows = np.fromiter(map(self.index.image_row.__getitem__, found), dtype=np.int64, count=len(found))
+            rows.flags.writeable = False  # shared by every page that shows this title
+            hit = Resolved(tuple(found), reason, rows)
+            if len(cache) >= RESOLVED_CACHE_MAX:
+                cache.clear()
+            cache[key] = hit
+        return hit
+
+    def _check_candidates(self, request: TitleRequest) -> tuple[list[str], str]:
+        """Candidate image ids for a title, or a fallback reason (uncached)."""
         catalog = self.index.catalog
         title = catalog.titles.get(request.title_id)
         if title is None:
@@ -204,14 +238,17 @@ class Ranker:
         """
         selections: list[Selection | None] = [None] * len(titles)
         scored_titles: list[int] = []  # positions of titles that have candidates
-        candidates: list[list[str]] = []
+        candidates: list[tuple[str, ...]] = []
+        row_blocks: list[np.ndarray] = []
+        resolve = self._resolve
         for pos, request in enumerate(titles):
-            ids, reason = self._candidates(request)
+            ids, reason, title_rows = resolve(request)
             if reason:
                 selections[pos] = self.fallback(request.title_id, pos, reason, context.device)
             else:
                 scored_titles.append(pos)
                 candidates.append(ids)
+                row_blocks.append(title_rows)
         if self.model is None:  # day one: no model yet, so explore (and log features to learn from)
             self._explore_uniformly(member, context, titles, decided_at, scored_titles, candidates, selections)
             return POLICY_NO_MODEL, [s for s in selections if s is not None]
@@ -220,7 +257,7 @@ class Ranker:
             return policy, [s for s in selections if s is not None]
 
         sizes = np.array([len(c) for c in candidates])
-        flat_ids, rows = self._flatten(candidates)
+        flat_ids, rows = list(chain.from_iterable(candidates)), np.concatenate(row_blocks)
         title_of_row = np.repeat(np.arange(len(candidates)), sizes)
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
@@ -271,7 +308,7 @@ class Ranker:
             )
         return policy, [s for s in selections if s is not None]
 
-    def _flatten(self, candidates: list[list[str]]) -> tuple[list[str], np.ndarray]:
+    def _flatten(self, candidates: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
         """The page's candidate ids in row order, and their rows in the index's image matrix."""
         flat_ids = list(chain.from_iterable(candidates))
         return flat_ids, np.fromiter(map(self.index.image_row.__getitem__, flat_ids), dtype=np.int64,
@@ -283,7 +320,7 @@ class Ranker:
         scores: np.ndarray,
         ensemble: np.ndarray | None,
         offsets: np.ndarray,
-        candidates: list[list[str]],
+        candidates: list[tuple[str, ...]],
         uniforms: list[float],
     ) -> tuple[list[int], list[float], list[bool]]:
         """Title by title in page order, penalising images like those already chosen.
@@ -315,7 +352,7 @@ class Ranker:
         titles: list[TitleRequest],
         decided_at: datetime,
         scored_titles: list[int],
-        candidates: list[list[str]],
+        candidates: list[tuple[str, ...]],
         selections: list[Selection | None],
     ) -> None:
         """Without a model: each title's image uniformly over its k candidates, propensity 1/k.
@@ -471,7 +508,7 @@ class Ranker:
                     expected_score=float(expected[j]), served_score=float(s[j, at]))
         return out
 
-    def _diversity_factor(self, ids: list[str], chosen: list[ImageInfo]) -> np.ndarray | float:
+    def _diversity_factor(self, ids: Sequence[str], chosen: list[ImageInfo]) -> np.ndarray | float:
         """Multiplier in [0, 1] per candidate, shrinking images like ones already on the page."""
         strength = self.config.diversity_strength
         if strength <= 0.0 or not chosen:
@@ -480,7 +517,7 @@ class Ranker:
         sim = np.array([max(_similarity(images[i], c) for c in chosen) for i in ids])
         return np.clip(1.0 - strength * sim, 0.0, 1.0)
 
-    def _with_new_image_floor(self, p: np.ndarray, ids: list[str]) -> np.ndarray:
+    def _with_new_image_floor(self, p: np.ndarray, ids: Sequence[str]) -> np.ndarray:
         """Mix in a uniform share over images still short of impressions (exact propensity)."""
         share = self.config.new_image_min_share
         if self.exposure is None or share <= 0.0:
