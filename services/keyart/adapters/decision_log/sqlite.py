@@ -153,13 +153,21 @@ def _actor_set(actors: tuple[tuple[str, float], ...], sets: dict[str, str]) -> t
     return "", digest
 
 
-def _impression_row(imp: Impression, memo: dict[int, tuple[str, str]], sets: dict[str, str]) -> tuple[Any, ...]:
-    """The written row of an impression; `memo` holds each actor tuple's (text, digest) by
-    identity (a page's 40 impressions share one member's tuple: encoded once)."""
+def _impression_row(imp: Impression, memo: dict[int, Any], sets: dict[str, str]) -> tuple[Any, ...]:
+    """The written row of an impression. `memo` holds, by identity, what a page's 40
+    impressions share as one object: the member's actor tuple as (text, digest) and the
+    decision time as microseconds, converted once a page (a third of the row building)."""
     key = id(imp.actor_affinity)
     actors = memo.get(key)
     if actors is None:
         actors = memo[key] = _actor_set(imp.actor_affinity, sets)
+    at = imp.decided_at
+    micros = memo.get(id(at))
+    if micros is None:
+        micros = memo[id(at)] = to_micros(at)
+    features = imp.features
+    if type(features) is not bytes or len(features) % 4:  # a FeatureRow (the usual case) is stored as it is
+        features = encode_features(features)
     return (
         imp.decision_id,
         imp.request_id,
@@ -177,10 +185,10 @@ def _impression_row(imp: Impression, memo: dict[int, tuple[str, str]], sets: dic
         imp.language,
         imp.device,
         imp.surface,
-        to_micros(imp.decided_at),
+        micros,
         imp.fallback_reason,
         imp.feature_schema,
-        encode_features(imp.features),
+        features,
         actors[0],
         imp.experiment,
         imp.cell,
@@ -287,7 +295,7 @@ class SqliteLogStore:
     def write_impressions(self, impressions: list[Impression]) -> None:
         if not impressions:
             return
-        memo: dict[int, tuple[str, str]] = {}  # ids stay valid: `impressions` holds every tuple alive meanwhile
+        memo: dict[int, Any] = {}  # ids stay valid: `impressions` holds every object alive meanwhile
         sets: dict[str, str] = {}
         rows = [_impression_row(imp, memo, sets) for imp in impressions]
         with self._transaction() as conn:
