@@ -268,3 +268,22 @@ def test_bounded_wait_fails_fast_behind_a_writers_lock(store: FeatureStore) -> N
         writer.rollback()
         writer.close()
     assert source.get("m00001") is not None  # the lock gone, reads work again
+
+
+@pytest.mark.parametrize("value", [
+    {"string_val": "ab"}, {"string_val": ""}, {"bytes_val": b"\x00\x01"}, {"double_val": 0.1}, {"double_val": float("inf")},
+    {"float_val": 1.5}, {"int32_val": -3}, {"int64_val": 2**40}, {"bool_val": True}, {"bool_val": False},
+    {"string_list_val": {"val": ["a", "b"]}}, {"string_list_val": {"val": []}}, {"bytes_list_val": {"val": [b"x"]}},
+    {"double_list_val": {"val": [0.25, -1.0]}}, {"float_list_val": {"val": [0.5]}},
+    {"int32_list_val": {"val": [1, 2]}}, {"int64_list_val": {"val": [2**40]}}, {"bool_list_val": {"val": [True]}},
+    {"unix_timestamp_val": 1_700_000_000}, {"string_set_val": {"val": ["a"]}}, {},  # Feast's converter: as before
+])
+def test_plain_values_read_as_feast_converts_them(value: dict) -> None:
+    from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+    from feast.type_map import feast_value_type_to_python_type
+
+    from keyart.adapters.feast.online import python_value
+
+    proto = ValueProto(**value)
+    ours, feast = python_value(proto), feast_value_type_to_python_type(proto)
+    assert ours == feast and type(ours) is type(feast)
