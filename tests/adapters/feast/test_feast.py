@@ -271,7 +271,8 @@ def test_bounded_wait_fails_fast_behind_a_writers_lock(store: FeatureStore) -> N
 
 
 @pytest.mark.parametrize("value", [
-    {"string_val": "ab"}, {"string_val": ""}, {"bytes_val": b"\x00\x01"}, {"double_val": 0.1}, {"double_val": float("inf")},
+    {"string_val": "ab"}, {"string_val": ""}, {"bytes_val": b"\x00\x01"}, {"double_val": 0.1},
+    {"double_val": float("inf")},
     {"float_val": 1.5}, {"int32_val": -3}, {"int64_val": 2**40}, {"bool_val": True}, {"bool_val": False},
     {"string_list_val": {"val": ["a", "b"]}}, {"string_list_val": {"val": []}}, {"bytes_list_val": {"val": [b"x"]}},
     {"double_list_val": {"val": [0.25, -1.0]}}, {"float_list_val": {"val": [0.5]}},
