@@ -36,6 +36,7 @@ from typing import Any
 import grpc
 import numpy as np
 
+from keyart.app.bench_cpu import TreeCpu
 from keyart.settings import KeyartSettings
 from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
@@ -155,12 +156,14 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
                 i += concurrency
 
         cpu0 = [tree_cpu_s(pid) for pid in sessions or []]
+        roles0 = TreeCpu.sample(sessions or [])
         own_cpu0 = time.process_time()
         t_start = time.perf_counter()
         await asyncio.gather(*(caller(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - t_start
         own_cpu = time.process_time() - own_cpu0
         per_process = [tree_cpu_s(pid) - c for pid, c in zip(sessions or [], cpu0)]
+        by_role = TreeCpu.sample(sessions or []).seconds_by_role_since(roles0)
         server_cpu = sum(per_process)
     finally:
         for c in channels:
@@ -175,6 +178,8 @@ async def closed_loop(address: str, requests: list[pb.RankArtworkRequest], concu
         # How the load spread over the server processes (bare: the SO_REUSEPORT ones).
         out["cores_per_process"] = [round(c / elapsed, 3) for c in per_process]
         out["pages_per_s_per_core"] = round(pages / server_cpu, 1) if server_cpu > 0 else None
+        # The same CPU by part of the server (replicas, log writers, HAProxy, Serve's actors, Ray's own).
+        out["cpu_ms_per_page_by_role"] = {role: round(1000.0 * s / pages, 3) for role, s in sorted(by_role.items())}
     return out
 
 
@@ -261,6 +266,22 @@ def _measuring(sessions: dict[str, list[int]], name: str) -> Iterator[None]:
             _signal_tree(pids, signal.SIGCONT)
 
 
+def idle_figures(sessions: dict[str, list[int]], say: Callable[[str], None],
+                 seconds: float = 6.0) -> dict[str, dict[str, float]]:
+    """Cores each server's processes use with no request at all, by role (the other paused)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, pids in sessions.items():
+        with _measuring(sessions, name):
+            time.sleep(0.5)  # resumed threads settle before the clock starts
+            before = TreeCpu.sample(pids)
+            time.sleep(seconds)
+            by_role = TreeCpu.sample(pids).seconds_by_role_since(before)
+        out[name] = {role: round(s / seconds, 4) for role, s in sorted(by_role.items())}
+        out[name]["total"] = round(sum(by_role.values()) / seconds, 4)
+    say("  idle: " + "; ".join(f"{name} {roles['total']} cores {roles}" for name, roles in out.items()))
+    return out
+
+
 def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]],
                         requests: list[pb.RankArtworkRequest], concurrency: int, rounds: int, round_s: float,
                         say: Callable[[str], None]) -> dict[str, Any]:
@@ -286,6 +307,10 @@ def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]
         out[name] = {key: round(float(np.median([r[key] or 0.0 for r in results])), 3)
                      for key in ("rps", "cpu_ms_per_page", "pages_per_s_per_core", "fallback_share")}
         out[name]["cpu_ms_per_page_rounds"] = [r["cpu_ms_per_page"] for r in results]
+        roles = sorted({role for r in results for role in r.get("cpu_ms_per_page_by_role", {})})
+        out[name]["cpu_ms_per_page_by_role"] = {
+            role: round(float(np.median([r.get("cpu_ms_per_page_by_role", {}).get(role, 0.0) for r in results])), 3)
+            for role in roles}
     ratios = [r["pages_per_s_per_core"] / b["pages_per_s_per_core"]
               for r, b in zip(per["ray"], per["bare"]) if r["pages_per_s_per_core"] and b["pages_per_s_per_core"]]
     out["ratio_per_core_rounds"] = [round(x, 3) for x in ratios]
@@ -293,6 +318,8 @@ def interleaved_figures(addresses: dict[str, str], sessions: dict[str, list[int]
     say(f"  side by side, {rounds} rounds of {round_s:.0f} s at concurrency {concurrency}: CPU per page "
         f"bare {out['bare']['cpu_ms_per_page']} ms, ray {out['ray']['cpu_ms_per_page']} ms; "
         f"ratio per core {out['ratio_per_core']} (rounds {out['ratio_per_core_rounds']})")
+    for name in names:
+        say(f"  {name} CPU per page by role (ms): {out[name]['cpu_ms_per_page_by_role']}")
     return out
 
 
@@ -724,6 +751,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             _settle(f"127.0.0.1:{ray_port}")
             addresses = {"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"}
             sessions = {"bare": [p.pid for p in procs[:-1]], "ray": [ray_proc.pid]}
+            idle = idle_figures(sessions, say)
             # Each sweep runs with the other server paused, as in the side-by-side rounds.
             with _measuring(sessions, "bare"):
                 bare = _measure(addresses["bare"], requests, concurrencies, duration_s, say, "bare", sessions["bare"])
@@ -745,6 +773,11 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             "ratio_rps": round(ray_result["rps"] / bare["rps"], 3) if bare["rps"] else None,
             # The headline figures: medians of the side-by-side rounds (the sweeps' own are in "bare", "ray").
             "cpu_ms_per_page": {"bare": side["bare"]["cpu_ms_per_page"], "ray": side["ray"]["cpu_ms_per_page"]},
+            # Which processes the CPU per page went to (side-by-side medians), and what each
+            # server's processes burn with no load at all (Ray's actors and system processes tick).
+            "cpu_ms_per_page_by_role": {"bare": side["bare"]["cpu_ms_per_page_by_role"],
+                                        "ray": side["ray"]["cpu_ms_per_page_by_role"]},
+            "idle_cores": idle,
             "pages_per_s_per_core": {"bare": per_core_bare, "ray": per_core_ray},
             "ratio_per_core": side["ratio_per_core"],
             "side_by_side": side,
