@@ -116,15 +116,30 @@ def test_bulk_title_check_accepts_and_refuses_what_the_per_field_check_does(titl
         expected = None
     except InvalidRequest as exc:
         expected = (exc.field, str(exc))
-    try:
-        page = convert.parse_titles(r)
-        got = None
-    except InvalidRequest as exc:
-        got = (exc.field, str(exc))
-    assert got == expected
-    if got is None:
-        assert [(t.title_id, list(t.candidate_image_ids)) for t in page] == \
-            [(t, c) for t, c in zip(title_ids, candidates)]
+    for _ in range(2):  # the second time, a valid page's titles come from the cache of valid titles
+        try:
+            page = convert.parse_titles(r)
+            got = None
+        except InvalidRequest as exc:
+            got = (exc.field, str(exc))
+        assert got == expected
+        if got is None:
+            assert [(t.title_id, list(t.candidate_image_ids)) for t in page] == \
+                [(t, c) for t, c in zip(title_ids, candidates)]
+
+
+def test_cached_titles_are_still_checked_for_duplicates_on_their_page(monkeypatch):
+    a, b = pb.TitleCandidates(title_id="a", candidate_image_ids=["i1"]), pb.TitleCandidates(title_id="b")
+    first = convert.parse_titles(pb.RankArtworkRequest(titles=[a, b]))
+    again = convert.parse_titles(pb.RankArtworkRequest(titles=[b, a]))
+    assert again == first[::-1] and again[0] is first[1]  # the same (immutable) records, from the cache
+    with pytest.raises(InvalidRequest) as exc:
+        convert.parse_titles(pb.RankArtworkRequest(titles=[a, b, a]))
+    assert exc.value.field == "titles[2].title_id" and "duplicate of titles[0]" in str(exc.value)
+    monkeypatch.setattr(convert, "VALID_TITLES_MAX", 3)  # bounded: full, it starts over
+    for k in range(5):
+        convert.parse_titles(pb.RankArtworkRequest(titles=[pb.TitleCandidates(title_id=f"t{k}")]))
+    assert 1 <= len(convert._VALID_TITLES) <= 3
 
 
 OUTCOME_BAD = [
