@@ -36,7 +36,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from keyart.app.bench_cpu import TreeCpu
+from keyart.app.bench_cpu import TreeCpu, processes_under
 from keyart.settings import KeyartSettings
 from keyart.v1 import ranking_pb2 as pb
 from keyart.v1 import ranking_pb2_grpc
@@ -96,13 +96,8 @@ def tree_cpu_s(root_pid: int) -> float:
     """User + system CPU seconds of a process and all its live descendants, all threads."""
     import psutil
 
-    try:
-        root = psutil.Process(root_pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
     total = 0.0
-    for proc in procs:
+    for proc in processes_under([root_pid]):
         try:
             t = proc.cpu_times()
             total += t.user + t.system
@@ -241,17 +236,11 @@ def _signal_tree(root_pids: list[int], sig: signal.Signals) -> None:
     """Send `sig` to these processes and all their descendants."""
     import psutil
 
-    for pid in root_pids:
+    for proc in processes_under(root_pids):
         try:
-            root = psutil.Process(pid)
-            tree = [root, *root.children(recursive=True)]
+            proc.send_signal(sig)
         except psutil.Error:
-            continue
-        for proc in tree:
-            try:
-                proc.send_signal(sig)
-            except psutil.Error:
-                pass
+            pass
 
 
 @contextmanager

@@ -34,6 +34,18 @@ def process_role(cmdline: str) -> str:
     return "launcher"
 
 
+def processes_under(root_pids: Iterable[int]) -> list[psutil.Process]:
+    """These processes and all their live descendants (a root that ended is left out)."""
+    out: list[psutil.Process] = []
+    for pid in root_pids:
+        try:
+            root = psutil.Process(pid)
+            out += [root, *root.children(recursive=True)]
+        except psutil.Error:
+            continue
+    return out
+
+
 @dataclass(frozen=True)
 class TreeCpu:
     """CPU seconds so far of every live process under some roots, with each one's role."""
@@ -43,18 +55,12 @@ class TreeCpu:
     @classmethod
     def sample(cls, root_pids: Iterable[int]) -> TreeCpu:
         out: dict[int, tuple[str, float]] = {}
-        for pid in root_pids:
+        for proc in processes_under(root_pids):
             try:
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except psutil.Error:
+                times = proc.cpu_times()
+                out[proc.pid] = (process_role(" ".join(proc.cmdline())), times.user + times.system)
+            except psutil.Error:  # ended in between
                 continue
-            for proc in procs:
-                try:
-                    times = proc.cpu_times()
-                    out[proc.pid] = (process_role(" ".join(proc.cmdline())), times.user + times.system)
-                except psutil.Error:  # ended in between
-                    continue
         return cls(out)
 
     def seconds_by_role_since(self, earlier: TreeCpu) -> dict[str, float]:
@@ -68,4 +74,4 @@ class TreeCpu:
         return out
 
 
-__all__ = ["TreeCpu", "process_role"]
+__all__ = ["TreeCpu", "process_role", "processes_under"]
