@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keyart.core.metrics import PROPENSITY_BUCKETS, AggregatingMetrics, bucket_of
+from keyart.core.metrics import PROPENSITY_BUCKETS, AggregatingMetrics
 from keyart.domain import Selection
 
 _PROPENSITY = st.one_of(st.sampled_from([*PROPENSITY_BUCKETS, 0.0, -0.0, 1.5, float("nan"), float("inf")]),
@@ -16,6 +16,14 @@ _SELECTION = st.builds(
     lambda p, explored, reason: Selection(title_id="t", image_id="i", lineage_id="l", propensity=p, score=0.5,
                                           explored=explored, decision_id="d", fallback_reason=reason),
     _PROPENSITY, st.booleans(), st.sampled_from(["", "", "", "unknown_image:x", "deadline_exceeded"]))
+
+
+def bucket_of(value: float, bounds: tuple[float, ...]) -> str:
+    """The reference: the label of the first bound the value is at most ("+Inf" above all)."""
+    for b in bounds:
+        if value <= b:
+            return str(b)
+    return "+Inf"
 
 
 @settings(max_examples=300, deadline=None)

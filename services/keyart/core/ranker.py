@@ -179,11 +179,6 @@ class Ranker:
     def fallback_page(self, titles: list[TitleRequest], reason: str, device: str = "") -> list[Selection]:
         return [self.fallback(t.title_id, i, reason, device) for i, t in enumerate(titles)]
 
-    def _candidates(self, request: TitleRequest) -> tuple[tuple[str, ...], str]:
-        """Candidate image ids for a title, or a fallback reason."""
-        resolved = self._resolve(request)
-        return resolved.ids, resolved.reason
-
     def _resolve(self, request: TitleRequest) -> Resolved:
         """The title's candidates, from this catalog snapshot's cache when the same title
         and candidate list were resolved before (the snapshot never changes)."""
@@ -307,12 +302,6 @@ class Ranker:
                 crop=self.index.catalog.crop_for_device(image.image_id, context.device),
             )
         return policy, [s for s in selections if s is not None]
-
-    def _flatten(self, candidates: list[tuple[str, ...]]) -> tuple[list[str], np.ndarray]:
-        """The page's candidate ids in row order, and their rows in the index's image matrix."""
-        flat_ids = list(chain.from_iterable(candidates))
-        return flat_ids, np.fromiter(map(self.index.image_row.__getitem__, flat_ids), dtype=np.int64,
-                                     count=len(flat_ids))
 
     def _choose_in_order(
         self,
@@ -476,16 +465,17 @@ class Ranker:
             keep, candidates, x, flat_ids, rows = scored, lent.candidates, lent.x, lent.flat_ids, lent.rows
             sizes = np.array([len(c) for c in candidates])
         else:
-            keep, candidates = [], []
+            keep, candidates, row_blocks = [], [], []
             for k in scored:
-                ids, reason = self._candidates(titles[served[k].position])
+                ids, reason, title_rows = self._resolve(titles[served[k].position])
                 if not reason and served[k].image_id in ids:
                     keep.append(k)
                     candidates.append(ids)
+                    row_blocks.append(title_rows)
             if not keep:
                 return out
             sizes = np.array([len(c) for c in candidates])
-            flat_ids, rows = self._flatten(candidates)
+            flat_ids, rows = list(chain.from_iterable(candidates)), np.concatenate(row_blocks)
             title_of_row = np.repeat(np.arange(len(candidates)), sizes)
             x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
         if not keep:
