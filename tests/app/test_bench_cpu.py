@@ -20,6 +20,8 @@ from keyart.app.bench_cpu import TreeCpu, process_role
     ("ray::ProxyActor", "serve_control"),
     ("ray::HAProxyManager", "serve_control"),
     ("/venv/bin/python3.11 .venv/bin/keyart serve-bare --port 9301", "bare_server"),
+    ("/venv/bin/python3.11 -m keyart.app.bench_floor bare --port 9303 --reply /tmp/r.bin", "bare_server"),
+    ("/venv/bin/python3.11 -m keyart.app.bench_floor ray --port 9302 --reply /tmp/r.bin", "launcher"),
     ("/venv/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --log_dir=/tmp/ray", "ray_system"),
     ("/venv/lib/python3.11/site-packages/ray/core/src/ray/raylet/raylet --raylet_socket_name=/tmp/x", "ray_system"),
     ("ray::DashboardAgent", "ray_system"),

@@ -753,6 +753,17 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         finally:
             for p in procs:
                 _stop(p)
+        # What Ray Serve itself adds to a page, measured with a page that costs nothing
+        # (after the page servers stopped: one Ray instance at a time).
+        from keyart.app.bench_floor import floor_figures, ratio_ceiling
+
+        floor = floor_figures(settings, requests, replicas, side["concurrency"], rounds,
+                              max(2.0, duration_s / 2), say)
+        floor["ratio_per_core_ceiling"] = round(ratio_ceiling(side["bare"]["cpu_ms_per_page"],
+                                                              floor["ray_extra_cpu_ms_per_page"]), 3)
+        say(f"  Ray Serve adds {floor['ray_extra_cpu_ms_per_page']} ms of CPU to a page that costs nothing; "
+            f"with this run's bare page ({side['bare']['cpu_ms_per_page']} ms) ratio_per_core can reach at "
+            f"most {floor['ratio_per_core_ceiling']}")
 
         per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
         titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE
@@ -778,6 +789,7 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
             "thompson": thompson,
             "shadow": shadow,
             "journal": journal,
+            "transport_floor": floor,
             # 20M artwork requests (titles) per second, at Ray Serve's measured titles per core-second.
             "cores_for_20M_rps": round(20_000_000 / titles_per_s_per_core) if titles_per_s_per_core else None,
             "setup": {

@@ -20,7 +20,7 @@ _ROLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("serve_replica", ("ServeReplica",)),
     ("haproxy", ("haproxy",)),
     ("serve_control", ("ServeController", "ProxyActor", "HAProxyManager")),
-    ("bare_server", ("serve-bare",)),
+    ("bare_server", ("serve-bare", "keyart.app.bench_floor bare")),
     ("ray_system", ("gcs_server", "raylet", "DashboardAgent", "dashboard", "ray/_private", "ray::", "ray/")),
 )
 

@@ -51,24 +51,29 @@ def serve_config_path() -> Path:
 
 
 def load_serve_config(settings: KeyartSettings, replicas: int | None = None,
-                      grpc_port: int | None = None) -> dict[str, Any]:
+                      grpc_port: int | None = None,
+                      application: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The packaged Serve config with this run's address, port and absolute data paths.
-    ``grpc_port``: where Serve's own ingress listens, when a TLS front takes the public one."""
+    ``grpc_port``: where Serve's own ingress listens, when a TLS front takes the public one.
+    ``application``: another (import path, args) served with the same ingress and deployment
+    options (`make bench`'s transport floor)."""
     config = yaml.safe_load(serve_config_path().read_text())
     config["grpc_options"]["port"] = grpc_port or settings.grpc_port
     config["http_options"]["port"] = settings.http_port
     # Serve's ingress binds the HTTP host for gRPC too; behind a TLS front only loopback.
     config["http_options"]["host"] = "127.0.0.1" if grpc_port else settings.listen_host
-    application = config["applications"][0]
+    app_config = config["applications"][0]
     overrides = {
         "data_dir": str(settings.data_dir.resolve()),
         "feature_repo_dir": str(settings.feature_repo_dir.resolve()),
     }
     if settings.auth_tokens_file:
         overrides["auth_tokens_file"] = str(Path(settings.auth_tokens_file).resolve())
-    application["args"]["settings"] = {**application["args"].get("settings", {}), **overrides}
+    app_config["args"]["settings"] = {**app_config["args"].get("settings", {}), **overrides}
+    if application is not None:
+        app_config["import_path"], app_config["args"] = application
     if replicas is not None:
-        deployment = application["deployments"][0]
+        deployment = app_config["deployments"][0]
         deployment.pop("autoscaling_config", None)
         deployment["num_replicas"] = replicas
     return config
@@ -92,8 +97,10 @@ def wait_application_running(name: str, timeout_s: float) -> None:
     raise TimeoutError(f"Serve application {name} not RUNNING after {timeout_s:.0f} s (last: {last})")
 
 
-def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus: int | None = None) -> str:
-    """Start a local Ray instance, deploy Keyart, wait until SERVING; returns the address."""
+def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus: int | None = None,
+                application: tuple[str, dict[str, Any]] | None = None) -> str:
+    """Start a local Ray instance, deploy Keyart (or ``application``, see `load_serve_config`),
+    wait until SERVING; returns the address."""
     for key, value in THROUGHPUT_ENV.items():
         os.environ.setdefault(key, value)
     import ray
@@ -110,7 +117,7 @@ def start_serve(settings: KeyartSettings, replicas: int | None = None, num_cpus:
     settings.drain_flag.unlink(missing_ok=True)  # left by a stop that was killed mid-drain
     tls = ServerTls.from_files(settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file)
     serve_port = free_loopback_port() if tls else None
-    config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas, serve_port))
+    config = ServeDeploySchema.model_validate(load_serve_config(settings, replicas, serve_port, application))
     try:
         if not ray.is_initialized():
             ray.init(
