@@ -115,7 +115,9 @@ class KeyartSettings(BaseSettings):
     cassandra_consistency: str = Field("LOCAL_QUORUM", description="Write consistency level.")
     cassandra_tls_ca_file: str = Field("", description="CA bundle enabling TLS when set.")
     log_queue_size: int = Field(100_000, gt=0, description="Records held in memory before spooling.")
-    log_batch_size: int = Field(500, gt=0, description="Records per write batch.")
+    # 2,000 (50 pages of 40) rather than 500: a quarter of the commits; measured side by side
+    # over gRPC (2 bare servers each, 10 alternated rounds): 0.09 ms less CPU a page, 8 of 10.
+    log_batch_size: int = Field(2_000, gt=0, description="Records per write batch.")
     log_spool_max_bytes: int = Field(
         1_000_000_000, gt=0, description="Disk budget of the local spool used when the store is down."
     )

@@ -50,7 +50,7 @@ class WriterConfig:
 
     queue_size: int = 100_000
     """Records held in memory; past it, submits spool on the caller's thread or drop."""
-    batch_size: int = 500
+    batch_size: int = 2_000
     """Records per store write (and per spool replay step)."""
     spool_max_bytes: int = 1_000_000_000
     """Disk budget of the spool, adopted orphans included."""
