@@ -1,4 +1,4 @@
-"""`make bench`'s transport floor: the canned servers, their inputs and the ratio cap."""
+"""`make bench`'s transport floor: the stand-in page servers, their inputs and the ratio cap."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import subprocess
 import sys
 
 import grpc
+import psutil
 import pytest
 
 from keyart.adapters.grpc.wire import SERVICE
 from keyart.adapters.ports import free_loopback_port
 from keyart.adapters.ray_serve.launch import load_serve_config
 from keyart.app.bench import bench_requests, scratch_log_settings
-from keyart.app.bench_floor import canned_reply, load_reply, ratio_ceiling
+from keyart.app.bench_floor import canned_reply, load_reply, ratio_ceiling, spin
 from keyart.settings import KeyartSettings
 from keyart.v1 import ranking_pb2 as pb
 
@@ -44,6 +45,18 @@ def test_a_reply_that_cannot_be_served_is_refused_with_the_file_named(tmp_path) 
     assert cli.returncode == 2
     assert f"error: {junk}: not a serialized RankArtworkResponse" in cli.stderr
     assert "Traceback" not in cli.stderr
+    cli = subprocess.run([sys.executable, "-m", "keyart.app.bench_floor", "bare", "--port", "1",
+                          "--reply", str(junk), "--burn-ms", "-1"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 2 and "error: --burn-ms -1: must be between 0 and 1000" in cli.stderr
+
+
+def test_the_stand_in_page_spins_for_the_cpu_it_is_given() -> None:
+    import time
+
+    for seconds in (0.002, 0.01):
+        t0 = time.thread_time()
+        spin(seconds)
+        assert seconds <= time.thread_time() - t0 < seconds + 0.002
 
 
 def test_the_serve_config_swaps_only_the_application(tmp_path) -> None:
@@ -59,7 +72,7 @@ def test_the_serve_config_swaps_only_the_application(tmp_path) -> None:
 
 
 @pytest.mark.integration
-def test_the_bare_canned_server_answers_every_page_with_the_real_reply(platform_settings, tmp_path) -> None:
+def test_the_bare_stand_in_server_answers_every_page_with_the_real_reply(platform_settings, tmp_path) -> None:
     requests = bench_requests(platform_settings, n=3, titles=6, candidates=3)
     reply_file = tmp_path / "reply.bin"
     # Its one page goes to a scratch log, as in `make bench`: the platform's log is shared.
@@ -69,7 +82,7 @@ def test_the_bare_canned_server_answers_every_page_with_the_real_reply(platform_
 
     port = free_loopback_port()
     server = subprocess.Popen([sys.executable, "-m", "keyart.app.bench_floor", "bare", "--port", str(port),
-                               "--reply", str(reply_file)], stdout=subprocess.PIPE, text=True,
+                               "--reply", str(reply_file), "--burn-ms", "50"], stdout=subprocess.PIPE, text=True,
                               env=dict(os.environ))
     try:
         assert server.stdout is not None and server.stdout.readline().startswith("READY")
@@ -77,8 +90,11 @@ def test_the_bare_canned_server_answers_every_page_with_the_real_reply(platform_
             rank = channel.unary_unary(f"/{SERVICE}/RankArtwork",
                                        request_serializer=pb.RankArtworkRequest.SerializeToString,
                                        response_deserializer=pb.RankArtworkResponse.FromString)
-            for request in requests:  # whatever the page, the same reply
+            for request in requests:  # whatever the page, the same reply, after the page's CPU
+                cpu0 = psutil.Process(server.pid).cpu_times()
                 assert rank(request, timeout=10) == reply
+                cpu1 = psutil.Process(server.pid).cpu_times()
+                assert (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system) >= 0.03  # 50 ms, read in 10 ms ticks
             report = channel.unary_unary(f"/{SERVICE}/ReportOutcome",
                                          request_serializer=pb.ReportOutcomeRequest.SerializeToString,
                                          response_deserializer=pb.ReportOutcomeResponse.FromString)

@@ -753,17 +753,17 @@ def run_bench(settings: KeyartSettings, duration_s: float, concurrencies: list[i
         finally:
             for p in procs:
                 _stop(p)
-        # What Ray Serve itself adds to a page, measured with a page that costs nothing
-        # (after the page servers stopped: one Ray instance at a time).
+        # What Ray Serve itself adds to a page, measured with a stand-in page of the same
+        # request-thread CPU (after the page servers stopped: one Ray instance at a time).
         from keyart.app.bench_floor import floor_figures, ratio_ceiling
 
-        floor = floor_figures(settings, requests, replicas, side["concurrency"], rounds,
-                              max(2.0, duration_s / 2), say)
+        floor = floor_figures(settings, requests, replicas, stages["cpu_ms_per_page"]["handler"],
+                              side["concurrency"], rounds, max(2.0, duration_s / 2), say)
         floor["ratio_per_core_ceiling"] = round(ratio_ceiling(side["bare"]["cpu_ms_per_page"],
                                                               floor["ray_extra_cpu_ms_per_page"]), 3)
-        say(f"  Ray Serve adds {floor['ray_extra_cpu_ms_per_page']} ms of CPU to a page that costs nothing; "
-            f"with this run's bare page ({side['bare']['cpu_ms_per_page']} ms) ratio_per_core can reach at "
-            f"most {floor['ratio_per_core_ceiling']}")
+        say(f"  Ray Serve adds {floor['ray_extra_cpu_ms_per_page']} ms of CPU to a stand-in page; with this "
+            f"run's bare page ({side['bare']['cpu_ms_per_page']} ms) ratio_per_core can reach at most "
+            f"{floor['ratio_per_core_ceiling']}")
 
         per_core_ray, per_core_bare = side["ray"]["pages_per_s_per_core"], side["bare"]["pages_per_s_per_core"]
         titles_per_s_per_core = (per_core_ray or 0.0) * TITLES_PER_PAGE

@@ -1,16 +1,17 @@
-"""`make bench`'s transport floor: what each server costs a page when the page costs nothing.
+"""`make bench`'s transport floor: what Ray Serve adds to a page whatever the page does.
 
-Both servers answer RankArtwork with one real reply built ahead of time and never look
-at the request: plain grpc.aio processes (SO_REUSEPORT, as many as Serve's replicas) and
-Ray Serve deployed from the packaged Serve config (its HAProxy ingress, the replicas'
-request path, its controller and system processes), with only the application swapped.
-They are measured side by side like the page servers. Ray's extra CPU per page here is
-Serve's own cost, which no change to Keyart's page can remove, so it caps the per-core
-ratio of the page servers: ray / bare <= bare / (bare + extra). The floor runs at several
-times the page rate, which spreads Ray's idle ticking over more pages: the extra it
-finds is a lower bound, and the cap an upper one.
+A stand-in page replaces Keyart's: it spins for as much CPU as Keyart's page takes on
+the request thread (the in-process `handler` figure), holding the GIL as a page does,
+then answers with one real reply built ahead of time. Plain grpc.aio processes
+(SO_REUSEPORT, as many as Serve's replicas) and Ray Serve deployed from the packaged
+Serve config with only the application swapped (its HAProxy ingress, the replicas'
+request path, its controller and system processes) serve it side by side under the
+page servers' load. Ray's extra CPU per stand-in page is Serve's own cost, which no
+change to Keyart's page can remove, so it caps the per-core ratio of the page servers:
+ray / bare <= bare / (bare + extra).
 
-Run as `python -m keyart.app.bench_floor {bare,ray} --port P --reply FILE` by `floor_figures`.
+Run as `python -m keyart.app.bench_floor {bare,ray} --port P --reply FILE --burn-ms MS`
+by `floor_figures`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,13 +54,22 @@ def load_reply(path: Path) -> pb.RankArtworkResponse:
     return reply
 
 
-class CannedRanker:
-    """keyart.v1.ArtworkRanker answering every RankArtwork with the same reply."""
+def spin(seconds: float) -> None:
+    """Burn `seconds` of this thread's CPU, holding the GIL as a page does."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
-    def __init__(self, reply: pb.RankArtworkResponse) -> None:
-        self.reply = reply
+
+class CannedRanker:
+    """keyart.v1.ArtworkRanker answering every RankArtwork with the same reply after
+    spinning for `burn_s` of CPU."""
+
+    def __init__(self, reply: pb.RankArtworkResponse, burn_s: float) -> None:
+        self.reply, self.burn_s = reply, burn_s
 
     async def RankArtwork(self, request: bytes, context: grpc.aio.ServicerContext) -> pb.RankArtworkResponse:  # noqa: N802
+        spin(self.burn_s)
         return self.reply
 
     async def ReportOutcome(self, request: bytes, context: grpc.aio.ServicerContext) -> Any:  # noqa: N802
@@ -74,10 +85,11 @@ class _AlwaysServing(health_pb2_grpc.HealthServicer):
 class CannedArtworkRanker:
     """The Serve twin of `CannedRanker`, with the page deployment's name and options."""
 
-    def __init__(self, reply_file: str) -> None:
-        self.reply = load_reply(Path(reply_file))
+    def __init__(self, reply_file: str, burn_s: float) -> None:
+        self.reply, self.burn_s = load_reply(Path(reply_file)), burn_s
 
     async def RankArtwork(self, request: bytes, grpc_context: Any) -> pb.RankArtworkResponse:  # noqa: N802
+        spin(self.burn_s)
         return self.reply
 
     async def Check(self, request: health_pb2.HealthCheckRequest) -> health_pb2.HealthCheckResponse:  # noqa: N802
@@ -87,7 +99,7 @@ class CannedArtworkRanker:
 def build_canned_app(args: dict[str, Any]) -> serve.Application:
     """Serve app builder (the import path `floor_figures` deploys in place of Keyart's)."""
     load_reply(Path(args["reply_file"]))  # refused at deploy time with the file named
-    return CannedArtworkRanker.bind(str(args["reply_file"]))  # type: ignore[attr-defined]
+    return CannedArtworkRanker.bind(str(args["reply_file"]), float(args["burn_s"]))  # type: ignore[attr-defined]
 
 
 def ratio_ceiling(bare_cpu_ms: float, ray_extra_ms: float) -> float:
@@ -113,10 +125,10 @@ def canned_reply(settings: KeyartSettings, request: pb.RankArtworkRequest, path:
 
 
 def floor_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest], replicas: int,
-                  concurrency: int, rounds: int, round_s: float, say: Callable[[str], None],
+                  burn_ms: float, concurrency: int, rounds: int, round_s: float, say: Callable[[str], None],
                   bare_port: int = 9303, ray_port: int = 9302) -> dict[str, Any]:
-    """The canned servers side by side (`bench.interleaved_figures`); Ray's extra CPU per
-    page is the median of the rounds' own differences."""
+    """The stand-in page servers side by side (`bench.interleaved_figures`); Ray's extra CPU
+    per page is the median of the rounds' own differences."""
     from keyart.app.bench import _settle, _start, _stop, interleaved_figures
 
     work = Path(tempfile.mkdtemp(prefix="keyart-bench-floor-"))
@@ -124,14 +136,14 @@ def floor_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
         reply_file = work / "reply.bin"
         size = canned_reply(settings, requests[0], reply_file)
         me = [sys.executable, "-m", "keyart.app.bench_floor"]
-        say(f"transport floor: {replicas} bare grpc.aio processes and Ray Serve answering one canned "
-            f"{size}-byte reply ...")
+        args = ["--reply", str(reply_file), "--burn-ms", f"{burn_ms:.4f}"]
+        say(f"transport floor: {replicas} bare grpc.aio processes and Ray Serve serving a stand-in page "
+            f"({burn_ms:.3f} ms of spinning, then one canned {size}-byte reply) ...")
         env = dict(os.environ)
         procs: list[subprocess.Popen] = []
         try:
-            procs += [_start(me + ["bare", "--port", str(bare_port), "--reply", str(reply_file)], env, READY, 60)
-                      for _ in range(replicas)]
-            ray_proc = _start(me + ["ray", "--port", str(ray_port), "--reply", str(reply_file)], env, READY, 300)
+            procs += [_start(me + ["bare", "--port", str(bare_port), *args], env, READY, 60) for _ in range(replicas)]
+            ray_proc = _start(me + ["ray", "--port", str(ray_port), *args], env, READY, 300)
             procs.append(ray_proc)
             _settle(f"127.0.0.1:{ray_port}")
             side = interleaved_figures({"bare": f"127.0.0.1:{bare_port}", "ray": f"127.0.0.1:{ray_port}"},
@@ -144,13 +156,13 @@ def floor_figures(settings: KeyartSettings, requests: list[pb.RankArtworkRequest
         shutil.rmtree(work, ignore_errors=True)
     extra = statistics.median(r - b for r, b in zip(side["ray"]["cpu_ms_per_page_rounds"],
                                                     side["bare"]["cpu_ms_per_page_rounds"]))
-    return {"reply_bytes": size, **side, "ray_extra_cpu_ms_per_page": round(extra, 3)}
+    return {"reply_bytes": size, "burn_ms": round(burn_ms, 3), **side, "ray_extra_cpu_ms_per_page": round(extra, 3)}
 
 
-def _serve_bare(port: int, reply: pb.RankArtworkResponse) -> None:
+def _serve_bare(port: int, reply: pb.RankArtworkResponse, burn_s: float) -> None:
     async def main() -> None:
         server = grpc.aio.server()
-        add_artwork_ranker_to_server(CannedRanker(reply), server)
+        add_artwork_ranker_to_server(CannedRanker(reply, burn_s), server)
         health_pb2_grpc.add_HealthServicer_to_server(_AlwaysServing(), server)
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -163,12 +175,12 @@ def _serve_bare(port: int, reply: pb.RankArtworkResponse) -> None:
         pass
 
 
-def _serve_ray(port: int, reply_file: Path) -> None:
+def _serve_ray(port: int, reply_file: Path, burn_s: float) -> None:
     from keyart.adapters.ray_serve.launch import start_serve, stop_serve
 
     settings = KeyartSettings(grpc_port=port, listen_host="127.0.0.1")
     start_serve(settings, application=("keyart.app.bench_floor:build_canned_app",
-                                       {"reply_file": str(reply_file.resolve())}))
+                                       {"reply_file": str(reply_file.resolve()), "burn_s": burn_s}))
     print(f"{READY} canned Ray Serve on 127.0.0.1:{port}", flush=True)
     try:
         signal.pause()  # until the bench's SIGINT
@@ -183,16 +195,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("server", choices=["bare", "ray"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--reply", type=Path, required=True, help="a serialized RankArtworkResponse")
+    parser.add_argument("--burn-ms", type=float, default=0.0, help="CPU each page spins for before answering")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.burn_ms <= 1000.0:
+        print(f"error: --burn-ms {args.burn_ms:g}: must be between 0 and 1000", file=sys.stderr)
+        return 2
     try:
         reply = load_reply(args.reply)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.server == "bare":
-        _serve_bare(args.port, reply)
+        _serve_bare(args.port, reply, args.burn_ms / 1000.0)
     else:
-        _serve_ray(args.port, args.reply)
+        _serve_ray(args.port, args.reply, args.burn_ms / 1000.0)
     return 0
 
 
