@@ -173,8 +173,9 @@ def decode_frame(payload: bytes) -> list[Record]:
 def _decode_page(shared: object, names: object, rows: object) -> list[Record]:
     if not (isinstance(shared, dict) and isinstance(names, tuple) and isinstance(rows, list)):
         raise ValueError("a page frame that is not (shared fields, names, rows)")
-    if any(len(row) != len(names) for row in rows):
-        raise ValueError(f"a page frame row's length differs from its {len(names)} field names")
+    width = len(names)
+    if any(len(row) != width for row in rows):
+        raise ValueError(f"a page frame row's length differs from its {width} field names")
     # Field names as interned strings, like the class's own: unpickled ones are new objects,
     # and every attribute read of a record keyed by them would compare strings (the store's
     # row building measured 6% slower).
@@ -182,8 +183,9 @@ def _decode_page(shared: object, names: object, rows: object) -> list[Record]:
     names = tuple(sys.intern(n) for n in names)
     if "shadows" in names:
         at = names.index("shadows")
-        rows = [_with_shadow_choices(row, at) for row in rows]
-    return list(LoggedPage(shared, names, rows).impressions())
+        if any(row[at] for row in rows):  # most pages run no experiment
+            rows = [_with_shadow_choices(row, at) for row in rows]
+    return _build_impressions(shared, names, rows)  # the rows' lengths are checked above
 
 
 def next_frame(data: bytes, pos: int = 0) -> tuple[list[Record] | None, int]:
