@@ -185,7 +185,7 @@ def _decode_page(shared: object, names: object, rows: object) -> list[Record]:
         at = names.index("shadows")
         if any(row[at] for row in rows):  # most pages run no experiment
             rows = [_with_shadow_choices(row, at) for row in rows]
-    return _build_impressions(shared, names, rows)  # the rows' lengths are checked above
+    return list(_build_impressions(shared, names, rows))  # the rows' lengths are checked above
 
 
 def next_frame(data: bytes, pos: int = 0) -> tuple[list[Record] | None, int]:
