@@ -105,6 +105,15 @@ def _similarity(a: ImageInfo, b: ImageInfo) -> float:
     )
 
 
+def _page_layout(candidates: list[tuple[str, ...]],
+                 row_blocks: list[np.ndarray]) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """A page's scored titles laid out as rows: candidates per title, the ids in row order,
+    their rows in the index's image matrix, and each row's title (its index in `candidates`)."""
+    sizes = np.array([len(c) for c in candidates])
+    rows = np.concatenate(row_blocks)
+    return sizes, list(chain.from_iterable(candidates)), rows, np.repeat(np.arange(len(candidates)), sizes)
+
+
 class Resolved(NamedTuple):
     """A title's candidates as a page resolves them: ids, or the reason it falls back."""
 
@@ -251,9 +260,7 @@ class Ranker:
         if not scored_titles:
             return policy, [s for s in selections if s is not None]
 
-        sizes = np.array([len(c) for c in candidates])
-        flat_ids, rows = list(chain.from_iterable(candidates)), np.concatenate(row_blocks)
-        title_of_row = np.repeat(np.arange(len(candidates)), sizes)
+        sizes, flat_ids, rows, title_of_row = _page_layout(candidates, row_blocks)
         title_ids = [titles[p].title_id for p in scored_titles]
         x = build_matrix(self.index, member, context, title_ids, rows, title_of_row)
         counts = self._exposure_counts(flat_ids) if self.config.diversity_strength <= 0.0 else None
@@ -474,9 +481,7 @@ class Ranker:
                     row_blocks.append(title_rows)
             if not keep:
                 return out
-            sizes = np.array([len(c) for c in candidates])
-            flat_ids, rows = list(chain.from_iterable(candidates)), np.concatenate(row_blocks)
-            title_of_row = np.repeat(np.arange(len(candidates)), sizes)
+            sizes, flat_ids, rows, title_of_row = _page_layout(candidates, row_blocks)
             x = build_matrix(self.index, member, context, [served[k].title_id for k in keep], rows, title_of_row)
         if not keep:
             return out
